@@ -1,0 +1,52 @@
+# Entry points for people and CI. Everything installs what it needs first (make deps), so on a fresh Debian 12
+# machine `make run` and `make test` are the only two commands needed.
+BUILD      ?= build
+JOBS       ?= $(shell nproc)
+CMAKE_ARGS ?=
+CTEST_ARGS ?=
+
+.PHONY: all deps configure build run test asan tsan bench bench-http clean help
+
+all: build
+
+help:
+	@echo "make run     install dependencies, build, start cloudletd in the foreground (demo service, loopback)"
+	@echo "make test    install dependencies, build, run every test (ctest summary at the end)"
+	@echo "make asan    the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/)"
+	@echo "make tsan    the threaded tests (label tsan) under ThreadSanitizer (build-tsan/)"
+	@echo "make bench   benchmarks against baselines measured in the same run (bench/README.md)"
+	@echo "make deps    install the Debian packages listed in debian/control (idempotent)"
+
+deps:
+	@debian/install-deps
+
+configure: deps
+	@cmake -S . -B $(BUILD) -DCLOUDLET_WERROR=ON $(CMAKE_ARGS) > $(BUILD).configure.log 2>&1 || \
+	  (cat $(BUILD).configure.log; exit 1)
+
+build: configure
+	cmake --build $(BUILD) -j$(JOBS)
+	cmake --build $(BUILD) --target demo-guest
+
+run: build
+	$(BUILD)/cloudletd --demo
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure --timeout 1800 $(CTEST_ARGS)
+
+asan:
+	$(MAKE) test BUILD=build-asan CMAKE_ARGS="-DCLOUDLET_SANITIZE=address -DCMAKE_BUILD_TYPE=Debug" \
+	  CTEST_ARGS="$(CTEST_ARGS)"
+
+tsan:
+	$(MAKE) test BUILD=build-tsan CMAKE_ARGS="-DCLOUDLET_SANITIZE=thread -DCMAKE_BUILD_TYPE=Debug" \
+	  CTEST_ARGS="-L tsan $(CTEST_ARGS)"
+
+bench: build
+	bench/run-all.sh $(BUILD)
+
+bench-http: build
+	bench/http/run.sh $(BUILD)
+
+clean:
+	rm -rf build build-asan build-tsan build.configure.log build-asan.configure.log build-tsan.configure.log

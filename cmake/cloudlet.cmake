@@ -1,0 +1,65 @@
+# Shared compiler settings and the helpers every directory uses.
+
+set(CLOUDLET_WARNINGS -Wall -Wextra -Wshadow=local -Wno-unused-parameter -Wno-missing-field-initializers)
+if(CLOUDLET_WERROR)
+  list(APPEND CLOUDLET_WARNINGS -Werror)
+endif()
+
+set(CLOUDLET_SANITIZE_FLAGS "")
+if(CLOUDLET_SANITIZE STREQUAL "address")
+  set(CLOUDLET_SANITIZE_FLAGS -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+elseif(CLOUDLET_SANITIZE STREQUAL "thread")
+  set(CLOUDLET_SANITIZE_FLAGS -fsanitize=thread -fno-omit-frame-pointer)
+elseif(NOT CLOUDLET_SANITIZE STREQUAL "")
+  message(FATAL_ERROR "CLOUDLET_SANITIZE must be '', 'address' or 'thread'")
+endif()
+if(CLOUDLET_SANITIZE_FLAGS)
+  add_compile_options(${CLOUDLET_SANITIZE_FLAGS})
+  add_link_options(${CLOUDLET_SANITIZE_FLAGS})
+endif()
+
+# cloudlet_add_plugin(<name> SOURCES <files...> [LIBS <libs...>] [OUTPUT_DIR <dir>])
+# Builds build/plugins/<name>.so with the ABI's rules: hidden visibility, no undefined symbols (a plugin
+# reaches the core only through the function table), private static dependencies, no GNU unique symbols.
+function(cloudlet_add_plugin name)
+  cmake_parse_arguments(P "" "OUTPUT_DIR" "SOURCES;LIBS" ${ARGN})
+  if(NOT P_OUTPUT_DIR)
+    set(P_OUTPUT_DIR ${CMAKE_BINARY_DIR}/plugins)
+  endif()
+  add_library(${name} MODULE ${P_SOURCES})
+  set_target_properties(${name} PROPERTIES
+    PREFIX ""
+    LIBRARY_OUTPUT_DIRECTORY ${P_OUTPUT_DIR}
+    C_VISIBILITY_PRESET hidden
+    CXX_VISIBILITY_PRESET hidden
+    VISIBILITY_INLINES_HIDDEN ON)
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/abi)
+  target_compile_options(${name} PRIVATE ${CLOUDLET_WARNINGS} $<$<COMPILE_LANGUAGE:CXX>:-fno-gnu-unique>)
+  if(NOT CLOUDLET_SANITIZE_FLAGS)
+    # Sanitizer runtimes live in the executable, so -z defs cannot hold for sanitized plugins.
+    target_link_options(${name} PRIVATE -Wl,-z,defs)
+  endif()
+  target_link_options(${name} PRIVATE -Wl,--exclude-libs,ALL)
+  if(P_LIBS)
+    target_link_libraries(${name} PRIVATE ${P_LIBS})
+  endif()
+endfunction()
+
+# cloudlet_add_test(<name> SOURCES <files...> [LIBS <libs...>] [LABELS <labels...>] [TIMEOUT <s>])
+# A GoogleTest executable registered with ctest.
+function(cloudlet_add_test name)
+  cmake_parse_arguments(T "" "TIMEOUT" "SOURCES;LIBS;LABELS" ${ARGN})
+  add_executable(${name} ${T_SOURCES})
+  target_compile_options(${name} PRIVATE ${CLOUDLET_WARNINGS})
+  target_link_libraries(${name} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main GTest::gmock)
+  set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
+  add_test(NAME ${name} COMMAND ${name})
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 120)
+  endif()
+  set_tests_properties(${name} PROPERTIES TIMEOUT ${T_TIMEOUT}
+    ENVIRONMENT "CLOUDLET_SOURCE_DIR=${PROJECT_SOURCE_DIR};CLOUDLET_BUILD_DIR=${CMAKE_BINARY_DIR}")
+  if(T_LABELS)
+    set_tests_properties(${name} PROPERTIES LABELS "${T_LABELS}")
+  endif()
+endfunction()

@@ -1,0 +1,30 @@
+# Every external library, found once. The Debian package for each is listed in debian/control.
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(UV REQUIRED IMPORTED_TARGET libuv>=1.44)
+pkg_check_modules(LIBVIRT REQUIRED IMPORTED_TARGET libvirt>=9.0 libvirt-qemu)
+pkg_check_modules(AVAHI REQUIRED IMPORTED_TARGET avahi-client)
+pkg_check_modules(LIBUSB REQUIRED IMPORTED_TARGET libusb-1.0)
+pkg_check_modules(LMDB REQUIRED IMPORTED_TARGET lmdb)
+find_package(OpenSSL 3 REQUIRED)
+find_package(fmt REQUIRED)
+find_package(RapidJSON REQUIRED)
+find_package(Threads REQUIRED)
+if(CLOUDLET_BUILD_TESTS)
+  find_package(GTest REQUIRED)
+endif()
+
+add_library(rapidjson INTERFACE)
+target_include_directories(rapidjson SYSTEM INTERFACE ${RAPIDJSON_INCLUDE_DIRS})
+# Keep std::string support on and SSE off (portable builds).
+target_compile_definitions(rapidjson INTERFACE RAPIDJSON_HAS_STDSTRING=1)
+
+# llhttp: Debian ships its C sources in node-llhttp (there is no libllhttp-dev in bookworm).
+set(LLHTTP_SRC_DIR /usr/share/llhttp CACHE PATH "llhttp C sources (node-llhttp)")
+set(LLHTTP_INCLUDE_DIR /usr/share/include/llhttp CACHE PATH "llhttp header (node-llhttp)")
+if(NOT EXISTS ${LLHTTP_SRC_DIR}/llhttp.c OR NOT EXISTS ${LLHTTP_INCLUDE_DIR}/llhttp.h)
+  message(FATAL_ERROR "llhttp sources not found in ${LLHTTP_SRC_DIR}: install node-llhttp (make deps)")
+endif()
+add_library(llhttp STATIC ${LLHTTP_SRC_DIR}/llhttp.c ${LLHTTP_SRC_DIR}/api.c ${LLHTTP_SRC_DIR}/http.c)
+target_include_directories(llhttp SYSTEM PUBLIC ${LLHTTP_INCLUDE_DIR})
+target_compile_options(llhttp PRIVATE -O2 -w)
+set_target_properties(llhttp PROPERTIES POSITION_INDEPENDENT_CODE ON)

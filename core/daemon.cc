@@ -1,0 +1,266 @@
+#include "daemon.h"
+
+#include <dirent.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "events/bus.h"
+#include "http/request.h"
+#include "http/server.h"
+#include "json/json.h"
+#include "log/log.h"
+#include "loop/loop.h"
+#include "ops/operations.h"
+#include "plugin/host.h"
+#include "store/store.h"
+#include "version.h"
+
+namespace cloudlet {
+
+namespace {
+
+constexpr int kSchemaVersion = 1;
+
+// mkdir -p with the given mode for each created component.
+bool make_dirs(const std::string& path, mode_t mode, std::string* error) {
+  std::string cur;
+  size_t pos = 0;
+  while (pos <= path.size()) {
+    size_t slash = path.find('/', pos);
+    cur = path.substr(0, slash == std::string::npos ? path.size() : slash);
+    if (!cur.empty() && mkdir(cur.c_str(), mode) != 0 && errno != EEXIST) {
+      *error = "cannot create " + cur + ": " + strerror(errno);
+      return false;
+    }
+    if (slash == std::string::npos) break;
+    pos = slash + 1;
+  }
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    *error = path + " is not a directory";
+    return false;
+  }
+  return true;
+}
+
+// Uploads left in tmp/ by a previous run that died mid-transfer are garbage: nothing refers to them.
+void clean_spool(const std::string& dir) {
+  DIR* d = opendir(dir.c_str());
+  if (!d) return;
+  size_t removed = 0;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::string p = dir + "/" + e->d_name;
+    struct stat st;
+    if (lstat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && unlink(p.c_str()) == 0) removed++;
+  }
+  closedir(d);
+  if (removed) log::info("core", "removed {} unfinished upload(s) from {}", removed, dir);
+}
+
+std::string absolute(const std::string& p) {
+  if (!p.empty() && p[0] == '/') return p;
+  char cwd[PATH_MAX];
+  if (!getcwd(cwd, sizeof cwd)) return p;
+  return std::string(cwd) + "/" + p;
+}
+
+}  // namespace
+
+std::string host_name() {
+  char buf[256] = {0};
+  if (gethostname(buf, sizeof buf - 1) != 0 || !buf[0]) return "cloudlet";
+  std::string name(buf);
+  size_t dot = name.find('.');
+  if (dot != std::string::npos) name.resize(dot);
+  return name;
+}
+
+std::string default_plugin_dir() {
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    exe[n] = '\0';
+    std::string dir(exe);
+    dir = dir.substr(0, dir.rfind('/')) + "/plugins";
+    struct stat st;
+    if (stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return dir;
+  }
+  return "/usr/lib/cloudletd/plugins";
+}
+
+Daemon::Daemon(Config cfg) : cfg_(std::move(cfg)) {}
+
+Daemon::~Daemon() {
+  if (loop_ && !stopped_) {
+    if (plugins_) plugins_->unload_all(cfg_.plugins_dlclose);
+    if (store_) store_->close();
+    server_.reset();
+    loop_->close();
+  }
+}
+
+bool Daemon::start(std::string* error) {
+  log::Level level;
+  if (log::parse_level(cfg_.log_level, &level)) log::set_level(level);
+  if (!cfg_.log_file.empty() && !log::set_output_file(cfg_.log_file)) {
+    *error = "cannot open log file " + cfg_.log_file;
+    return false;
+  }
+  if (!cfg_.access_log.empty() && !log::open_access_log(cfg_.access_log)) {
+    *error = "cannot open access log " + cfg_.access_log;
+    return false;
+  }
+  cfg_.data_dir = absolute(cfg_.data_dir);
+  if (cfg_.cloudlet_name.empty()) cfg_.cloudlet_name = host_name();
+  if (cfg_.plugin_dir.empty()) cfg_.plugin_dir = default_plugin_dir();
+  std::string spool = cfg_.data_dir + "/tmp";
+  if (!make_dirs(cfg_.data_dir, 0700, error) || !make_dirs(spool, 0700, error)) return false;
+  clean_spool(spool);
+
+  loop_ = std::make_unique<Loop>();
+  Store::Options so;
+  so.dir = cfg_.data_dir + "/db";
+  so.map_size = cfg_.store_map_size_mb << 20;
+  so.schema_version = kSchemaVersion;
+  store_ = Store::open(*loop_, so, error);
+  if (!store_) return false;
+  ops_ = std::make_unique<Operations>(*loop_);
+  events_ = std::make_unique<EventBus>(*loop_);
+  server_ = std::make_unique<http::Server>(*loop_, spool);
+  for (const auto& l : cfg_.listeners) {
+    if (server_->listen(l, error) != CL_OK) return false;
+  }
+  register_core_operations();
+  register_core_routes();
+  services_ = std::make_unique<HostServices>(HostServices{*loop_, *server_, store_.get(), *ops_, *events_,
+                                                          CLOUDLETD_VERSION, cfg_.data_dir, cfg_.cloudlet_name,
+                                                          cfg_.api_mode});
+  plugins_ = std::make_unique<PluginManager>(*services_);
+  load_plugins();
+  loop_->watch_signals([this](int signum) {
+    log::info("core", "received {}: shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    shutdown();
+  });
+  log::info("core", "cloudletd {} ready: cloudlet '{}', data in {}, {} plugin(s)", CLOUDLETD_VERSION,
+            cfg_.cloudlet_name, cfg_.data_dir, plugins_->count());
+  return true;
+}
+
+void Daemon::load_plugins() {
+  for (const auto& p : cfg_.plugins) {
+    if (!p.enabled) continue;
+    PluginSpec spec;
+    spec.name = p.name;
+    spec.path = p.path.empty() ? cfg_.plugin_dir + "/" + p.name + ".so" : p.path;
+    spec.config_json = p.config_json;
+    spec.prefixes = p.prefixes;
+    std::string error;
+    plugins_->load(spec, &error);  // a failing plugin is logged and skipped: the server serves on
+  }
+}
+
+void Daemon::register_core_operations() {
+  ops_->add("server.info", [this](std::string_view, Operations::Reply reply) {
+    rapidjson::StringBuffer buf;
+    json::Writer w(buf);
+    w.StartObject();
+    w.Key("version");
+    w.String(CLOUDLETD_VERSION);
+    w.Key("cloudlet_name");
+    w.String(cfg_.cloudlet_name.c_str());
+    w.Key("api_mode");
+    w.String(cfg_.api_mode.c_str());
+    w.Key("listeners");
+    w.StartArray();
+    for (const auto& name : server_->listener_names()) {
+      http::Listener* l = server_->listener(name);
+      w.StartObject();
+      w.Key("name");
+      w.String(name.c_str());
+      w.Key("host");
+      w.String(l->options.host.c_str());
+      w.Key("port");
+      w.Uint(l->bound_port);
+      w.Key("tls");
+      w.Bool(l->tls != nullptr);
+      w.EndObject();
+    }
+    w.EndArray();
+    w.Key("plugins");
+    w.StartArray();
+    for (const cl_host_s* h : plugins_->plugins()) {
+      w.StartObject();
+      w.Key("name");
+      w.String(h->name().c_str());
+      w.Key("version");
+      w.String(h->desc->version ? h->desc->version : "");
+      w.EndObject();
+    }
+    w.EndArray();
+    w.Key("operations");
+    w.StartArray();
+    for (const auto& n : ops_->names()) w.String(n.c_str());
+    w.EndArray();
+    w.EndObject();
+    reply(CL_OK, std::string(buf.GetString(), buf.GetSize()));
+  });
+}
+
+void Daemon::register_core_routes() {
+  // Liveness on every listener: load balancers, tests and `make run` users poll it.
+  for (const auto& name : server_->listener_names()) {
+    http::Route health;
+    health.method = "GET";
+    health.pattern = "/healthz";
+    health.handler = [](http::Request& r) { return r.send(200, "text/plain; charset=utf-8", "ok\n"); };
+    server_->router(name)->add(std::move(health));
+  }
+  if (http::Router* manager = server_->router("manager")) {
+    http::Route info;
+    info.method = "GET";
+    info.pattern = "/manager/api/info";
+    info.handler = [this](http::Request& r) -> cl_status_t {
+      // The request outlives nothing: if the client leaves, the core answers into the void (CL_ECLOSING).
+      ops_->call("server.info", "{}", [&r](cl_status_t st, std::string_view result) {
+        r.send(st == CL_OK ? 200 : 500, "application/json", result);
+      });
+      return CL_OK;
+    };
+    manager->add(std::move(info));
+  }
+}
+
+void Daemon::shutdown() {
+  if (stopping_) {
+    log::warn("core", "shutdown already in progress");
+    return;
+  }
+  stopping_ = true;
+  server_->shutdown(cfg_.shutdown_timeout_ms, [this] { finish_shutdown(); });
+}
+
+void Daemon::finish_shutdown() {
+  plugins_->unload_all(cfg_.plugins_dlclose);
+  store_->close();
+  stopped_ = true;
+  log::info("core", "shutdown complete");
+}
+
+int Daemon::run() {
+  loop_->run();
+  if (!stopped_) {
+    // The loop ran dry without a shutdown (no listeners): still close everything in order.
+    shutdown();
+    loop_->run();
+  }
+  int rc = loop_->close();
+  if (rc != 0) log::error("core", "the loop did not close cleanly ({})", uv_strerror(rc));
+  return rc == 0 ? 0 : 1;
+}
+
+}  // namespace cloudlet

@@ -1,0 +1,67 @@
+// The assembled server: loop, store, HTTP listeners, operations, events, plugins — and their orderly start
+// and graceful shutdown. main() parses the command line and runs a Daemon; tests can run one in-process.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "config/config.h"
+
+namespace cloudlet {
+
+class Loop;
+class Store;
+class Operations;
+class EventBus;
+class PluginManager;
+struct HostServices;
+namespace http {
+class Server;
+}
+
+class Daemon {
+ public:
+  explicit Daemon(Config cfg);
+  ~Daemon();
+
+  // Opens the store, binds listeners, registers core operations, loads plugins. Returns false with *error
+  // (one line) when the server cannot run at all (unusable data directory, a listener that cannot bind).
+  bool start(std::string* error);
+  // Runs the loop until shutdown completes; returns the process exit status (0 = clean).
+  int run();
+  // Begins a graceful shutdown (also on SIGINT/SIGTERM). Safe to call more than once.
+  void shutdown();
+
+  Loop& loop() { return *loop_; }
+  http::Server& server() { return *server_; }
+  Operations& ops() { return *ops_; }
+  EventBus& events() { return *events_; }
+  Store* store() { return store_.get(); }
+  const Config& config() const { return cfg_; }
+
+ private:
+  void register_core_operations();
+  void register_core_routes();
+  void load_plugins();
+  void finish_shutdown();
+
+  Config cfg_;
+  std::unique_ptr<Loop> loop_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Operations> ops_;
+  std::unique_ptr<EventBus> events_;
+  std::unique_ptr<http::Server> server_;
+  std::unique_ptr<HostServices> services_;
+  std::unique_ptr<PluginManager> plugins_;
+  bool stopping_ = false;
+  bool stopped_ = false;
+};
+
+// The plugin directory to use when the configuration names none: "<exe dir>/plugins" when that exists (a
+// build tree), else /usr/lib/cloudletd/plugins.
+std::string default_plugin_dir();
+// The host name (for the default cloudlet name).
+std::string host_name();
+
+}  // namespace cloudlet

@@ -1,0 +1,117 @@
+// One client connection: llhttp parsing, request dispatch, ordered responses, TLS, back-pressure.
+//
+// Requests on a connection are handled one at a time: while a response is pending the parser is paused and
+// pipelined bytes wait (reading stops once they exceed a bound), so responses leave in request order.
+#pragma once
+
+#include <llhttp.h>
+#include <uv.h>
+
+#include <list>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cloudlet_plugin.h"
+#include "http/request.h"
+#include "http/server.h"
+#include "http/tls.h"
+
+namespace cloudlet::http {
+
+class Connection {
+ public:
+  Connection(Server& server, Listener& listener);
+  ~Connection();
+
+  uv_tcp_t* tcp() { return &tcp_; }
+  // Starts reading after accept.
+  void start();
+  // Closes the socket (idempotent). The object is deleted from the close callback.
+  void close(std::string_view why);
+  bool closing() const { return closing_; }
+  // Shutdown: close now if idle, else close once the current response is done.
+  void drain();
+
+  // ---- used by Request ----
+  // Queues bytes for the client (TLS-encrypted when needed).
+  void write_copy(std::string_view data);
+  void write_copy2(std::string_view a, std::string_view b);
+  // Queues bytes lent by a plugin: done(ptr, hint) runs once written (or on close), from a clean stack.
+  void write_lent(const void* ptr, size_t len, cl_free_cb done, void* hint);
+  // The current response is complete: log it, free the request, continue with the next one.
+  void response_done(Request* r);
+  bool keep_alive(const Request& r) const { return keep_alive_for(r); }
+  // Stream body delivery control (a plugin paused or resumed reading, or attached a reader).
+  void body_flow_changed();
+  Server& server() { return server_; }
+  Listener& listener() { return listener_; }
+  const Listener* listener_ptr() const { return &listener_; }
+  bool write_pending() const { return pending_writes_ > 0; }
+
+  // ---- timeout bookkeeping (owned by Server) ----
+  Phase phase = Phase::none;
+  std::list<Connection*>::iterator phase_it;
+  uint64_t deadline_ms = 0;
+
+  // llhttp callbacks (the settings table is static; the connection is parser->data).
+  static int cb_message_begin(llhttp_t* p);
+  static int cb_url(llhttp_t* p, const char* at, size_t len);
+  static int cb_header_field(llhttp_t* p, const char* at, size_t len);
+  static int cb_header_value(llhttp_t* p, const char* at, size_t len);
+  static int cb_headers_complete(llhttp_t* p);
+  static int cb_body(llhttp_t* p, const char* at, size_t len);
+  static int cb_message_complete(llhttp_t* p);
+
+ private:
+  struct WriteReq;
+
+  void on_read(ssize_t nread, const uv_buf_t* buf);
+  void process(const char* data, size_t len);
+  void resume_parsing();
+  void schedule_resume();
+  void resume_reading();
+  int headers_complete();
+  int body(const char* at, size_t len);
+  int message_complete();
+  void dispatch();
+  void reject(uint32_t status, std::string_view message);  // respond with an error and close afterwards
+  bool add_header_bytes(size_t n);
+  void flush_header();
+  cl_status_t start_form(Request& r, std::string_view content_type, std::string* error);
+  void finish_form(Request& r);
+  bool keep_alive_for(const Request& r) const;
+  void write_wire(std::string_view a, std::string_view b);
+  void write_done(WriteReq* w, int status);
+  void after_write_state();
+  void peer_gone();
+
+  Server& server_;
+  Listener& listener_;
+  uv_tcp_t tcp_;
+  llhttp_t parser_;
+  std::unique_ptr<TlsSession> tls_;
+  std::string tls_plain_;  // scratch for decrypted bytes
+
+  Request* req_ = nullptr;  // the request being parsed or answered (owned until the response completes)
+  std::string field_, value_;
+  bool in_value_ = false;
+  uint64_t header_bytes_ = 0;
+  uint32_t reject_status_ = 0;  // set by a callback that aborts parsing
+  std::string reject_message_;
+
+  bool parser_paused_ = false;   // waiting for the current response before parsing more
+  std::string pending_;          // unparsed bytes received while paused
+  bool reading_ = false;
+  bool close_after_response_ = false;
+  bool closing_ = false;
+  bool in_process_ = false;  // inside llhttp_execute: never resume parsing re-entrantly
+  size_t pending_writes_ = 0;
+  std::vector<Router::Match> matches_;  // routes for the request being parsed
+  std::string allowed_;                 // methods of path-only matches (for 405)
+  // Deferred callbacks hold a weak_ptr to this token: the connection may be gone when they run.
+  std::shared_ptr<bool> alive_;
+};
+
+}  // namespace cloudlet::http

@@ -1,0 +1,69 @@
+#include "http/status.h"
+
+namespace cloudlet::http {
+
+std::string_view reason_phrase(uint32_t status) {
+  switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 412: return "Precondition Failed";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 416: return "Range Not Satisfiable";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    case 507: return "Insufficient Storage";
+    default: return status < 400 ? "OK" : status < 500 ? "Client Error" : "Server Error";
+  }
+}
+
+uint32_t status_from_cl(cl_status_t st) {
+  switch (st) {
+    case CL_OK: return 200;
+    case CL_EINVAL: return 400;
+    case CL_EUNAUTH: return 401;
+    case CL_EPERM: return 403;
+    case CL_ENOENT: return 404;
+    case CL_EDECLINED: return 404;
+    case CL_EBUSY:
+    case CL_EEXIST:
+    case CL_ESTATE: return 409;
+    case CL_ETOOBIG: return 413;
+    case CL_ENOTSUP: return 501;
+    case CL_ENOMEM:
+    case CL_EUNAVAIL:
+    case CL_ECLOSING: return 503;
+    case CL_ETIMEDOUT: return 504;
+    default: return 500;
+  }
+}
+
+}  // namespace cloudlet::http

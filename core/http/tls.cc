@@ -1,0 +1,113 @@
+#include "http/tls.h"
+
+#include <openssl/err.h>
+
+namespace cloudlet::http {
+
+namespace {
+std::string openssl_error() {
+  unsigned long e = ERR_get_error();
+  char buf[256];
+  ERR_error_string_n(e, buf, sizeof buf);
+  ERR_clear_error();
+  return buf;
+}
+}  // namespace
+
+std::unique_ptr<TlsContext> TlsContext::create(const std::string& cert_file, const std::string& key_file,
+                                               std::string* error) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+  if (!ctx) {
+    *error = openssl_error();
+    return nullptr;
+  }
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);  // smaller idle connections
+  if (SSL_CTX_use_certificate_chain_file(ctx, cert_file.c_str()) != 1) {
+    *error = "cannot load certificate " + cert_file + ": " + openssl_error();
+    SSL_CTX_free(ctx);
+    return nullptr;
+  }
+  if (SSL_CTX_use_PrivateKey_file(ctx, key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+    *error = "cannot load private key " + key_file + ": " + openssl_error();
+    SSL_CTX_free(ctx);
+    return nullptr;
+  }
+  if (SSL_CTX_check_private_key(ctx) != 1) {
+    *error = "private key " + key_file + " does not match certificate " + cert_file;
+    SSL_CTX_free(ctx);
+    return nullptr;
+  }
+  return std::unique_ptr<TlsContext>(new TlsContext(ctx));
+}
+
+TlsContext::~TlsContext() { SSL_CTX_free(ctx_); }
+
+TlsSession::TlsSession(SSL_CTX* ctx) : ssl_(SSL_new(ctx)), in_(BIO_new(BIO_s_mem())), out_(BIO_new(BIO_s_mem())) {
+  BIO_set_mem_eof_return(in_, -1);
+  BIO_set_mem_eof_return(out_, -1);
+  SSL_set_bio(ssl_, in_, out_);  // ssl_ owns both BIOs now
+  SSL_set_accept_state(ssl_);
+}
+
+TlsSession::~TlsSession() { SSL_free(ssl_); }
+
+bool TlsSession::established() const { return SSL_is_init_finished(ssl_); }
+
+void TlsSession::drain(std::string* wire) {
+  char buf[16384];
+  int n;
+  while ((n = BIO_read(out_, buf, sizeof buf)) > 0) wire->append(buf, static_cast<size_t>(n));
+}
+
+bool TlsSession::receive(std::string_view data, std::string* plain, std::string* wire) {
+  while (!data.empty()) {
+    int n = BIO_write(in_, data.data(), static_cast<int>(data.size()));
+    if (n <= 0) {
+      error_ = "BIO_write failed";
+      return false;
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  char buf[16384];
+  for (;;) {
+    int n = SSL_read(ssl_, buf, sizeof buf);
+    if (n > 0) {
+      plain->append(buf, static_cast<size_t>(n));
+      continue;
+    }
+    int err = SSL_get_error(ssl_, n);
+    drain(wire);
+    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return true;
+    if (err == SSL_ERROR_ZERO_RETURN) {
+      error_ = "peer closed the TLS session";
+      return false;
+    }
+    error_ = err == SSL_ERROR_SSL ? openssl_error() : "TLS error " + std::to_string(err);
+    ERR_clear_error();
+    return false;
+  }
+}
+
+bool TlsSession::send(std::string_view plain, std::string* wire) {
+  while (!plain.empty()) {
+    int n = SSL_write(ssl_, plain.data(), static_cast<int>(plain.size()));
+    if (n <= 0) {
+      error_ = openssl_error();
+      return false;
+    }
+    plain.remove_prefix(static_cast<size_t>(n));
+    drain(wire);
+  }
+  drain(wire);
+  return true;
+}
+
+void TlsSession::shutdown(std::string* wire) {
+  SSL_shutdown(ssl_);
+  drain(wire);
+  ERR_clear_error();
+}
+
+}  // namespace cloudlet::http

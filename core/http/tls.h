@@ -1,0 +1,52 @@
+// TLS for listeners: OpenSSL over memory BIOs, so the socket stays a plain libuv stream and the loop never
+// blocks. One TlsContext per listener (certificate + key), one TlsSession per connection.
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace cloudlet::http {
+
+class TlsContext {
+ public:
+  // Loads a PEM certificate chain and private key; TLS 1.2+ only. Returns nullptr with *error set on failure.
+  static std::unique_ptr<TlsContext> create(const std::string& cert_file, const std::string& key_file,
+                                            std::string* error);
+  ~TlsContext();
+  SSL_CTX* ctx() const { return ctx_; }
+
+ private:
+  explicit TlsContext(SSL_CTX* ctx) : ctx_(ctx) {}
+  SSL_CTX* ctx_;
+};
+
+class TlsSession {
+ public:
+  explicit TlsSession(SSL_CTX* ctx);
+  ~TlsSession();
+  TlsSession(const TlsSession&) = delete;
+  TlsSession& operator=(const TlsSession&) = delete;
+
+  // Feeds bytes received from the socket. Decrypted application data is appended to *plain; bytes that must
+  // be sent to the peer (handshake records, alerts) are appended to *wire. Returns false on a fatal TLS error
+  // (the connection must be closed; *wire may hold an alert worth sending first).
+  bool receive(std::string_view data, std::string* plain, std::string* wire);
+  // Encrypts application data, appending records to *wire.
+  bool send(std::string_view plain, std::string* wire);
+  // Appends a close_notify alert to *wire.
+  void shutdown(std::string* wire);
+  bool established() const;
+  std::string last_error() const { return error_; }
+
+ private:
+  void drain(std::string* wire);
+  SSL* ssl_;
+  BIO* in_;   // socket -> OpenSSL
+  BIO* out_;  // OpenSSL -> socket
+  std::string error_;
+};
+
+}  // namespace cloudlet::http

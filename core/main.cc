@@ -1,0 +1,164 @@
+// cloudletd: command line, configuration, then the Daemon.
+#include <getopt.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "config/config.h"
+#include "daemon.h"
+#include "log/log.h"
+#include "version.h"
+
+namespace {
+
+constexpr int kExitUsage = 2;
+
+void usage(FILE* out) {
+  fprintf(out,
+          "Usage: cloudletd [OPTION]...\n"
+          "A cloudlet server: starts Service VMs from saved memory state for nearby mobile devices.\n"
+          "\n"
+          "  --config FILE            configuration file (JSON, comments allowed); see config/README.md\n"
+          "  --data-dir DIR           data directory (store, images, instances, uploads)\n"
+          "  --listen-api HOST:PORT   address of the mobile API listener ('api')\n"
+          "  --listen-manager HOST:PORT  address of the web manager listener ('manager')\n"
+          "  --libvirt-uri URI        hypervisor connection (default qemu:///embed?root=DATA/libvirt)\n"
+          "  --log-level LEVEL        error, warn, info, debug or trace\n"
+          "  --api-mode MODE          open, encrypted or both\n"
+          "  --demo                   register the built-in demo service (demo.httpd)\n"
+          "  --check-config           validate the configuration and exit\n"
+          "  --help                   show this help and exit\n"
+          "  --version                show the version and exit\n"
+          "\n"
+          "Without --config, a build tree's config/cloudletd.json is used when cloudletd runs from that\n"
+          "build tree, else /etc/cloudletd/cloudletd.json if it exists, else the embedded defaults.\n"
+          "Command-line options override the configuration file. Exit status: 0 clean shutdown,\n"
+          "1 runtime failure, 2 bad usage or configuration.\n");
+}
+
+bool file_exists(const std::string& p) {
+  struct stat st;
+  return stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// The source tree's config when this binary is the one built in that tree's build directory.
+std::string default_config_path() {
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    exe[n] = '\0';
+    std::string dir(exe);
+    dir = dir.substr(0, dir.rfind('/'));
+    std::string src_cfg = std::string(CLOUDLET_SOURCE_DIR) + "/config/cloudletd.json";
+    char real_build[PATH_MAX];
+    if (realpath(CLOUDLET_BUILD_DIR, real_build) && dir == real_build && file_exists(src_cfg)) return src_cfg;
+  }
+  if (file_exists("/etc/cloudletd/cloudletd.json")) return "/etc/cloudletd/cloudletd.json";
+  return "";
+}
+
+int config_error(const std::string& msg) {
+  fprintf(stderr, "cloudletd: configuration error: %s\n", msg.c_str());
+  return kExitUsage;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  enum { kConfig = 1000, kDataDir, kListenApi, kListenManager, kLibvirtUri, kLogLevel, kApiMode, kDemo, kCheck };
+  static const option options[] = {
+      {"config", required_argument, nullptr, kConfig},
+      {"data-dir", required_argument, nullptr, kDataDir},
+      {"listen-api", required_argument, nullptr, kListenApi},
+      {"listen-manager", required_argument, nullptr, kListenManager},
+      {"libvirt-uri", required_argument, nullptr, kLibvirtUri},
+      {"log-level", required_argument, nullptr, kLogLevel},
+      {"api-mode", required_argument, nullptr, kApiMode},
+      {"demo", no_argument, nullptr, kDemo},
+      {"check-config", no_argument, nullptr, kCheck},
+      {"help", no_argument, nullptr, 'h'},
+      {"version", no_argument, nullptr, 'V'},
+      {nullptr, 0, nullptr, 0},
+  };
+  std::string config_path, data_dir, listen_api, listen_manager, libvirt_uri, log_level, api_mode;
+  bool have_config = false, have_uri = false, demo = false, check_only = false;
+  int opt;
+  opterr = 0;
+  while ((opt = getopt_long(argc, argv, "hV", options, nullptr)) != -1) {
+    switch (opt) {
+      case kConfig: config_path = optarg; have_config = true; break;
+      case kDataDir: data_dir = optarg; break;
+      case kListenApi: listen_api = optarg; break;
+      case kListenManager: listen_manager = optarg; break;
+      case kLibvirtUri: libvirt_uri = optarg; have_uri = true; break;
+      case kLogLevel: log_level = optarg; break;
+      case kApiMode: api_mode = optarg; break;
+      case kDemo: demo = true; break;
+      case kCheck: check_only = true; break;
+      case 'h': usage(stdout); return 0;
+      case 'V': printf("cloudletd %s\n", CLOUDLETD_VERSION); return 0;
+      default:
+        fprintf(stderr, "cloudletd: unknown or incomplete option '%s' (try --help)\n", argv[optind - 1]);
+        return kExitUsage;
+    }
+  }
+  if (optind < argc) {
+    fprintf(stderr, "cloudletd: unexpected argument '%s' (try --help)\n", argv[optind]);
+    return kExitUsage;
+  }
+
+  cloudlet::Config cfg = cloudlet::default_config();
+  if (!have_config) config_path = default_config_path();
+  if (!config_path.empty()) {
+    std::string error;
+    if (!cloudlet::load_config_file(config_path, &cfg, &error)) return config_error(error);
+  }
+  // Command-line flags override the file.
+  if (!data_dir.empty()) cfg.data_dir = data_dir;
+  auto listen = [&](const std::string& name, const std::string& text) -> bool {
+    if (text.empty()) return true;
+    cloudlet::http::ListenerOptions* l = cloudlet::find_listener(cfg, name);
+    if (!l) {
+      cfg.listeners.emplace_back();
+      l = &cfg.listeners.back();
+      l->name = name;
+    }
+    return cloudlet::parse_host_port(text, &l->host, &l->port);
+  };
+  if (!listen("api", listen_api)) return config_error("--listen-api: expected HOST:PORT, got '" + listen_api + "'");
+  if (!listen("manager", listen_manager)) {
+    return config_error("--listen-manager: expected HOST:PORT, got '" + listen_manager + "'");
+  }
+  if (have_uri) cfg.virt.uri = libvirt_uri;
+  if (!log_level.empty()) {
+    cloudlet::log::Level l;
+    if (!cloudlet::log::parse_level(log_level, &l)) {
+      return config_error("--log-level: must be error, warn, info, debug or trace");
+    }
+    cfg.log_level = log_level;
+  }
+  if (!api_mode.empty()) {
+    if (api_mode != "open" && api_mode != "encrypted" && api_mode != "both") {
+      return config_error("--api-mode: must be open, encrypted or both");
+    }
+    cfg.api_mode = api_mode;
+  }
+  if (demo) cfg.demo = true;
+  std::string error;
+  if (!cloudlet::validate_config(cfg, &error)) return config_error(error);
+  if (check_only) {
+    printf("cloudletd: configuration OK (%s)\n", cfg.source.empty() ? "embedded defaults" : cfg.source.c_str());
+    return 0;
+  }
+
+  cloudlet::Daemon daemon(std::move(cfg));
+  if (!daemon.start(&error)) {
+    cloudlet::log::error("core", "cannot start: {}", error);
+    return 1;
+  }
+  return daemon.run();
+}

@@ -1,0 +1,190 @@
+/*
+ * hello: the smallest complete cloudletd plugin. Copy this file to start your own.
+ *
+ * It shows each kind of thing a plugin does, in plain C99 against abi/cloudlet_plugin.h only:
+ *   - a route:      GET /plugins/hello/greet?name=X   -> {"greeting":"hello, X","count":N}
+ *   - an operation: "hello.greet" {"name":"X"}        -> the same JSON (other plugins and front ends call it)
+ *   - the store:    a per-name greeting counter in the plugin's private collection "greetings"
+ *   - an event:     "hello.greeted" {"name":"X","count":N} after each greeting
+ *   - a timer:      a log line every `heartbeat_s` seconds when configured (config {"heartbeat_s": N})
+ *
+ * Rules worth copying: keep `h` and `api` in your state (no globals); every hook runs on the loop thread;
+ * never block (use work_queue for slow work); copy anything borrowed you want to keep.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cloudlet_plugin.h"
+
+typedef struct hello_s {
+  cl_host_t *h;
+  const cl_host_api_t *api;
+  cl_timer_id_t heartbeat;
+} hello_t;
+
+static cl_str_t str_of(const char *s) {
+  cl_str_t r;
+  r.ptr = s;
+  r.len = strlen(s);
+  return r;
+}
+
+/* Finds `"key":<integer>` in a JSON text that is not NUL-terminated; returns def if absent. */
+static long json_int(cl_str_t json, const char *key, long def) {
+  size_t klen = strlen(key), i;
+  for (i = 0; i + klen + 3 <= json.len; i++) {
+    if (json.ptr[i] == '"' && memcmp(json.ptr + i + 1, key, klen) == 0 && json.ptr[i + 1 + klen] == '"' &&
+        json.ptr[i + 2 + klen] == ':') {
+      long v = 0;
+      size_t j = i + 3 + klen;
+      while (j < json.len && json.ptr[j] == ' ') j++;
+      if (j >= json.len || json.ptr[j] < '0' || json.ptr[j] > '9') return def;
+      while (j < json.len && json.ptr[j] >= '0' && json.ptr[j] <= '9' && v < 1000000) v = v * 10 + (json.ptr[j++] - '0');
+      return v;
+    }
+  }
+  return def;
+}
+
+/* Names go into JSON and store keys: accept a conservative alphabet instead of escaping. */
+static int valid_name(cl_str_t n) {
+  size_t i;
+  if (n.len == 0 || n.len > 64) return 0;
+  for (i = 0; i < n.len; i++) {
+    char c = n.ptr[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+          c == '.'))
+      return 0;
+  }
+  return 1;
+}
+
+/* Counts one greeting for `name` in the store and writes the reply JSON into out (size cap). */
+static cl_status_t greet(hello_t *st, cl_str_t name, char *out, size_t cap) {
+  const cl_host_api_t *api = st->api;
+  cl_txn_t *txn;
+  cl_buf_t old;
+  long count = 0;
+  char value[64];
+  cl_status_t rc;
+  int n;
+
+  rc = api->txn_begin(st->h, &txn);
+  if (rc != CL_OK) return rc;
+  if (api->txn_get(txn, CL_STR_LIT("greetings"), name, &old) == CL_OK) {
+    count = strtol(old.ptr, NULL, 10); /* core buffers are NUL-terminated */
+    api->buf_free(st->h, &old);
+  }
+  count++;
+  n = snprintf(value, sizeof value, "%ld", count);
+  rc = api->txn_put(txn, CL_STR_LIT("greetings"), name, (cl_str_t){value, (size_t)n});
+  if (rc != CL_OK) {
+    api->txn_abort(txn);
+    return rc;
+  }
+  rc = api->txn_commit(txn, NULL, NULL); /* visible at once; durable shortly after */
+  if (rc != CL_OK) return rc;
+
+  n = snprintf(out, cap, "{\"greeting\":\"hello, %.*s\",\"count\":%ld}", (int)name.len, name.ptr, count);
+  {
+    char event[160];
+    int m = snprintf(event, sizeof event, "{\"name\":\"%.*s\",\"count\":%ld}", (int)name.len, name.ptr, count);
+    api->event_publish(st->h, CL_STR_LIT("hello.greeted"), (cl_str_t){event, (size_t)m});
+  }
+  return n > 0 && (size_t)n < cap ? CL_OK : CL_EIO;
+}
+
+static cl_status_t on_greet_route(void *ud, cl_request_t *req) {
+  hello_t *st = ud;
+  cl_str_t name;
+  char body[256];
+  cl_status_t rc;
+  if (st->api->req_param(req, CL_STR_LIT("name"), &name) != CL_OK) name = CL_STR_LIT("world");
+  if (!valid_name(name)) {
+    return st->api->resp_send(req, 400, CL_STR_LIT("text/plain"), CL_STR_LIT("name must be [A-Za-z0-9._-]{1,64}\n"));
+  }
+  rc = greet(st, name, body, sizeof body);
+  if (rc != CL_OK) return rc; /* the core answers with the matching HTTP status */
+  return st->api->resp_send(req, 200, CL_STR_LIT("application/json"), str_of(body));
+}
+
+/* Operation "hello.greet": args {"name":"X"}. A real plugin would use a JSON parser; this one only needs a
+ * single string field and refuses anything else. */
+static cl_status_t on_greet_op(void *ud, cl_op_call_t *call, cl_str_t args) {
+  hello_t *st = ud;
+  const char *key = "\"name\":\"";
+  const char *p = NULL, *end;
+  char body[256];
+  cl_str_t name = CL_STR_LIT("world");
+  size_t i, klen = strlen(key);
+  cl_status_t rc;
+  for (i = 0; i + klen <= args.len; i++) {
+    if (memcmp(args.ptr + i, key, klen) == 0) {
+      p = args.ptr + i + klen;
+      break;
+    }
+  }
+  if (p) {
+    end = memchr(p, '"', args.len - (size_t)(p - args.ptr));
+    if (!end) return CL_EINVAL;
+    name.ptr = p;
+    name.len = (size_t)(end - p);
+  }
+  if (!valid_name(name)) return CL_EINVAL;
+  rc = greet(st, name, body, sizeof body);
+  if (rc != CL_OK) return rc;
+  return st->api->op_reply(call, CL_OK, str_of(body));
+}
+
+static void on_heartbeat(void *ud, cl_timer_id_t id) {
+  hello_t *st = ud;
+  (void)id;
+  st->api->log(st->h, CL_LOG_INFO, CL_STR_LIT("still here"));
+}
+
+static cl_status_t hello_init(cl_host_t *h, const cl_host_api_t *api, cl_str_t config, void **state) {
+  hello_t *st;
+  cl_route_desc_t route;
+  cl_status_t rc;
+  long heartbeat_s;
+
+  st = calloc(1, sizeof *st);
+  if (!st) return CL_ENOMEM;
+  st->h = h;
+  st->api = api;
+
+  memset(&route, 0, sizeof route);
+  route.struct_size = sizeof route;
+  route.listener = "manager";
+  route.method = "GET";
+  route.pattern = "/plugins/hello/greet";
+  route.handler = on_greet_route;
+  route.ud = st;
+  rc = api->route_add(h, &route);
+  if (rc == CL_OK) rc = api->op_register(h, CL_STR_LIT("hello.greet"), on_greet_op, st);
+  if (rc != CL_OK) {
+    free(st); /* the core removes whatever was registered */
+    return rc;
+  }
+
+  /* Optional heartbeat: config {"heartbeat_s": N}. */
+  heartbeat_s = json_int(config, "heartbeat_s", 0);
+  if (heartbeat_s > 0) {
+    api->timer_start(h, (uint64_t)heartbeat_s * 1000, (uint64_t)heartbeat_s * 1000, on_heartbeat, st, &st->heartbeat);
+  }
+  api->log(h, CL_LOG_INFO, CL_STR_LIT("ready: GET /plugins/hello/greet?name=you"));
+  *state = st;
+  return CL_OK;
+}
+
+static void hello_fini(cl_host_t *h, void *state) {
+  hello_t *st = state;
+  if (st->heartbeat) st->api->timer_stop(h, st->heartbeat);
+  free(st);
+}
+
+static const cl_plugin_desc_t hello_desc = {
+    sizeof(cl_plugin_desc_t), CL_ABI_MAJOR, CL_ABI_MINOR, "hello", "1.0.0", 0, hello_init, hello_fini, {0}};
+
+CL_PLUGIN_DEFINE(hello_desc)

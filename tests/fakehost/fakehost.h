@@ -1,0 +1,102 @@
+// FakeHost: a complete cl_host_api_t for testing plugins without the server.
+//
+// Loop services (timers, post, work, io) run on a real private libuv loop; the store, operations, events and
+// HTTP are in memory and recorded, so a test can load a plugin .so, drive requests and operations into it, fake
+// the operations it calls (e.g. "instance.start"), and inspect what it stored, published and logged.
+//
+// It links no core code except the router and URL helpers, and defines its own cl_request_s, so a plugin under
+// test sees exactly the ABI and nothing else. Loop-thread rules are the same as the real host's: drive it from
+// the test thread only (post and log may come from any thread).
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cloudlet_plugin.h"
+
+namespace cloudlet::test {
+
+class FakeHost {
+ public:
+  struct Response {
+    uint32_t status = 0;
+    std::vector<std::pair<std::string, std::string>> headers;
+    std::string body;
+    bool complete = false;
+    std::string header(const std::string& name) const;  // case-insensitive, "" when absent
+  };
+  struct LogLine {
+    int32_t level;
+    std::string text;
+  };
+  struct Route {
+    std::string listener, method, pattern;
+    uint32_t flags;
+  };
+  using OpHandler = std::function<void(const std::string& args, std::function<void(cl_status_t, std::string)> reply)>;
+
+  explicit FakeHost(std::string plugin_name = "test");
+  ~FakeHost();
+  FakeHost(const FakeHost&) = delete;
+  FakeHost& operator=(const FakeHost&) = delete;
+
+  const cl_host_api_t* api() const;
+  cl_host_t* host();
+  uv_loop_t* loop() { return &loop_; }
+
+  // Loads a plugin .so (dlopen RTLD_NOW|RTLD_LOCAL), checks its descriptor and calls init with config.
+  cl_status_t load(const std::string& so_path, const std::string& config_json = "{}", std::string* error = nullptr);
+  // Or initialise from a descriptor linked into the test.
+  cl_status_t init(const cl_plugin_desc_t* desc, const std::string& config_json = "{}");
+  // Calls fini, then checks that nothing is left running (timers, watches, work); returns the leftovers count.
+  size_t unload();
+
+  // Runs the loop until cond() holds or timeout_ms passes; returns cond()'s final value.
+  bool run_until(const std::function<bool()>& cond, uint64_t timeout_ms = 5000);
+  void run_for(uint64_t ms);
+
+  // Sends a request to the plugin's routes (as the server would) and runs the loop until the response ends.
+  Response request(const std::string& listener, const std::string& method, const std::string& target,
+                   const std::string& body = "", const std::vector<std::pair<std::string, std::string>>& headers = {},
+                   uint64_t timeout_ms = 5000);
+  // The local address reported by req_local_addr (what a client "connected to").
+  std::string local_ip = "127.0.0.1";
+  uint16_t local_port = 9999;
+  std::string peer_ip = "127.0.0.1";
+
+  // Calls an operation the plugin registered; runs the loop until it answers.
+  std::pair<cl_status_t, std::string> call(const std::string& name, const std::string& args_json = "{}",
+                                           uint64_t timeout_ms = 5000);
+  // Provides an operation the plugin may call (a fake of a core or other-plugin operation).
+  void provide(const std::string& name, OpHandler handler);
+  bool has_operation(const std::string& name) const;
+
+  // Publishes an event to the plugin's subscriptions (delivered on the next loop turn).
+  void publish(const std::string& topic, const std::string& json);
+
+  // What the plugin did.
+  std::vector<Route> routes;
+  std::vector<std::pair<std::string, std::string>> published;  // topic, payload
+  std::vector<LogLine> logs;
+  std::map<std::string, std::string> facts;  // host_get keys ("data_dir", "cloudlet_name", ...)
+  // The store: collection -> key -> JSON value (the plugin's private namespace).
+  std::map<std::string, std::map<std::string, std::string>> store;
+  size_t commits = 0;
+
+  // Internal state shared with the C trampolines (public for them; tests should not need it).
+  struct Impl;
+  std::unique_ptr<Impl> impl;
+
+ private:
+  uv_loop_t loop_;
+};
+
+}  // namespace cloudlet::test

@@ -1,0 +1,262 @@
+// The plugin loader and host table with the real core: loop, store, HTTP server, operations, events.
+// Fixture plugins (tests/fixtures/) each get one thing wrong on purpose.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <sstream>
+#include <thread>
+
+#include "events/bus.h"
+#include "http/server.h"
+#include "http_client.h"
+#include "json/json.h"
+#include "log/log.h"
+#include "loop/loop.h"
+#include "ops/operations.h"
+#include "plugin/host.h"
+#include "store/store.h"
+
+namespace fs = std::filesystem;
+using namespace cloudlet;
+
+namespace {
+
+std::string build_dir() { return getenv("CLOUDLET_BUILD_DIR"); }
+std::string fixture(const std::string& name) { return build_dir() + "/tests/fixtures/fixture_" + name + ".so"; }
+
+// Runs the loop until pred() holds (checked every ms) or timeout_ms passes.
+bool run_until(Loop& loop, const std::function<bool()>& pred, uint64_t timeout_ms = 5000) {
+  if (pred()) return true;
+  bool ok = false;
+  uint64_t start = uv_hrtime();
+  Loop::TimerId t = 0;
+  t = loop.timer_start(1, 1, [&] {
+    if (pred()) {
+      ok = true;
+      loop.timer_stop(t);
+      loop.stop();
+    } else if (uv_hrtime() - start > timeout_ms * 1000000) {
+      loop.timer_stop(t);
+      loop.stop();
+    }
+  });
+  loop.run();
+  return ok;
+}
+
+class LoaderTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("cl-loader-" + std::to_string(getpid()) + "-" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_ / "tmp");
+    log_path_ = (dir_ / "log.txt").string();
+    ASSERT_TRUE(log::set_output_file(log_path_));
+    Store::Options so;
+    so.dir = (dir_ / "db").string();
+    std::string err;
+    store_ = Store::open(loop_, so, &err);
+    ASSERT_TRUE(store_) << err;
+    server_ = std::make_unique<http::Server>(loop_, (dir_ / "tmp").string());
+    http::ListenerOptions lo;
+    lo.name = "manager";
+    lo.host = "127.0.0.1";
+    lo.port = 0;
+    ASSERT_EQ(server_->listen(lo, &err), CL_OK) << err;
+    port_ = server_->listener("manager")->bound_port;
+    svc_ = std::make_unique<HostServices>(
+        HostServices{loop_, *server_, store_.get(), ops_, events_, "test", dir_.string(), "testlet", "open"});
+    pm_ = std::make_unique<PluginManager>(*svc_);
+    baseline_timers_ = loop_.active_timers();
+  }
+
+  void TearDown() override {
+    pm_->unload_all(true);
+    EXPECT_EQ(events_.subscriber_count(), 0u);
+    bool down = false;
+    server_->shutdown(1000, [&] { down = true; });
+    run_until(loop_, [&] { return down; });
+    store_->close();
+    server_.reset();
+    EXPECT_EQ(loop_.close(), 0);
+    log::set_output_file("/dev/stderr");
+    fs::remove_all(dir_);
+  }
+
+  cl_status_t load(const std::string& name, const std::string& path, std::vector<std::string> prefixes = {}) {
+    PluginSpec spec;
+    spec.name = name;
+    spec.path = path;
+    spec.prefixes = std::move(prefixes);
+    std::string error;
+    return pm_->load(spec, &error);
+  }
+
+  // Performs an HTTP GET from another thread while the loop serves it.
+  test::HttpResponse get(const std::string& path) {
+    auto fut = std::async(std::launch::async, [&] { return test::http_get(port_, path, 5000); });
+    run_until(loop_, [&] { return fut.wait_for(std::chrono::seconds(0)) == std::future_status::ready; }, 6000);
+    return fut.get();
+  }
+
+  std::pair<cl_status_t, std::string> call(const std::string& op, const std::string& args = "{}") {
+    bool done = false;
+    std::pair<cl_status_t, std::string> out{CL_EIO, ""};
+    cl_status_t st = ops_.call(op, args, [&](cl_status_t s, std::string_view r) {
+      out = {s, std::string(r)};
+      done = true;
+    });
+    if (st != CL_OK) return {st, ""};
+    EXPECT_TRUE(run_until(loop_, [&] { return done; }));
+    return out;
+  }
+
+  // Log lines (after a test step) that contain `needle`.
+  int log_lines_with(const std::string& needle) {
+    std::ifstream in(log_path_);
+    std::string line;
+    int n = 0;
+    while (std::getline(in, line)) n += line.find(needle) != std::string::npos;
+    return n;
+  }
+
+  fs::path dir_;
+  std::string log_path_;
+  Loop loop_;
+  std::unique_ptr<Store> store_;
+  Operations ops_{loop_};
+  EventBus events_{loop_};
+  std::unique_ptr<http::Server> server_;
+  std::unique_ptr<HostServices> svc_;
+  std::unique_ptr<PluginManager> pm_;
+  uint16_t port_ = 0;
+  size_t baseline_timers_ = 0;
+};
+
+TEST_F(LoaderTest, LoadsHelloAndServesIt) {
+  ASSERT_EQ(load("hello", build_dir() + "/plugins/hello.so"), CL_OK);
+  auto r = get("/plugins/hello/greet?name=x");
+  EXPECT_EQ(r.status, 200) << r.error;
+  EXPECT_EQ(r.body, "{\"greeting\":\"hello, x\",\"count\":1}");
+  std::string stored;
+  EXPECT_EQ(store_->get("plugin/hello/greetings", "x", &stored), CL_OK);  // its private namespace
+  EXPECT_EQ(stored, "1");
+}
+
+TEST_F(LoaderTest, WrongMajorIsRefusedWithOneLineAndServerServes) {
+  ASSERT_EQ(load("hello", build_dir() + "/plugins/hello.so"), CL_OK);
+  EXPECT_EQ(load("wrong_major", fixture("wrong_major")), CL_ENOTSUP);
+  EXPECT_EQ(log_lines_with("refused"), 1);
+  EXPECT_EQ(log_lines_with("built for plugin ABI 2.0"), 1);
+  EXPECT_EQ(pm_->count(), 1u);
+  EXPECT_EQ(get("/plugins/hello/greet").status, 200);
+}
+
+TEST_F(LoaderTest, NewerMinorIsRefused) {
+  EXPECT_EQ(load("newer_minor", fixture("newer_minor")), CL_ENOTSUP);
+  EXPECT_EQ(log_lines_with("needs plugin ABI 1."), 1);
+}
+
+TEST_F(LoaderTest, MissingEntrySymbolIsRefused) {
+  EXPECT_EQ(load("no_entry", fixture("no_entry")), CL_EINVAL);
+  EXPECT_EQ(log_lines_with("no 'cloudlet_plugin_v1' symbol"), 1);
+}
+
+TEST_F(LoaderTest, MissingFileIsRefused) {
+  EXPECT_EQ(load("ghost", (dir_ / "ghost.so").string()), CL_ENOENT);
+  EXPECT_EQ(pm_->count(), 0u);
+}
+
+TEST_F(LoaderTest, DuplicateNameIsRefused) {
+  ASSERT_EQ(load("hello", build_dir() + "/plugins/hello.so"), CL_OK);
+  EXPECT_EQ(load("hello", fixture("dup_name")), CL_EEXIST);
+  // The same file under another configured name is refused too (the RTLD_NOLOAD probe).
+  EXPECT_EQ(load("hello2", build_dir() + "/plugins/hello.so"), CL_EEXIST);
+  EXPECT_EQ(pm_->count(), 1u);
+}
+
+TEST_F(LoaderTest, DescriptorNameMustMatchConfiguration) {
+  EXPECT_EQ(load("other", fixture("dup_name")), CL_EINVAL);
+  EXPECT_EQ(log_lines_with("declares the name 'hello'"), 1);
+}
+
+TEST_F(LoaderTest, GroupOrWorldWritableFileIsRefused) {
+  fs::path copy = dir_ / "hello.so";
+  fs::copy_file(build_dir() + "/plugins/hello.so", copy);
+  chmod(copy.c_str(), 0664);
+  EXPECT_EQ(load("hello", copy.string()), CL_EPERM);
+  chmod(copy.c_str(), 0646);
+  EXPECT_EQ(load("hello", copy.string()), CL_EPERM);
+  EXPECT_EQ(log_lines_with("group- or world-writable"), 2);
+  chmod(copy.c_str(), 0644);
+  EXPECT_EQ(load("hello", copy.string()), CL_OK);
+}
+
+TEST_F(LoaderTest, FailedInitLeavesNothingBehind) {
+  size_t routes = server_->router("manager")->size();
+  EXPECT_EQ(load("init_fails", fixture("init_fails")), CL_EIO);
+  EXPECT_EQ(server_->router("manager")->size(), routes);
+  EXPECT_FALSE(ops_.exists("init_fails.op"));
+  EXPECT_EQ(events_.subscriber_count(), 0u);
+  EXPECT_EQ(loop_.active_timers(), baseline_timers_);
+  EXPECT_EQ(get("/plugins/init_fails/x").status, 404);
+}
+
+TEST_F(LoaderTest, ExceptionsStopAtTheBoundary) {
+  ASSERT_EQ(load("throws", fixture("throws")), CL_OK);
+  ASSERT_EQ(load("hello", build_dir() + "/plugins/hello.so"), CL_OK);
+  auto r = get("/plugins/throws/boom");
+  EXPECT_EQ(r.status, 500);
+  EXPECT_TRUE(r.had_content_length);
+  auto [st, out] = call("throws.boom");
+  EXPECT_EQ(st, CL_EIO);
+  EXPECT_NE(out.find("\"error\""), std::string::npos);
+  // The throwing timer keeps being called (each throw is caught), and the server still serves.
+  ASSERT_TRUE(run_until(loop_, [&] { return log_lines_with("timer callback threw") >= 3; }));
+  EXPECT_EQ(get("/plugins/hello/greet").status, 200);
+  EXPECT_GE(log_lines_with("caught at the plugin boundary"), 5);
+}
+
+TEST_F(LoaderTest, LeftoversAreReleasedAfterFini) {
+  ASSERT_EQ(load("leaks", fixture("leaks")), CL_OK);  // its init also checks route_add refused a foreign prefix
+  EXPECT_GT(loop_.active_timers(), baseline_timers_);
+  EXPECT_EQ(events_.subscriber_count(), 1u);
+  pm_->unload_all(true);
+  EXPECT_EQ(loop_.active_timers(), baseline_timers_);
+  EXPECT_EQ(events_.subscriber_count(), 0u);
+  EXPECT_EQ(log_lines_with("released 1 timer(s)"), 1);
+}
+
+TEST_F(LoaderTest, PostsFromAPluginThreadAllArriveInOrder) {
+  ASSERT_EQ(load("posts_from_thread", fixture("posts_from_thread")), CL_OK);
+  std::string last;
+  for (int i = 0; i < 500 && last.find("\"delivered\":10000,") == std::string::npos; i++) {
+    last = call("posts.count").second;  // each call runs the loop, which delivers pending posts
+  }
+  ASSERT_NE(last.find("\"delivered\":10000,"), std::string::npos) << last;
+  EXPECT_NE(last.find("\"in_order\":true"), std::string::npos) << last;
+}
+
+TEST_F(LoaderTest, MisuseIsRefusedNotFatal) {
+  ASSERT_EQ(load("misbehaves", fixture("misbehaves")), CL_OK);
+  auto [st, out] = call("misbehaves.run");
+  ASSERT_EQ(st, CL_OK) << out;
+  json::Document d;
+  ASSERT_TRUE(json::parse(out, &d, nullptr));
+  EXPECT_EQ(d["off_thread_timer"].GetInt(), CL_ESTATE);
+  EXPECT_EQ(d["second_txn"].GetInt(), CL_EBUSY);
+  EXPECT_EQ(d["bad_json"].GetInt(), CL_EINVAL);
+  EXPECT_EQ(d["late_route"].GetInt(), CL_ESTATE);
+  // The transaction it left open is aborted at the end of the loop turn, so a new one can start.
+  ASSERT_TRUE(run_until(loop_, [&] { return log_lines_with("left open past its loop turn") == 1; }));
+  EXPECT_EQ(log_lines_with("called off the loop thread"), 1);
+}
+
+}  // namespace

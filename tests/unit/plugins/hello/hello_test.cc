@@ -1,0 +1,70 @@
+// The hello plugin against the fake host: no server, the plugin sees only the ABI.
+#include <gtest/gtest.h>
+
+#include "fakehost.h"
+
+using cloudlet::test::FakeHost;
+
+namespace {
+std::string plugin_path() { return std::string(getenv("CLOUDLET_BUILD_DIR")) + "/plugins/hello.so"; }
+}  // namespace
+
+TEST(Hello, RegistersItsRouteAndOperation) {
+  FakeHost fh;
+  ASSERT_EQ(fh.load(plugin_path()), CL_OK);
+  ASSERT_EQ(fh.routes.size(), 1u);
+  EXPECT_EQ(fh.routes[0].listener, "manager");
+  EXPECT_EQ(fh.routes[0].pattern, "/plugins/hello/greet");
+  EXPECT_TRUE(fh.has_operation("hello.greet"));
+  EXPECT_EQ(fh.unload(), 0u);
+}
+
+TEST(Hello, GreetsCountsAndPublishes) {
+  FakeHost fh;
+  ASSERT_EQ(fh.load(plugin_path()), CL_OK);
+  auto r1 = fh.request("manager", "GET", "/plugins/hello/greet?name=ada");
+  EXPECT_EQ(r1.status, 200u);
+  EXPECT_EQ(r1.body, "{\"greeting\":\"hello, ada\",\"count\":1}");
+  EXPECT_EQ(r1.header("Content-Type"), "application/json");
+  auto r2 = fh.request("manager", "GET", "/plugins/hello/greet?name=ada");
+  EXPECT_EQ(r2.body, "{\"greeting\":\"hello, ada\",\"count\":2}");
+  EXPECT_EQ(fh.store["greetings"]["ada"], "2");
+  ASSERT_EQ(fh.published.size(), 2u);
+  EXPECT_EQ(fh.published[1].first, "hello.greeted");
+  EXPECT_EQ(fh.published[1].second, "{\"name\":\"ada\",\"count\":2}");
+  auto r3 = fh.request("manager", "GET", "/plugins/hello/greet");
+  EXPECT_EQ(r3.body, "{\"greeting\":\"hello, world\",\"count\":1}");
+}
+
+TEST(Hello, RefusesBadNames) {
+  FakeHost fh;
+  ASSERT_EQ(fh.load(plugin_path()), CL_OK);
+  auto r = fh.request("manager", "GET", "/plugins/hello/greet?name=%22%3Cscript%3E");
+  EXPECT_EQ(r.status, 400u);
+  EXPECT_TRUE(fh.store["greetings"].empty());
+  auto [st, out] = fh.call("hello.greet", "{\"name\":\"a b\"}");
+  EXPECT_EQ(st, CL_EINVAL);
+}
+
+TEST(Hello, OperationSharesTheCounter) {
+  FakeHost fh;
+  ASSERT_EQ(fh.load(plugin_path()), CL_OK);
+  fh.request("manager", "GET", "/plugins/hello/greet?name=bo");
+  auto [st, out] = fh.call("hello.greet", "{\"name\":\"bo\"}");
+  EXPECT_EQ(st, CL_OK);
+  EXPECT_EQ(out, "{\"greeting\":\"hello, bo\",\"count\":2}");
+}
+
+TEST(Hello, HeartbeatTimerRunsAndStopsAtUnload) {
+  FakeHost fh;
+  ASSERT_EQ(fh.load(plugin_path(), "{\"heartbeat_s\": 1}"), CL_OK);
+  ASSERT_TRUE(fh.run_until(
+      [&] {
+        for (auto& l : fh.logs) {
+          if (l.text == "still here") return true;
+        }
+        return false;
+      },
+      3000));
+  EXPECT_EQ(fh.unload(), 0u);  // fini stopped its timer
+}
