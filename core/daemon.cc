@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <limits.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -69,6 +70,15 @@ std::string absolute(const std::string& p) {
   return std::string(cwd) + "/" + p;
 }
 
+// Every connection is a descriptor: lift the soft limit to the hard one (the default 1024 is too low).
+void raise_fd_limit() {
+  rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
 }  // namespace
 
 std::string host_name() {
@@ -115,6 +125,7 @@ bool Daemon::start(std::string* error) {
     *error = "cannot open access log " + cfg_.access_log;
     return false;
   }
+  raise_fd_limit();
   cfg_.data_dir = absolute(cfg_.data_dir);
   if (cfg_.cloudlet_name.empty()) cfg_.cloudlet_name = host_name();
   if (cfg_.plugin_dir.empty()) cfg_.plugin_dir = default_plugin_dir();

@@ -4,7 +4,8 @@
  * It shows each kind of thing a plugin does, in plain C99 against abi/cloudlet_plugin.h only:
  *   - a route:      GET /plugins/hello/greet?name=X   -> {"greeting":"hello, X","count":N}
  *   - an operation: "hello.greet" {"name":"X"}        -> the same JSON (other plugins and front ends call it)
- *   - the store:    a per-name greeting counter in the plugin's private collection "greetings"
+ *   - the store:    a per-name greeting counter in the plugin's private collection "greetings", answered only
+ *                   once the new count is durable (the pattern for anything a client must be able to trust)
  *   - an event:     "hello.greeted" {"name":"X","count":N} after each greeting
  *   - a timer:      a log line every `heartbeat_s` seconds when configured (config {"heartbeat_s": N})
  *
@@ -22,13 +23,6 @@ typedef struct hello_s {
   const cl_host_api_t *api;
   cl_timer_id_t heartbeat;
 } hello_t;
-
-static cl_str_t str_of(const char *s) {
-  cl_str_t r;
-  r.ptr = s;
-  r.len = strlen(s);
-  return r;
-}
 
 /* Finds `"key":<integer>` in a JSON text that is not NUL-terminated; returns def if absent. */
 static long json_int(cl_str_t json, const char *key, long def) {
@@ -60,53 +54,86 @@ static int valid_name(cl_str_t n) {
   return 1;
 }
 
-/* Counts one greeting for `name` in the store and writes the reply JSON into out (size cap). */
-static cl_status_t greet(hello_t *st, cl_str_t name, char *out, size_t cap) {
+/* One greeting in flight: the reply waits until the new count is durable, so a greeting acknowledged to the
+ * client survives a crash (even kill -9 or power loss) right after it. Either req or call is set. */
+typedef struct greeting_s {
+  hello_t *st;
+  cl_request_t *req;
+  cl_op_call_t *call;
+  long count;
+  size_t name_len;
+  char name[64];
+} greeting_t;
+
+static void on_durable(void *ud, cl_status_t status) {
+  greeting_t *g = ud;
+  const cl_host_api_t *api = g->st->api;
+  char body[160];
+  int n = snprintf(body, sizeof body, "{\"greeting\":\"hello, %.*s\",\"count\":%ld}", (int)g->name_len, g->name,
+                   g->count);
+  if (status == CL_OK) {
+    char event[128];
+    int m = snprintf(event, sizeof event, "{\"name\":\"%.*s\",\"count\":%ld}", (int)g->name_len, g->name, g->count);
+    api->event_publish(g->st->h, CL_STR_LIT("hello.greeted"), (cl_str_t){event, (size_t)m});
+  }
+  if (g->req) {
+    if (status == CL_OK) {
+      api->resp_send(g->req, 200, CL_STR_LIT("application/json"), (cl_str_t){body, (size_t)n});
+    } else {
+      api->resp_send(g->req, 503, CL_STR_LIT("text/plain"), CL_STR_LIT("could not store the greeting\n"));
+    }
+  } else {
+    api->op_reply(g->call, status, status == CL_OK ? (cl_str_t){body, (size_t)n}
+                                                   : CL_STR_LIT("{\"error\":\"could not store the greeting\"}"));
+  }
+  free(g);
+}
+
+/* Counts one greeting for `name` (read-modify-write in one transaction); the answer follows in on_durable. */
+static cl_status_t greet(hello_t *st, cl_str_t name, cl_request_t *req, cl_op_call_t *call) {
   const cl_host_api_t *api = st->api;
   cl_txn_t *txn;
   cl_buf_t old;
-  long count = 0;
-  char value[64];
+  char value[32];
   cl_status_t rc;
   int n;
+  greeting_t *g = calloc(1, sizeof *g);
+  if (!g) return CL_ENOMEM;
+  g->st = st;
+  g->req = req;
+  g->call = call;
+  g->name_len = name.len;
+  memcpy(g->name, name.ptr, name.len); /* valid_name() bounds it to 64 */
 
   rc = api->txn_begin(st->h, &txn);
-  if (rc != CL_OK) return rc;
-  if (api->txn_get(txn, CL_STR_LIT("greetings"), name, &old) == CL_OK) {
-    count = strtol(old.ptr, NULL, 10); /* core buffers are NUL-terminated */
-    api->buf_free(st->h, &old);
-  }
-  count++;
-  n = snprintf(value, sizeof value, "%ld", count);
-  rc = api->txn_put(txn, CL_STR_LIT("greetings"), name, (cl_str_t){value, (size_t)n});
   if (rc != CL_OK) {
-    api->txn_abort(txn);
+    free(g);
     return rc;
   }
-  rc = api->txn_commit(txn, NULL, NULL); /* visible at once; durable shortly after */
-  if (rc != CL_OK) return rc;
-
-  n = snprintf(out, cap, "{\"greeting\":\"hello, %.*s\",\"count\":%ld}", (int)name.len, name.ptr, count);
-  {
-    char event[160];
-    int m = snprintf(event, sizeof event, "{\"name\":\"%.*s\",\"count\":%ld}", (int)name.len, name.ptr, count);
-    api->event_publish(st->h, CL_STR_LIT("hello.greeted"), (cl_str_t){event, (size_t)m});
+  if (api->txn_get(txn, CL_STR_LIT("greetings"), name, &old) == CL_OK) {
+    g->count = strtol(old.ptr, NULL, 10); /* core buffers are NUL-terminated */
+    api->buf_free(st->h, &old);
   }
-  return n > 0 && (size_t)n < cap ? CL_OK : CL_EIO;
+  g->count++;
+  n = snprintf(value, sizeof value, "%ld", g->count);
+  rc = api->txn_put(txn, CL_STR_LIT("greetings"), name, (cl_str_t){value, (size_t)n});
+  if (rc == CL_OK) {
+    rc = api->txn_commit(txn, on_durable, g); /* visible at once; on_durable runs once it is on disk */
+  } else {
+    api->txn_abort(txn);
+  }
+  if (rc != CL_OK) free(g);
+  return rc;
 }
 
 static cl_status_t on_greet_route(void *ud, cl_request_t *req) {
   hello_t *st = ud;
   cl_str_t name;
-  char body[256];
-  cl_status_t rc;
   if (st->api->req_param(req, CL_STR_LIT("name"), &name) != CL_OK) name = CL_STR_LIT("world");
   if (!valid_name(name)) {
     return st->api->resp_send(req, 400, CL_STR_LIT("text/plain"), CL_STR_LIT("name must be [A-Za-z0-9._-]{1,64}\n"));
   }
-  rc = greet(st, name, body, sizeof body);
-  if (rc != CL_OK) return rc; /* the core answers with the matching HTTP status */
-  return st->api->resp_send(req, 200, CL_STR_LIT("application/json"), str_of(body));
+  return greet(st, name, req, NULL); /* on error the core answers with the matching HTTP status */
 }
 
 /* Operation "hello.greet": args {"name":"X"}. A real plugin would use a JSON parser; this one only needs a
@@ -115,10 +142,8 @@ static cl_status_t on_greet_op(void *ud, cl_op_call_t *call, cl_str_t args) {
   hello_t *st = ud;
   const char *key = "\"name\":\"";
   const char *p = NULL, *end;
-  char body[256];
   cl_str_t name = CL_STR_LIT("world");
   size_t i, klen = strlen(key);
-  cl_status_t rc;
   for (i = 0; i + klen <= args.len; i++) {
     if (memcmp(args.ptr + i, key, klen) == 0) {
       p = args.ptr + i + klen;
@@ -132,9 +157,7 @@ static cl_status_t on_greet_op(void *ud, cl_op_call_t *call, cl_str_t args) {
     name.len = (size_t)(end - p);
   }
   if (!valid_name(name)) return CL_EINVAL;
-  rc = greet(st, name, body, sizeof body);
-  if (rc != CL_OK) return rc;
-  return st->api->op_reply(call, CL_OK, str_of(body));
+  return greet(st, name, NULL, call);
 }
 
 static void on_heartbeat(void *ud, cl_timer_id_t id) {
