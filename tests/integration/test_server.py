@@ -52,6 +52,11 @@ class CommandLine(harness.TestCase):
         line = self.check_config_error('{"data_dir": "/x",, }', "")
         self.assertIn("not valid JSON", line)
 
+    def test_shipped_configs_are_valid(self):
+        for name in ("cloudletd.json", "cloudletd.example.json"):
+            r = self.run_binary(["--config", os.path.join(harness.SOURCE_DIR, "config", name), "--check-config"])
+            self.assertEqual(r.returncode, 0, r.stderr)
+
     def test_comments_are_allowed(self):
         path = os.path.join(self.workdir, "ok.json")
         with open(path, "w") as f:
