@@ -194,6 +194,7 @@ bool load_config_file(const std::string& file, Config* cfg, std::string* error) 
     return false;
   }
   std::string base = file.find('/') == std::string::npos ? "." : file.substr(0, file.rfind('/'));
+  while (base.size() > 1 && base.back() == '/') base.pop_back();
   if (base.empty()) base = "/";
   Reader rd(file, base);
   auto done = [&](bool ok) {
