@@ -9,15 +9,18 @@
 #include <cerrno>
 #include <cstring>
 
+#include "devices/devices.h"
 #include "events/bus.h"
 #include "http/request.h"
 #include "http/server.h"
+#include "jobs/jobs.h"
 #include "json/json.h"
 #include "log/log.h"
 #include "loop/loop.h"
 #include "ops/operations.h"
 #include "plugin/host.h"
 #include "store/store.h"
+#include "system/system_info.h"
 #include "version.h"
 
 namespace cloudlet {
@@ -108,6 +111,8 @@ Daemon::Daemon(Config cfg) : cfg_(std::move(cfg)) {}
 Daemon::~Daemon() {
   if (loop_ && !stopped_) {
     if (plugins_) plugins_->unload_all(cfg_.plugins_dlclose);
+    if (devices_) devices_->stop();
+    if (system_) system_->stop();
     if (store_) store_->close();
     server_.reset();
     loop_->close();
@@ -146,6 +151,12 @@ bool Daemon::start(std::string* error) {
   for (const auto& l : cfg_.listeners) {
     if (server_->listen(l, error) != CL_OK) return false;
   }
+  jobs_ = std::make_unique<Jobs>(*loop_, *events_, *ops_);
+  system_ = std::make_unique<SystemInfo>(*loop_, *ops_);
+  system_->start();
+  devices_ = std::make_unique<Devices>(*loop_, *store_, *ops_, *events_);
+  devices_->start();
+  devices_->add_routes(*server_);
   register_core_operations();
   register_core_routes();
   services_ = std::make_unique<HostServices>(HostServices{*loop_, *server_, store_.get(), *ops_, *events_,
@@ -257,6 +268,8 @@ void Daemon::shutdown() {
 
 void Daemon::finish_shutdown() {
   plugins_->unload_all(cfg_.plugins_dlclose);
+  devices_->stop();
+  system_->stop();
   store_->close();
   stopped_ = true;
   log::info("core", "shutdown complete");

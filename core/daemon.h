@@ -15,6 +15,9 @@ class Store;
 class Operations;
 class EventBus;
 class PluginManager;
+class Jobs;
+class Devices;
+class SystemInfo;
 struct HostServices;
 namespace http {
 class Server;
@@ -52,6 +55,9 @@ class Daemon {
   std::unique_ptr<Operations> ops_;
   std::unique_ptr<EventBus> events_;
   std::unique_ptr<http::Server> server_;
+  std::unique_ptr<Jobs> jobs_;
+  std::unique_ptr<SystemInfo> system_;
+  std::unique_ptr<Devices> devices_;
   std::unique_ptr<HostServices> services_;
   std::unique_ptr<PluginManager> plugins_;
   bool stopping_ = false;

@@ -1,0 +1,500 @@
+#include "devices/devices.h"
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <sys/time.h>
+
+#include <fmt/format.h>
+
+#include "events/bus.h"
+#include "http/op_gateway.h"
+#include "http/request.h"
+#include "http/server.h"
+#include "json/json.h"
+#include "log/log.h"
+#include "loop/loop.h"
+#include "ops/operations.h"
+#include "store/store.h"
+
+namespace cloudlet {
+
+namespace {
+
+constexpr const char* kDevices = "devices";
+constexpr const char* kMessages = "messages";
+constexpr int64_t kMaxDurationS = 10LL * 366 * 24 * 3600;
+constexpr int64_t kKeepReadMessagesMs = 7LL * 24 * 3600 * 1000;
+constexpr size_t kMaxMessageBytes = 64 * 1024;
+
+std::string hex(const unsigned char* p, size_t n) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  out.reserve(n * 2);
+  for (size_t i = 0; i < n; i++) {
+    out.push_back(digits[p[i] >> 4]);
+    out.push_back(digits[p[i] & 15]);
+  }
+  return out;
+}
+
+std::string sha256_hex(std::string_view data) {
+  unsigned char md[32];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+  return hex(md, len);
+}
+
+bool printable(std::string_view s, size_t max) {
+  if (s.size() > max) return false;
+  for (unsigned char c : s) {
+    if (c < 0x20 || c == 0x7f) return false;
+  }
+  return true;
+}
+
+const char* state_of(const json::Value& d, int64_t now) {
+  if (d["revoked"].GetBool()) return "revoked";
+  int64_t end = d["auth_start_ms"].GetInt64() + d["auth_duration_s"].GetInt64() * 1000;
+  return now >= end ? "expired" : "ok";
+}
+
+int64_t end_of(const json::Value& d) { return d["auth_start_ms"].GetInt64() + d["auth_duration_s"].GetInt64() * 1000; }
+
+// The public view of a device: everything but its password.
+std::string view(const json::Value& d, int64_t now) {
+  rapidjson::StringBuffer buf;
+  json::Writer w(buf);
+  w.StartObject();
+  w.Key("device_id");
+  w.String(d["device_id"].GetString());
+  w.Key("type");
+  w.String(d["type"].GetString());
+  w.Key("connection_id");
+  w.String(d["connection_id"].GetString());
+  w.Key("paired_ms");
+  w.Int64(d["paired_ms"].GetInt64());
+  w.Key("auth_start_ms");
+  w.Int64(d["auth_start_ms"].GetInt64());
+  w.Key("auth_duration_s");
+  w.Int64(d["auth_duration_s"].GetInt64());
+  w.Key("auth_end_ms");
+  w.Int64(end_of(d));
+  w.Key("revoked");
+  w.Bool(d["revoked"].GetBool());
+  w.Key("state");
+  w.String(state_of(d, now));
+  w.Key("instances");
+  d["instances"].Accept(w);
+  w.EndObject();
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
+bool load(Store& store, std::string_view id, json::Document* doc) {
+  std::string text;
+  if (store.get(kDevices, id, &text) != CL_OK) return false;
+  return json::parse(text, doc, nullptr) && doc->IsObject();
+}
+
+// Parses an operation's arguments (already validated as an object by Operations::call).
+json::Document args_of(std::string_view args) {
+  json::Document d;
+  json::parse(args, &d, nullptr);
+  return d;
+}
+
+// Writes a document and answers once it is durable (pairing and revocation must survive a crash).
+void put_durable(Store& store, std::string_view coll, std::string_view key, const std::string& value,
+                 Operations::Reply reply, std::string answer) {
+  cl_status_t st = CL_OK;
+  auto txn = store.begin(&st);
+  if (!txn) return reply.error(st, "the store is busy");
+  st = txn->put(coll, key, value);
+  if (st != CL_OK) return reply.error(st, "cannot store the device");
+  st = store.commit(std::move(txn), [reply, answer = std::move(answer)](cl_status_t s) {
+    if (s != CL_OK) return reply.error(s, "the store could not write the change");
+    reply(CL_OK, answer);
+  });
+  if (st != CL_OK) reply.error(st, "cannot commit");
+}
+
+}  // namespace
+
+int64_t Devices::wall_ms() {
+  timeval tv;
+  gettimeofday(&tv, nullptr);
+  return static_cast<int64_t>(tv.tv_sec) * 1000 + tv.tv_usec / 1000;
+}
+
+bool Devices::valid_device_id(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (char c : id) {
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+          c == ':' || c == '-')) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool Devices::valid_service_id(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (char c : id) {
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+          c == '-')) {
+      return false;
+    }
+  }
+  return true;
+}
+
+Devices::Devices(Loop& loop, Store& store, Operations& ops, EventBus& events)
+    : loop_(loop), store_(store), ops_(ops), events_(events) {}
+
+Devices::~Devices() { stop(); }
+
+void Devices::stop() {
+  for (auto& [id, t] : timers_) loop_.timer_stop(t);
+  timers_.clear();
+  if (sub_) events_.unsubscribe(sub_);
+  sub_ = 0;
+}
+
+void Devices::arm(const std::string& device_id, int64_t end_ms) {
+  disarm(device_id);
+  int64_t wait = end_ms - wall_ms();
+  uint64_t delay = wait > 0 ? static_cast<uint64_t>(wait) : 0;
+  timers_[device_id] = loop_.timer_start(delay, 0, [this, device_id] {
+    timers_.erase(device_id);
+    json::Document d;
+    if (!load(store_, device_id, &d)) return;
+    if (wall_ms() < end_of(d)) {  // the window was extended meanwhile
+      arm(device_id, end_of(d));
+      return;
+    }
+    std::vector<std::string> instances;
+    for (const auto& i : d["instances"].GetArray()) instances.emplace_back(i.GetString());
+    log::info("devices", "authorization of device {} ended", device_id);
+    leave_instances(device_id, instances, "authorization ended");
+    events_.publish("device.changed", fmt::format("{{\"device_id\":\"{}\",\"state\":\"expired\"}}", device_id));
+  });
+}
+
+void Devices::disarm(const std::string& device_id) {
+  auto it = timers_.find(device_id);
+  if (it == timers_.end()) return;
+  loop_.timer_stop(it->second);
+  timers_.erase(it);
+}
+
+void Devices::leave_instances(const std::string& device_id, const std::vector<std::string>& instances,
+                              const char* why) {
+  for (const auto& id : instances) {
+    std::string args = "{\"id\":";
+    json::append_quoted(&args, id);
+    args += ",\"device_id\":";
+    json::append_quoted(&args, device_id);
+    args += "}";
+    cl_status_t st = ops_.call("instance.stop", args, [device_id, id, why](cl_status_t s, std::string_view r) {
+      if (s == CL_OK) {
+        log::info("devices", "device {} left instance {} ({}): {}", device_id, id, why, r);
+      } else if (s != CL_ENOENT) {
+        log::warn("devices", "device {}: stopping instance {} failed: {}", device_id, id, r);
+      }
+    });
+    if (st != CL_OK) log::warn("devices", "cannot stop instance {} of device {}: no instance service", id, device_id);
+  }
+}
+
+// An instance stopped (by anyone): forget it in every device that used it.
+void Devices::on_instance_state(std::string_view payload) {
+  json::Document ev;
+  if (!json::parse(payload, &ev, nullptr) || !ev.IsObject()) return;
+  auto state = json::get_string(ev, "state");
+  auto id = json::get_string(ev, "id");
+  if (!state || !id || *state != "stopped") return;
+  std::vector<std::pair<std::string, std::string>> updates;
+  store_.scan(kDevices, "", [&](std::string_view key, std::string_view value) {
+    json::Document d;
+    if (!json::parse(value, &d, nullptr) || !d.IsObject()) return true;
+    auto& list = d["instances"];
+    bool changed = false;
+    for (auto it = list.Begin(); it != list.End();) {
+      if (std::string_view(it->GetString(), it->GetStringLength()) == *id) {
+        it = list.Erase(it);
+        changed = true;
+      } else {
+        ++it;
+      }
+    }
+    if (changed) updates.emplace_back(std::string(key), json::stringify(d));
+    return true;
+  });
+  if (updates.empty()) return;
+  auto txn = store_.begin();
+  if (!txn) return;
+  for (auto& [k, v] : updates) txn->put(kDevices, k, v);
+  store_.commit(std::move(txn), {});
+}
+
+void Devices::start() {
+  // Re-arm every window; those that ended while the server was down fire at once.
+  std::vector<std::pair<std::string, int64_t>> windows;
+  store_.scan(kDevices, "", [&](std::string_view key, std::string_view value) {
+    json::Document d;
+    if (json::parse(value, &d, nullptr) && d.IsObject() && !d["revoked"].GetBool()) {
+      windows.emplace_back(std::string(key), end_of(d));
+    }
+    return true;
+  });
+  for (auto& [id, end] : windows) arm(id, end);
+  sub_ = events_.subscribe("instance.state", [this](std::string_view, std::string_view p) { on_instance_state(p); });
+
+  ops_.add("device.pair", [this](std::string_view args, Operations::Reply reply) {
+    json::Document a = args_of(args);
+    auto id = json::get_string(a, "device_id");
+    auto duration = json::get_int(a, "duration_s");
+    auto type = json::get_string(a, "type").value_or("mobile");
+    auto conn = json::get_string(a, "connection_id").value_or("");
+    if (!id || !valid_device_id(*id)) return reply.error(CL_EINVAL, "device_id must be [A-Za-z0-9._:-]{1,128}");
+    if (!duration || *duration <= 0 || *duration > kMaxDurationS) {
+      return reply.error(CL_EINVAL, "duration_s must be a positive number of seconds (at most ten years)");
+    }
+    if (type != "mobile" && type != "cloudlet") return reply.error(CL_EINVAL, "type must be mobile or cloudlet");
+    if (!printable(conn, 128)) return reply.error(CL_EINVAL, "connection_id must be printable, at most 128 bytes");
+    std::string existing;
+    if (store_.get(kDevices, *id, &existing) == CL_OK) {
+      return reply.error(CL_EEXIST, "device " + std::string(*id) + " is already paired");
+    }
+    unsigned char key[32];
+    if (RAND_bytes(key, sizeof key) != 1) return reply.error(CL_EIO, "no randomness available");
+    std::string device_key = hex(key, sizeof key);
+    OPENSSL_cleanse(key, sizeof key);
+    std::string password = sha256_hex(device_key);
+    int64_t now = wall_ms();
+    json::Document d(rapidjson::kObjectType);
+    auto& al = d.GetAllocator();
+    d.AddMember("device_id", json::Value(id->data(), static_cast<rapidjson::SizeType>(id->size()), al), al);
+    d.AddMember("type", json::Value(type.data(), static_cast<rapidjson::SizeType>(type.size()), al), al);
+    d.AddMember("connection_id", json::Value(conn.data(), static_cast<rapidjson::SizeType>(conn.size()), al), al);
+    d.AddMember("api_password", json::Value(password.c_str(), al), al);
+    d.AddMember("paired_ms", now, al);
+    d.AddMember("auth_start_ms", now, al);
+    d.AddMember("auth_duration_s", *duration, al);
+    d.AddMember("revoked", false, al);
+    d.AddMember("instances", json::Value(rapidjson::kArrayType), al);
+    std::string v = view(d, now);
+    // The key goes to the caller once; only its hash is kept.
+    std::string answer = v.substr(0, v.size() - 1) + ",\"device_key\":\"" + device_key + "\",\"api_password\":\"" +
+                         password + "\"}";
+    std::string device_id(*id);
+    put_durable(store_, kDevices, device_id, json::stringify(d), reply, answer);
+    arm(device_id, now + *duration * 1000);
+    log::info("devices", "paired device {} for {} s", device_id, *duration);
+    events_.publish("device.changed", fmt::format("{{\"device_id\":\"{}\",\"state\":\"ok\"}}", device_id));
+  });
+
+  ops_.add("device.list", [this](std::string_view, Operations::Reply reply) {
+    int64_t now = wall_ms();
+    std::string out = "{\"devices\":[";
+    bool first = true;
+    store_.scan(kDevices, "", [&](std::string_view, std::string_view value) {
+      json::Document d;
+      if (json::parse(value, &d, nullptr) && d.IsObject()) {
+        if (!first) out += ",";
+        first = false;
+        out += view(d, now);
+      }
+      return true;
+    });
+    reply(CL_OK, out + "]}");
+  });
+
+  ops_.add("device.get", [this](std::string_view args, Operations::Reply reply) {
+    json::Document a = args_of(args);
+    auto id = json::get_string(a, "device_id");
+    json::Document d;
+    if (!id || !valid_device_id(*id)) return reply.error(CL_EINVAL, "device_id is required");
+    if (!load(store_, *id, &d)) return reply.error(CL_ENOENT, "device " + std::string(*id) + " is not paired");
+    reply(CL_OK, view(d, wall_ms()));
+  });
+
+  ops_.add("device.auth", [this](std::string_view args, Operations::Reply reply) {
+    json::Document a = args_of(args);
+    auto id = json::get_string(a, "device_id");
+    json::Document d;
+    if (!id || !valid_device_id(*id) || !load(store_, *id, &d)) {
+      return reply.error(CL_ENOENT, "device is not paired to this cloudlet");
+    }
+    std::string out = "{\"device_id\":";
+    json::append_quoted(&out, *id);
+    out += fmt::format(",\"state\":\"{}\",\"api_password\":\"{}\",\"type\":\"{}\"}}", state_of(d, wall_ms()),
+                       d["api_password"].GetString(), d["type"].GetString());
+    reply(CL_OK, out);
+  });
+
+  ops_.add("device.revoke", [this](std::string_view args, Operations::Reply reply) {
+    json::Document a = args_of(args);
+    auto id = json::get_string(a, "device_id");
+    json::Document d;
+    if (!id || !valid_device_id(*id)) return reply.error(CL_EINVAL, "device_id is required");
+    if (!load(store_, *id, &d)) return reply.error(CL_ENOENT, "device " + std::string(*id) + " is not paired");
+    std::string device_id(*id);
+    std::vector<std::string> instances;
+    for (const auto& i : d["instances"].GetArray()) instances.emplace_back(i.GetString());
+    d["revoked"].SetBool(true);
+    put_durable(store_, kDevices, device_id, json::stringify(d), reply, view(d, wall_ms()));
+    disarm(device_id);
+    leave_instances(device_id, instances, "revoked");
+    log::info("devices", "revoked device {}", device_id);
+    events_.publish("device.changed", fmt::format("{{\"device_id\":\"{}\",\"state\":\"revoked\"}}", device_id));
+  });
+
+  ops_.add("device.unpair", [this](std::string_view args, Operations::Reply reply) {
+    json::Document a = args_of(args);
+    auto id = json::get_string(a, "device_id");
+    json::Document d;
+    if (!id || !valid_device_id(*id)) return reply.error(CL_EINVAL, "device_id is required");
+    if (!load(store_, *id, &d)) return reply.error(CL_ENOENT, "device " + std::string(*id) + " is not paired");
+    std::string device_id(*id);
+    std::vector<std::string> instances;
+    for (const auto& i : d["instances"].GetArray()) instances.emplace_back(i.GetString());
+    cl_status_t st = CL_OK;
+    auto txn = store_.begin(&st);
+    if (!txn) return reply.error(st, "the store is busy");
+    txn->del(kDevices, device_id);
+    std::vector<std::string> keys;
+    store_.scan(kMessages, device_id + "/", [&](std::string_view k, std::string_view) {
+      keys.emplace_back(k);
+      return true;
+    });
+    for (auto& k : keys) txn->del(kMessages, k);
+    store_.commit(std::move(txn), [reply](cl_status_t s) {
+      if (s != CL_OK) return reply.error(s, "the store could not write the change");
+      reply(CL_OK, "{}");
+    });
+    disarm(device_id);
+    leave_instances(device_id, instances, "unpaired");
+    log::info("devices", "unpaired device {} ({} message(s) deleted)", device_id, keys.size());
+    events_.publish("device.changed", fmt::format("{{\"device_id\":\"{}\",\"state\":\"unpaired\"}}", device_id));
+  });
+
+  ops_.add("device.attach", [this](std::string_view args, Operations::Reply reply) {
+    json::Document a = args_of(args);
+    auto id = json::get_string(a, "device_id");
+    auto inst = json::get_string(a, "instance_id");
+    json::Document d;
+    if (!id || !inst || !valid_device_id(*id) || inst->empty() || inst->size() > 64) {
+      return reply.error(CL_EINVAL, "device_id and instance_id are required");
+    }
+    if (!load(store_, *id, &d)) return reply.error(CL_ENOENT, "device " + std::string(*id) + " is not paired");
+    auto& list = d["instances"];
+    for (const auto& i : list.GetArray()) {
+      if (std::string_view(i.GetString(), i.GetStringLength()) == *inst) return reply(CL_OK, "{}");
+    }
+    list.PushBack(json::Value(inst->data(), static_cast<rapidjson::SizeType>(inst->size()), d.GetAllocator()),
+                  d.GetAllocator());
+    put_durable(store_, kDevices, *id, json::stringify(d), reply, "{}");
+  });
+
+  ops_.add("message.post", [this](std::string_view args, Operations::Reply reply) {
+    json::Document a = args_of(args);
+    auto dev = json::get_string(a, "device_id");
+    auto svc = json::get_string(a, "service_id");
+    auto msg = json::get_string(a, "message");
+    if (!dev || !valid_device_id(*dev)) return reply.error(CL_EINVAL, "device_id must be [A-Za-z0-9._:-]{1,128}");
+    if (!svc || !valid_service_id(*svc)) return reply.error(CL_EINVAL, "service_id must be [A-Za-z0-9._-]{1,128}");
+    if (!msg || msg->empty() || !printable(*msg, 128)) return reply.error(CL_EINVAL, "message must be a short string");
+    const json::Value* params = json::member(a, "params");
+    if (params && !params->IsObject()) return reply.error(CL_EINVAL, "params must be an object of strings");
+    if (params) {
+      for (auto it = params->MemberBegin(); it != params->MemberEnd(); ++it) {
+        if (!it->value.IsString()) return reply.error(CL_EINVAL, "params values must be strings (phones read them so)");
+      }
+    }
+    if (args.size() > kMaxMessageBytes) return reply.error(CL_ETOOBIG, "message too large");
+    // Keys sort by time, so a fetch returns messages in the order they were posted.
+    static uint64_t seq = 0;
+    std::string key = fmt::format("{}/{}/{:016x}{:04x}", *dev, *svc, wall_ms(), (seq++) & 0xffff);
+    std::string value = "{\"message\":";
+    json::append_quoted(&value, *msg);
+    value += ",\"params\":" + (params ? json::stringify(*params) : std::string("{}"));
+    value += fmt::format(",\"read\":false,\"created_ms\":{}}}", wall_ms());
+    std::string answer = "{\"id\":";
+    json::append_quoted(&answer, key);
+    put_durable(store_, kMessages, key, value, reply, answer + "}");
+  });
+
+  ops_.add("message.fetch", [this](std::string_view args, Operations::Reply reply) {
+    json::Document a = args_of(args);
+    auto dev = json::get_string(a, "device_id");
+    auto svc = json::get_string(a, "service_id");
+    if (!dev || !valid_device_id(*dev)) return reply.error(CL_EINVAL, "device_id must be [A-Za-z0-9._:-]{1,128}");
+    if (!svc || !valid_service_id(*svc)) return reply.error(CL_EINVAL, "service_id must be [A-Za-z0-9._-]{1,128}");
+    cl_status_t st = CL_OK;
+    auto txn = store_.begin(&st);
+    if (!txn) return reply.error(st, "the store is busy");
+    int64_t now = wall_ms();
+    std::string out = "{\"messages\":[";
+    bool first = true;
+    std::string prefix = std::string(*dev) + "/" + std::string(*svc) + "/";
+    store_.scan(kMessages, prefix, [&](std::string_view key, std::string_view value) {
+      json::Document m;
+      if (!json::parse(value, &m, nullptr) || !m.IsObject()) return true;
+      if (m["read"].GetBool()) {
+        if (now - m["created_ms"].GetInt64() > kKeepReadMessagesMs) txn->del(kMessages, key);
+        return true;
+      }
+      if (!first) out += ",";
+      first = false;
+      out += "{\"message\":" + json::stringify(m["message"]) + ",\"params\":" + json::stringify(m["params"]) + "}";
+      m["read"].SetBool(true);
+      txn->put(kMessages, key, json::stringify(m));  // read and marked in one transaction
+      return true;
+    });
+    out += "]}";
+    // Answer as soon as the transaction is visible: waiting for durability would risk marking messages read
+    // that the client never received.
+    st = store_.commit(std::move(txn), {});
+    if (st != CL_OK) return reply.error(st, "cannot mark messages read");
+    reply(CL_OK, out);
+  });
+}
+
+void Devices::add_routes(http::Server& server) {
+  http::Router* router = server.router("manager");
+  if (!router) return;
+  auto add = [&](const char* method, const char* pattern, std::function<cl_status_t(http::Request&)> fn) {
+    http::Route r;
+    r.method = method;
+    r.pattern = pattern;
+    r.handler = std::move(fn);
+    router->add(std::move(r));
+  };
+  add("GET", "/manager/api/devices", [this](http::Request& r) {
+    return http::answer_with_operation(ops_, r, "device.list", "{}");
+  });
+  add("POST", "/manager/api/devices", [this](http::Request& r) {
+    if (!json::is_object(r.body)) {
+      return r.send(400, "application/json", json::error_object("the body must be a JSON object"));
+    }
+    return http::answer_with_operation(ops_, r, "device.pair", r.body, 201);
+  });
+  auto with_id = [](http::Request& r) {
+    std::string_view id;
+    r.param("id", &id);
+    std::string args = "{\"device_id\":";
+    json::append_quoted(&args, id);
+    return args + "}";
+  };
+  add("GET", "/manager/api/devices/{id}", [this, with_id](http::Request& r) {
+    return http::answer_with_operation(ops_, r, "device.get", with_id(r));
+  });
+  add("POST", "/manager/api/devices/{id}/revoke", [this, with_id](http::Request& r) {
+    return http::answer_with_operation(ops_, r, "device.revoke", with_id(r));
+  });
+  add("DELETE", "/manager/api/devices/{id}", [this, with_id](http::Request& r) {
+    return http::answer_with_operation(ops_, r, "device.unpair", with_id(r));
+  });
+}
+
+}  // namespace cloudlet
