@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "devices/devices.h"
+#include "discovery/discovery.h"
 #include "events/bus.h"
 #include "http/request.h"
 #include "http/server.h"
@@ -113,6 +114,7 @@ Daemon::~Daemon() {
     if (plugins_) plugins_->unload_all(cfg_.plugins_dlclose);
     if (devices_) devices_->stop();
     if (system_) system_->stop();
+    discovery_.reset();
     if (store_) store_->close();
     server_.reset();
     loop_->close();
@@ -164,6 +166,7 @@ bool Daemon::start(std::string* error) {
                                                           cfg_.api_mode});
   plugins_ = std::make_unique<PluginManager>(*services_);
   load_plugins();
+  if (!start_discovery(error)) return false;
   loop_->watch_signals([this](int signum) {
     log::info("core", "received {}: shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
     shutdown();
@@ -184,6 +187,72 @@ void Daemon::load_plugins() {
     std::string error;
     plugins_->load(spec, &error);  // a failing plugin is logged and skipped: the server serves on
   }
+}
+
+namespace {
+std::string peer_json(const Peer& p) {
+  rapidjson::StringBuffer buf;
+  json::Writer w(buf);
+  w.StartObject();
+  w.Key("name");
+  w.String(p.name.c_str());
+  w.Key("host");
+  w.String(p.host.c_str());
+  w.Key("addresses");
+  w.StartArray();
+  for (const auto& a : p.addresses) w.String(a.c_str());
+  w.EndArray();
+  w.Key("port");
+  w.Uint(p.port);
+  w.Key("encryption");
+  w.Bool(p.encryption);
+  w.Key("interface");
+  w.String(p.interface.c_str());
+  w.EndObject();
+  return std::string(buf.GetString(), buf.GetSize());
+}
+}  // namespace
+
+// Publishes _cloudlet._tcp for the api listener and browses other cloudlets (peer.found / peer.lost events,
+// operation peer.list). A missing avahi-daemon is not an error: Discovery retries in the background.
+bool Daemon::start_discovery(std::string* error) {
+  DiscoveryOptions o;
+  o.enabled = cfg_.discovery.enabled;
+  o.publish = cfg_.discovery.publish;
+  o.browse = cfg_.discovery.browse;
+  o.name = cfg_.discovery.name.empty() ? cfg_.cloudlet_name : cfg_.discovery.name;
+  o.extra_txt = cfg_.discovery.extra_txt;
+  // "both" advertises the plain API: every phone can use it, paired or not.
+  o.encrypted = cfg_.api_mode == "encrypted";
+  http::Listener* api = server_->listener("api");
+  if (!api) o.publish = false;
+  if (api) {
+    o.port = api->bound_port;
+    if (o.enabled && o.publish && (api->options.host == "127.0.0.1" || api->options.host == "::1")) {
+      log::warn("discovery", "the api listener is on {}: phones on the network cannot reach the published port",
+                api->options.host);
+    }
+  }
+  discovery_ = std::make_unique<Discovery>(*loop_, o);
+  discovery_->on_peer_change([this](const Peer& p, bool present) {
+    events_->publish(present ? "peer.found" : "peer.lost", peer_json(p));
+  });
+  ops_->add("peer.list", [this](std::string_view, Operations::Reply reply) {
+    std::string out = "{\"peers\":[";
+    bool first = true;
+    for (const auto& p : discovery_->peers()) {
+      if (!first) out += ",";
+      first = false;
+      out += peer_json(p);
+    }
+    reply(CL_OK, out + "]}");
+  });
+  std::string err;
+  if (!discovery_->start(&err)) {
+    *error = "discovery: " + err;
+    return false;
+  }
+  return true;
 }
 
 void Daemon::register_core_operations() {
@@ -263,7 +332,13 @@ void Daemon::shutdown() {
     return;
   }
   stopping_ = true;
-  server_->shutdown(cfg_.shutdown_timeout_ms, [this] { finish_shutdown(); });
+  // Withdraw the mDNS record first, so phones stop being sent here while we drain.
+  auto drain = [this] { server_->shutdown(cfg_.shutdown_timeout_ms, [this] { finish_shutdown(); }); };
+  if (discovery_) {
+    discovery_->stop(drain);
+  } else {
+    drain();
+  }
 }
 
 void Daemon::finish_shutdown() {

@@ -18,6 +18,8 @@ class PluginManager;
 class Jobs;
 class Devices;
 class SystemInfo;
+class Discovery;
+struct Peer;
 struct HostServices;
 namespace http {
 class Server;
@@ -47,6 +49,7 @@ class Daemon {
   void register_core_operations();
   void register_core_routes();
   void load_plugins();
+  bool start_discovery(std::string* error);
   void finish_shutdown();
 
   Config cfg_;
@@ -58,6 +61,7 @@ class Daemon {
   std::unique_ptr<Jobs> jobs_;
   std::unique_ptr<SystemInfo> system_;
   std::unique_ptr<Devices> devices_;
+  std::unique_ptr<Discovery> discovery_;
   std::unique_ptr<HostServices> services_;
   std::unique_ptr<PluginManager> plugins_;
   bool stopping_ = false;

@@ -7,6 +7,7 @@
 #include <initializer_list>
 #include <sstream>
 
+#include "discovery/discovery_options.h"
 #include "json/json.h"
 #include "log/log.h"
 
@@ -286,6 +287,11 @@ bool load_config_file(const std::string& file, Config* cfg, std::string* error) 
         !rd.strings(*v, "discovery", "extra_txt", &d.extra_txt)) {
       return done(false);
     }
+    DiscoveryOptions check;
+    check.name = d.name;
+    check.extra_txt = d.extra_txt;
+    std::string why = discovery_options_check(check);
+    if (!why.empty()) return done(rd.fail(d.name.empty() || discovery_name_valid(d.name) ? "discovery.extra_txt" : "discovery.name", why));
   }
   if (const Value* v = json::member(root, "plugins")) {
     if (!v->IsArray()) return done(rd.fail("plugins", "must be an array of plugin objects"));

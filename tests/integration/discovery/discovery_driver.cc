@@ -3,7 +3,8 @@
 //   peer+ name=<n> host=<h> addresses=<a,b> port=<p> encryption=<enabled|disabled> interface=<if>
 //   peer- name=<n> interface=<if>
 // SIGUSR1 toggles the encryption TXT (an API mode change); SIGTERM/SIGINT withdraw and exit with
-// Loop::close()'s result (0 = every handle closed).
+// Loop::close()'s result (0 = every handle closed). --stop-on-peer shuts down from inside the first peer
+// callback (Discovery::stop() must be safe there).
 #include <uv.h>
 
 #include <cstdio>
@@ -81,7 +82,7 @@ void on_connection(uv_stream_t* server, int status) {
   std::fprintf(stderr,
                "discovery_driver: %s\nusage: discovery_driver [--name N] [--port P] [--encryption "
                "enabled|disabled]\n  [--txt key=value]... [--no-publish] [--no-browse] [--disabled] [--listen "
-               "ADDR] [--log-level L]\n",
+               "ADDR] [--log-level L] [--stop-on-peer]\n",
                msg);
   std::exit(2);
 }
@@ -91,6 +92,7 @@ void on_connection(uv_stream_t* server, int status) {
 int main(int argc, char** argv) {
   DiscoveryOptions options;
   std::string listen = "127.0.0.1";
+  bool stop_on_peer = false;
   for (int i = 1; i < argc; i++) {
     std::string_view a = argv[i];
     auto value = [&]() -> std::string {
@@ -113,6 +115,7 @@ int main(int argc, char** argv) {
     else if (a == "--no-browse") options.browse = false;
     else if (a == "--disabled") options.enabled = false;
     else if (a == "--listen") listen = value();
+    else if (a == "--stop-on-peer") stop_on_peer = true;
     else if (a == "--log-level") {
       cloudlet::log::Level level;
       if (!cloudlet::log::parse_level(value(), &level)) usage("bad log level");
@@ -139,7 +142,18 @@ int main(int argc, char** argv) {
   cloudlet::log::info("driver", "serving on {}:{}", listen, options.port);
 
   Discovery discovery(loop, options);
-  discovery.on_peer_change([](const Peer& p, bool present) {
+  uv_signal_t usr1;
+  uv_signal_init(loop.uv(), &usr1);
+  bool stopping = false;
+  auto shutdown = [&](const char* why) {
+    if (stopping) return;
+    stopping = true;
+    cloudlet::log::info("driver", "{}: stopping", why);
+    uv_close(reinterpret_cast<uv_handle_t*>(&server), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&usr1), nullptr);
+    discovery.stop([] { cloudlet::log::info("driver", "discovery stopped"); });
+  };
+  discovery.on_peer_change([&](const Peer& p, bool present) {
     if (present) {
       std::string addresses;
       for (const auto& a : p.addresses) addresses += (addresses.empty() ? "" : ",") + a;
@@ -149,17 +163,17 @@ int main(int argc, char** argv) {
     } else {
       std::printf("peer- name=%s interface=%s\n", p.name.c_str(), p.interface.c_str());
     }
+    if (stop_on_peer) shutdown("peer seen");
   });
   std::string error;
   if (!discovery.start(&error)) {
     cloudlet::log::error("driver", "discovery: {}", error);
     uv_close(reinterpret_cast<uv_handle_t*>(&server), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&usr1), nullptr);
     loop.close();
     return 2;
   }
 
-  uv_signal_t usr1;
-  uv_signal_init(loop.uv(), &usr1);
   usr1.data = &discovery;
   uv_signal_start(
       &usr1,
@@ -169,16 +183,7 @@ int main(int argc, char** argv) {
       },
       SIGUSR1);
   uv_unref(reinterpret_cast<uv_handle_t*>(&usr1));
-
-  bool stopping = false;
-  loop.watch_signals([&](int signum) {
-    if (stopping) return;
-    stopping = true;
-    cloudlet::log::info("driver", "signal {}: stopping", signum);
-    uv_close(reinterpret_cast<uv_handle_t*>(&server), nullptr);
-    uv_close(reinterpret_cast<uv_handle_t*>(&usr1), nullptr);
-    discovery.stop([] { cloudlet::log::info("driver", "discovery stopped"); });
-  });
+  loop.watch_signals([&](int signum) { shutdown(signum == SIGINT ? "SIGINT" : "SIGTERM"); });
 
   loop.run();
   int rc = loop.close();

@@ -12,11 +12,13 @@ import os
 import re
 import signal
 import shutil
+import subprocess
 import sys
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from netns_env import (ADDR, SERVICE_TYPE, Browser, Instance, TestFailure, check, log,  # noqa: E402
+from netns_env import (ADDR, SERVICE_TYPE, Browser, Instance, check, command_is_driver, log,  # noqa: E402
                        main_wrapper, median_ms)
 
 PORT = 9999
@@ -105,12 +107,22 @@ def case_mutual(env, args):
     check(not re.search(peer_line(na), ia.output()), f"A lists itself as a peer\n{ia.output()}")
     check(not re.search(peer_line(nb), ib.output()), f"B lists itself as a peer\n{ib.output()}")
 
+    # Discovery::stop() from inside a peer callback (driver only): it exits cleanly by itself.
+    if command_is_driver():
+        quitter = Instance(env, "a", unique("gamma"), PORT + 2, driver_args=["--no-publish", "--stop-on-peer"])
+        try:
+            rc = quitter.proc.wait(VISIBLE_S)
+        except subprocess.TimeoutExpired:
+            rc = None
+        check(rc == 0, f"stop() inside a peer callback: exit {rc}\n{quitter.output()}")
+        log("stop() from inside a peer callback: clean exit")
+
     # Kept current: B's API mode changes (driver: SIGUSR1), A sees the new TXT through its open resolver.
     if ib.uses_driver:
         t = time.monotonic()
         ib.signal(signal.SIGUSR1)
         changed = None
-        while changed is None and time.monotonic() - t < 5:
+        while changed is None and time.monotonic() - t < 10:
             changed = next((m for m in re.finditer(peer_line(nb), ia.output()) if m.group(4) == "disabled"), None)
             time.sleep(0.05)
         check(changed is not None, f"A did not see B's TXT change\n{ia.output()}")

@@ -12,9 +12,14 @@ owner PID is gone.
 
 The command under test is a template (environment CLOUDLET_DISCOVERY_CMD) with placeholders:
   {driver} {build} {source} {name} {port} {encryption} ("enabled"/"disabled") {encrypted} ("true"/"false")
-  {workdir} (a scratch directory of this instance) {config} (see below)
+  {api_mode} ("encrypted"/"open") {manager_port} (port + 1000) {workdir} (a scratch directory of this
+  instance) {config} (see below)
 If CLOUDLET_DISCOVERY_CONFIG_TEMPLATE names a file, it is formatted with the same placeholders and written to
-{config} before each start. Default: the discovery_driver.
+{config} before each start. Default: the discovery_driver. For cloudletd:
+  CLOUDLET_DISCOVERY_CMD='{build}/cloudletd --config {config}'
+  CLOUDLET_DISCOVERY_CONFIG_TEMPLATE=tests/integration/discovery/cloudletd.json.in
+The checks read the Discovery log lines ("published '...'", "peer '...' at ...", ...), which cloudletd
+writes too (log level info or lower); the driver-only checks (SIGUSR1, --stop-on-peer) are skipped.
 Python 3 standard library only.
 """
 
@@ -165,10 +170,15 @@ class Browser:
             return "\n".join(r.line for r in self.records)
 
 
+def command_is_driver():
+    template = os.environ.get("CLOUDLET_DISCOVERY_CMD", DEFAULT_CMD)
+    return shlex.split(template)[0] == "{driver}" or os.path.basename(shlex.split(template)[0]) == "discovery_driver"
+
+
 class Instance:
     """One run of the command under test inside a namespace; its stdout+stderr go to a file."""
 
-    def __init__(self, env, side, name, port=9999, encrypted=False, bus=True):
+    def __init__(self, env, side, name, port=9999, encrypted=False, bus=True, driver_args=()):
         self.env = env
         self.side = side
         self.name = name
@@ -177,7 +187,8 @@ class Instance:
         values = {
             "driver": env.driver, "build": env.build_dir, "source": env.source_dir, "name": name,
             "port": str(port), "encryption": "enabled" if encrypted else "disabled",
-            "encrypted": "true" if encrypted else "false", "workdir": self.workdir,
+            "encrypted": "true" if encrypted else "false", "api_mode": "encrypted" if encrypted else "open",
+            "manager_port": str(port + 1000), "workdir": self.workdir,
             "config": os.path.join(self.workdir, "cloudletd.json"),
         }
         template_file = os.environ.get("CLOUDLET_DISCOVERY_CONFIG_TEMPLATE")
@@ -190,7 +201,9 @@ class Instance:
                 f.write(text)
         template = os.environ.get("CLOUDLET_DISCOVERY_CMD", DEFAULT_CMD)
         argv = [tok.format(**values) for tok in shlex.split(template)]
-        self.uses_driver = os.path.basename(argv[0]) == "discovery_driver"
+        self.uses_driver = command_is_driver()
+        if self.uses_driver:
+            argv += list(driver_args)  # options only the driver has (the real daemon is configured by file)
         self.out = open(self.out_path, "w")
         self.started = time.monotonic()
         self.proc = env.spawn(side, argv, stdout=self.out, stderr=subprocess.STDOUT, bus=bus)
