@@ -738,7 +738,11 @@ void report_slow_hook(const cl_host_s* h, const char* what, uint64_t ms) {
 
 }  // namespace cloudlet
 
-std::string cl_host_s::collection(std::string_view coll) const { return "plugin/" + spec.name + "/" + std::string(coll); }
+std::string cl_host_s::collection(std::string_view coll) const {
+  std::string out;
+  cloudlet::Store::plugin_collection(spec.name, coll, &out);  // names were validated by the trampolines
+  return out;
+}
 
 void cl_host_s::release_all() {
   Loop& loop = svc->loop;

@@ -146,7 +146,7 @@ TEST_F(LoaderTest, LoadsHelloAndServesIt) {
   EXPECT_EQ(r.status, 200) << r.error;
   EXPECT_EQ(r.body, "{\"greeting\":\"hello, x\",\"count\":1}");
   std::string stored;
-  EXPECT_EQ(store_->get("plugin/hello/greetings", "x", &stored), CL_OK);  // its private namespace
+  EXPECT_EQ(store_->get("plugin:hello/greetings", "x", &stored), CL_OK);  // its private namespace
   EXPECT_EQ(stored, "1");
 }
 
