@@ -1,6 +1,5 @@
 #include "daemon.h"
 
-#include <dirent.h>
 #include <limits.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -12,6 +11,7 @@
 #include "devices/devices.h"
 #include "discovery/discovery.h"
 #include "events/bus.h"
+#include "http/form_reader.h"
 #include "http/request.h"
 #include "http/server.h"
 #include "jobs/jobs.h"
@@ -50,21 +50,6 @@ bool make_dirs(const std::string& path, mode_t mode, std::string* error) {
     return false;
   }
   return true;
-}
-
-// Uploads left in tmp/ by a previous run that died mid-transfer are garbage: nothing refers to them.
-void clean_spool(const std::string& dir) {
-  DIR* d = opendir(dir.c_str());
-  if (!d) return;
-  size_t removed = 0;
-  while (dirent* e = readdir(d)) {
-    if (e->d_name[0] == '.') continue;
-    std::string p = dir + "/" + e->d_name;
-    struct stat st;
-    if (lstat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && unlink(p.c_str()) == 0) removed++;
-  }
-  closedir(d);
-  if (removed) log::info("core", "removed {} unfinished upload(s) from {}", removed, dir);
 }
 
 std::string absolute(const std::string& p) {
@@ -138,7 +123,9 @@ bool Daemon::start(std::string* error) {
   if (cfg_.plugin_dir.empty()) cfg_.plugin_dir = default_plugin_dir();
   std::string spool = cfg_.data_dir + "/tmp";
   if (!make_dirs(cfg_.data_dir, 0700, error) || !make_dirs(spool, 0700, error)) return false;
-  clean_spool(spool);
+  // Uploads a previous run left half-written (it died mid-transfer) are garbage: nothing refers to them.
+  int swept = http::FormReader::sweep_spool(spool);
+  if (swept > 0) log::info("core", "removed {} unfinished upload(s) from {}", swept, spool);
 
   loop_ = std::make_unique<Loop>();
   Store::Options so;
