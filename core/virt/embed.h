@@ -1,0 +1,30 @@
+// Preparing the root of libvirt's embedded QEMU driver (qemu:///embed?root=DIR) before it is opened.
+//
+// The driver reads DIR/etc/qemu.conf. It is written (when its content differs) with: QEMU as root:root (with an
+// unprivileged user every domain start took 44 s here, libvirt re-probing QEMU because that user cannot open
+// /dev/kvm), security_driver "none", no cgroups (no systemd, no cgroup delegation for an embedded driver),
+// stdio_handler "file" (no virtlogd) and remember_owner 0: with owner xattrs recorded, a process that re-opened
+// the root after another one had started a domain ("Invalid XATTR timestamp") killed that domain on reconnect;
+// without them running domains survive a restart of the process. The driver also refuses to initialize ("Failed
+// to parse user 'libvirt-qemu'") unless the compiled-in default user libvirt-qemu exists, even though qemu.conf
+// overrides it: when running as root the user is created (useradd --system), otherwise the error says what to do.
+#pragma once
+
+#include <string>
+
+namespace cloudlet::virt {
+
+// The root of a "qemu:///embed?root=/abs/dir" URI. False if `uri` is not an embed URI with an absolute root.
+bool embed_root_from_uri(const std::string& uri, std::string* root);
+
+// The qemu.conf the embedded driver gets.
+std::string embed_qemu_conf();
+
+// Blocking (worker): creates DIR/etc, writes DIR/etc/qemu.conf if needed, ensures the libvirt-qemu user.
+// Error text "" on success.
+std::string embed_prepare(const std::string& root);
+
+// Blocking: makes sure the system user libvirt-qemu exists (creating it when running as root). "" on success.
+std::string embed_ensure_qemu_user();
+
+}  // namespace cloudlet::virt
