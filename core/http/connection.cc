@@ -59,6 +59,12 @@ Connection::~Connection() {
 
 void Connection::start() {
   uv_tcp_nodelay(&tcp_, 1);
+  read_start();
+  server_.set_phase(this, Phase::header);
+}
+
+void Connection::read_start() {
+  if (reading_ || closing()) return;
   reading_ = true;
   uv_read_start(
       reinterpret_cast<uv_stream_t*>(&tcp_),
@@ -68,7 +74,6 @@ void Connection::start() {
         buf->len = Server::kReadBufferSize;
       },
       [](uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) { static_cast<Connection*>(s->data)->on_read(nread, buf); });
-  server_.set_phase(this, Phase::header);
 }
 
 void Connection::close(std::string_view why) {
@@ -105,16 +110,21 @@ void Connection::peer_gone() {
     return;
   }
   r->conn = nullptr;
-  // The handler still owns the request until it ends the response; tell it the client left.
+  // The handler still owns the request until it ends the response; tell it the client left. Either callback
+  // may end the response: while `notifying`, that only marks the request finished and it is freed below, so
+  // the close callback is never called on a freed request (nor after the response is complete).
+  r->notifying = true;
   if (r->body_mode == Request::BodyMode::stream && r->body_cb && !r->body_end_delivered) {
     r->body_end_delivered = true;
     r->body_cb(r->body_ud, r, CL_ECLOSING, cl_str_t{nullptr, 0});
   }
-  if (r->close_cb) {
+  if (r->close_cb && r->resp != Request::Resp::ended) {
     auto cb = r->close_cb;
     r->close_cb = nullptr;
-    cb(r->close_ud, r);  // may end the response, which frees r
+    cb(r->close_ud, r);
   }
+  r->notifying = false;
+  if (r->resp == Request::Resp::ended) r->finish_detached();
 }
 
 void Connection::on_read(ssize_t nread, const uv_buf_t* buf) {
@@ -142,7 +152,7 @@ void Connection::on_read(ssize_t nread, const uv_buf_t* buf) {
 }
 
 void Connection::process(const char* data, size_t len) {
-  if (closing_) return;
+  if (closing()) return;
   if (parser_paused_) {
     pending_.append(data, len);
     if (pending_.size() > kMaxPending && reading_) {
@@ -179,33 +189,21 @@ void Connection::process(const char* data, size_t len) {
     reject(reject_status_, reject_message_);
     return;
   }
-  if (req_ && req_->resp != Request::Resp::none) {
-    close("parse error after response");
+  if (req_ && req_->resp == Request::Resp::started) {
+    close("parse error after response");  // a response is streaming: the close tells the handler
     return;
   }
   reject(400, llhttp_get_error_reason(&parser_));
 }
 
 void Connection::resume_parsing() {
-  if (closing_ || req_ != nullptr || !parser_paused_) return;
+  if (closing() || req_ != nullptr || !parser_paused_) return;
   parser_paused_ = false;
   llhttp_resume(&parser_);
   std::string data;
   data.swap(pending_);
   if (!data.empty()) process(data.data(), data.size());
-  if (!closing_ && !parser_paused_ && !reading_ && !close_after_response_) {
-    reading_ = true;
-    uv_read_start(
-        reinterpret_cast<uv_stream_t*>(&tcp_),
-        [](uv_handle_t* h, size_t, uv_buf_t* buf) {
-          auto* c = static_cast<Connection*>(h->data);
-          buf->base = c->server_.read_buffer();
-          buf->len = Server::kReadBufferSize;
-        },
-        [](uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
-          static_cast<Connection*>(s->data)->on_read(nread, buf);
-        });
-  }
+  if (!closing() && !parser_paused_ && !close_after_response_) read_start();
 }
 
 // ---- llhttp callbacks ----------------------------------------------------------------------------------
@@ -373,6 +371,9 @@ int Connection::headers_complete() {
 
   server_.set_phase(this, has_body ? Phase::body : Phase::none);
   if (r->body_mode == Request::BodyMode::stream) {
+    // Without a body the request is complete already: an answer from the handler is not an early one (which
+    // would close the connection), and a reader attached later gets the end of the body at once.
+    if (!has_body) r->body_complete = true;
     // Streaming handlers run at once so they can attach a body reader before the bytes arrive.
     dispatch();
     if (req_ != r) return 0;  // answered already; the rest of the body is ignored
@@ -446,7 +447,9 @@ int Connection::cb_message_complete(llhttp_t* p) { return static_cast<Connection
 
 int Connection::message_complete() {
   Request* r = req_;
-  if (!r) return HPE_PAUSED;  // answered early: parse nothing more, the connection is closing
+  // Answered from the handler already (a streaming route): pause; process() resumes parsing if the connection
+  // stays open.
+  if (!r) return HPE_PAUSED;
   r->body_complete = true;
   if (phase == Phase::body) server_.set_phase(this, Phase::none);
   if (r->resp == Request::Resp::ended) {
@@ -523,14 +526,29 @@ void Connection::dispatch() {
 }
 
 void Connection::reject(uint32_t status, std::string_view message) {
+  // The parser stopped on an error: nothing more is read, and the connection closes once the answer is out
+  // (response_done must not wait for the end of a body that will never be parsed).
   close_after_response_ = true;
+  parse_failed_ = true;
   if (reading_) {
     uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
     reading_ = false;
   }
   Request* r = req_;
+  if (r && r->resp == Request::Resp::ended) {
+    // Answered early while the rest of its body was being discarded: the request can go now.
+    req_ = nullptr;
+    delete r;
+    after_write_state();
+    return;
+  }
   if (r && r->dispatched) {
-    // A streaming handler owns the request: it answers; we only stop reading and close afterwards.
+    // A streaming handler owns the request and answers it: end its body with the error, so that it does not
+    // wait for bytes that will never come. We close after its answer.
+    if (r->body_cb && !r->body_end_delivered) {
+      r->body_end_delivered = true;
+      r->body_cb(r->body_ud, r, status == 413 ? CL_ETOOBIG : CL_EINVAL, cl_str_t{nullptr, 0});  // may answer
+    }
     return;
   }
   if (r && r->resp == Request::Resp::none) {
@@ -553,35 +571,30 @@ void Connection::reject(uint32_t status, std::string_view message) {
 void Connection::body_flow_changed() {
   std::weak_ptr<bool> alive = alive_;
   Request* r = req_;
-  server_.loop().defer([this, alive, r] {
-    if (alive.expired() || req_ != r || !r) return;
+  // A request answered early stays req_ while its body is discarded, but it is dead to its handler: nothing
+  // more is delivered to it.
+  auto gone = [this, r] { return req_ != r || r->resp == Request::Resp::ended; };
+  server_.loop().defer([this, alive, r, gone] {
+    if (alive.expired() || !r || gone()) return;
     while (r->body_cb && !r->body_reader_paused && !r->body_backlog.empty()) {
       std::string chunk = std::move(r->body_backlog.front());
       r->body_backlog.erase(r->body_backlog.begin());
       r->body_cb(r->body_ud, r, CL_OK, cl_str_t{chunk.data(), chunk.size()});
-      if (alive.expired() || req_ != r) return;
+      if (alive.expired() || gone()) return;
     }
     if (r->body_cb && !r->body_reader_paused && r->body_backlog.empty() && r->body_complete &&
         !r->body_end_delivered) {
       r->body_end_delivered = true;
       r->body_cb(r->body_ud, r, CL_OK, cl_str_t{nullptr, 0});
-      if (alive.expired() || req_ != r) return;
+      if (alive.expired() || gone()) return;
     }
     if (!r->body_complete && !r->body_reader_paused && backlog_bytes(*r) < kMaxBacklog / 2) resume_reading();
   });
 }
 
 void Connection::resume_reading() {
-  if (closing_ || reading_ || parser_paused_ || close_after_response_) return;
-  reading_ = true;
-  uv_read_start(
-      reinterpret_cast<uv_stream_t*>(&tcp_),
-      [](uv_handle_t* h, size_t, uv_buf_t* buf) {
-        auto* c = static_cast<Connection*>(h->data);
-        buf->base = c->server_.read_buffer();
-        buf->len = Server::kReadBufferSize;
-      },
-      [](uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) { static_cast<Connection*>(s->data)->on_read(nread, buf); });
+  if (closing() || reading_ || parser_paused_ || close_after_response_) return;
+  read_start();
   if (req_ && !req_->body_complete) server_.set_phase(this, Phase::body);
 }
 
@@ -640,15 +653,18 @@ void Connection::response_done(Request* r) {
   bool keep = keep_alive_for(*r);
   if (r->done_hook) r->done_hook(r->done_hook_ud, r);
   r->done_hook = nullptr;
-  if (!r->body_complete) {
+  if (!r->body_complete && !parse_failed_) {
     // Answered before the whole body arrived: keep the object until the parser is done with it, then close.
+    // Reading goes on (the rest of the body is discarded): closing with unread bytes would reset the
+    // connection, which can destroy the answer before the client reads it, and a stopped reader would never
+    // reach the end of the message. body() does not extend the body deadline any more, so this lingers at
+    // most body_timeout_ms.
     close_after_response_ = true;
     r->conn = nullptr;
     r->resp = Request::Resp::ended;
-    if (reading_) {
-      uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
-      reading_ = false;
-    }
+    r->body_backlog.clear();
+    read_start();
+    if (phase != Phase::body && phase != Phase::write) server_.set_phase(this, Phase::body);
     after_write_state();
     return;
   }
@@ -667,11 +683,13 @@ void Connection::schedule_resume() {
   });
 }
 
-void Connection::after_write_state() {
+void Connection::after_write_state(bool progress) {
   if (closing_) return;
   if (pending_writes_ > 0) {
     if (phase == Phase::write) {
-      server_.touch(this);
+      // Only the client's reading pushes the write deadline back: a handler queueing more (an SSE feed to a
+      // client that reads nothing) must not keep the connection, and the memory it holds, alive.
+      if (progress) server_.touch(this);
     } else if (phase != Phase::body) {
       server_.set_phase(this, Phase::write);
     }
@@ -691,11 +709,11 @@ void Connection::after_write_state() {
 void Connection::write_copy(std::string_view data) { write_copy2(data, {}); }
 
 void Connection::write_copy2(std::string_view a, std::string_view b) {
-  if (closing_) return;
+  if (closing()) return;
   if (tls_) {
     std::string wire;
     if (!tls_->send(a, &wire) || !tls_->send(b, &wire)) {
-      close(tls_->last_error());
+      fail_later(tls_->last_error());
       return;
     }
     write_wire(wire, {});
@@ -704,15 +722,31 @@ void Connection::write_copy2(std::string_view a, std::string_view b) {
   write_wire(a, b);
 }
 
+// A write failed inside a response call: the peer is gone. Closing at once would run the request's close
+// callback (which may end and free the request) under the caller's feet, in the middle of resp_send or
+// resp_write: stop writing and reading now, close from a clean stack on the next loop turn.
+void Connection::fail_later(std::string why) {
+  if (closing()) return;
+  write_failed_ = true;
+  if (reading_) {
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+    reading_ = false;
+  }
+  std::weak_ptr<bool> alive = alive_;
+  server_.loop().defer([this, alive, why = std::move(why)] {
+    if (!alive.expired()) close(why);
+  });
+}
+
 void Connection::write_wire(std::string_view a, std::string_view b) {
-  if (closing_ || (a.empty() && b.empty())) return;
+  if (closing() || (a.empty() && b.empty())) return;
   auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
   if (pending_writes_ == 0) {
     uv_buf_t bufs[2] = {uv_buf_init(const_cast<char*>(a.data()), static_cast<unsigned>(a.size())),
                         uv_buf_init(const_cast<char*>(b.data()), static_cast<unsigned>(b.size()))};
     int n = uv_try_write(stream, bufs, b.empty() ? 1 : 2);
     if (n < 0 && n != UV_EAGAIN) {
-      close(uv_strerror(n));
+      fail_later(uv_strerror(n));
       return;
     }
     size_t wrote = n > 0 ? static_cast<size_t>(n) : 0;
@@ -740,7 +774,7 @@ void Connection::write_lent(const void* ptr, size_t len, cl_free_cb done, void* 
   auto release_later = [&loop, ptr, done, hint] {
     if (done) loop.defer([ptr, done, hint] { done(const_cast<void*>(ptr), hint); });
   };
-  if (closing_) {
+  if (closing()) {
     release_later();
     return;
   }
@@ -757,7 +791,7 @@ void Connection::write_lent(const void* ptr, size_t len, cl_free_cb done, void* 
     int n = uv_try_write(stream, &buf, 1);
     if (n < 0 && n != UV_EAGAIN) {
       release_later();
-      close(uv_strerror(n));
+      fail_later(uv_strerror(n));
       return;
     }
     if (n > 0) {
@@ -793,7 +827,7 @@ void Connection::write_done(WriteReq* w, int status) {
     close(uv_strerror(status));
     return;
   }
-  after_write_state();
+  after_write_state(true);
 }
 
 }  // namespace cloudlet::http

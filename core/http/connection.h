@@ -30,7 +30,8 @@ class Connection {
   void start();
   // Closes the socket (idempotent). The object is deleted from the close callback.
   void close(std::string_view why);
-  bool closing() const { return closing_; }
+  // True once the connection is closing, or a write failed and it will close on the next loop turn.
+  bool closing() const { return closing_ || write_failed_; }
   // Shutdown: close now if idle, else close once the current response is done.
   void drain();
 
@@ -84,8 +85,11 @@ class Connection {
   bool keep_alive_for(const Request& r) const;
   void write_wire(std::string_view a, std::string_view b);
   void write_done(WriteReq* w, int status);
-  void after_write_state();
+  // progress: a write completed (the client reads), which alone pushes the write deadline back.
+  void after_write_state(bool progress = false);
   void peer_gone();
+  void fail_later(std::string why);
+  void read_start();
 
   Server& server_;
   Listener& listener_;
@@ -106,6 +110,8 @@ class Connection {
   bool reading_ = false;
   bool close_after_response_ = false;
   bool closing_ = false;
+  bool write_failed_ = false;  // a write failed inside a response call: closing on the next loop turn
+  bool parse_failed_ = false;  // the parser stopped on an error: nothing more is read on this connection
   bool in_process_ = false;  // inside llhttp_execute: never resume parsing re-entrantly
   size_t pending_writes_ = 0;
   std::vector<Router::Match> matches_;  // routes for the request being parsed

@@ -33,12 +33,6 @@ bool valid_header_text(std::string_view s, bool name) {
   return !(name && s.empty());
 }
 
-// Frees a request that no connection owns any more (the client left before the response ended).
-void finish_detached(cl_request_s* r) {
-  if (r->done_hook) r->done_hook(r->done_hook_ud, r);
-  delete r;
-}
-
 void release_later(cl_request_s* r, const void* ptr, cl_free_cb done, void* hint) {
   if (!done) return;
   r->listener->server->loop().defer([ptr, done, hint] { done(const_cast<void*>(ptr), hint); });
@@ -74,6 +68,17 @@ void format_response_head(const Request& r, uint32_t status, std::string_view co
 
 cl_request_s::cl_request_s() = default;
 cl_request_s::~cl_request_s() = default;
+
+void cl_request_s::finish_detached() {
+  if (notifying) return;  // the connection frees it once its callbacks returned
+  if (done_hook) done_hook(done_hook_ud, this);
+  delete this;
+}
+
+namespace {
+// Statuses whose responses never have a body (RFC 9110 6.4.1).
+bool bodiless_status(uint32_t code) { return code < 200 || code == 204 || code == 304; }
+}  // namespace
 
 cl_status_t cl_request_s::header(std::string_view name, std::string_view* out) const {
   for (const auto& [k, v] : headers) {
@@ -156,7 +161,7 @@ cl_status_t cl_request_s::send(uint32_t code, std::string_view content_type, std
   resp = Resp::ended;
   status = code;
   if (!conn) {
-    finish_detached(this);
+    finish_detached();
     return CL_ECLOSING;
   }
   std::string head;
@@ -166,8 +171,9 @@ cl_status_t cl_request_s::send(uint32_t code, std::string_view content_type, std
   bytes_out = no_body ? 0 : data.size();
   Connection* c = conn;
   c->write_copy2(head, no_body ? std::string_view() : data);
+  bool gone = c->closing();  // the write found the peer gone
   c->response_done(this);  // frees this
-  return CL_OK;
+  return gone ? CL_ECLOSING : CL_OK;
 }
 
 cl_status_t cl_request_s::start(uint32_t code, int64_t length) {
@@ -176,18 +182,23 @@ cl_status_t cl_request_s::start(uint32_t code, int64_t length) {
   resp = Resp::started;
   status = code;
   content_length = length;
-  chunked = length < 0 && http_minor >= 1 && !head;
-  if (length < 0 && !chunked) keep_alive = false;  // HTTP/1.0: the body ends when the connection does
+  // A 204/304 has no body, so no chunk framing either (it would be read as the start of the next response).
+  chunked = length < 0 && http_minor >= 1 && !head && !bodiless_status(code);
+  // HTTP/1.0 without a length: the body ends with the connection.
+  if (length < 0 && !chunked && !bodiless_status(code)) keep_alive = false;
   if (!conn) return CL_ECLOSING;
   std::string h;
   cloudlet::http::format_response_head(*this, code, {}, length, &h);
   conn->write_copy(h);
-  return CL_OK;
+  return conn->closing() ? CL_ECLOSING : CL_OK;
 }
 
 cl_status_t cl_request_s::write(const void* ptr, size_t len, cl_free_cb done, void* hint) {
-  if (resp != Resp::started) return CL_ESTATE;
-  if (!conn) {
+  if (resp != Resp::started) {
+    release_later(this, ptr, done, hint);  // done runs exactly once, also on error (ABI)
+    return CL_ESTATE;
+  }
+  if (!conn || conn->closing()) {
     release_later(this, ptr, done, hint);
     return CL_ECLOSING;
   }
@@ -196,7 +207,7 @@ cl_status_t cl_request_s::write(const void* ptr, size_t len, cl_free_cb done, vo
     return CL_EINVAL;
   }
   bytes_out += len;
-  if (head || len == 0) {
+  if (head || len == 0 || bodiless_status(status)) {
     release_later(this, ptr, done, hint);
     return CL_OK;
   }
@@ -206,15 +217,15 @@ cl_status_t cl_request_s::write(const void* ptr, size_t len, cl_free_cb done, vo
   } else {
     conn->write_copy(std::string_view(static_cast<const char*>(ptr), len));
   }
-  if (chunked && conn) conn->write_copy("\r\n");
-  return conn ? CL_OK : CL_ECLOSING;
+  if (chunked) conn->write_copy("\r\n");
+  return conn->closing() ? CL_ECLOSING : CL_OK;
 }
 
 cl_status_t cl_request_s::end() {
   if (resp != Resp::started) return CL_ESTATE;
   resp = Resp::ended;
   if (!conn) {
-    finish_detached(this);
+    finish_detached();
     return CL_OK;
   }
   if (chunked) conn->write_copy("0\r\n\r\n");

@@ -72,6 +72,9 @@ struct cl_request_s {
   std::string local_ip, peer_ip;
   uint16_t local_port = 0, peer_port = 0;
   bool dispatched = false;
+  // Set while the connection tells the handler that its client left (body reader, close callback): ending the
+  // response inside those callbacks then only marks it ended, and the connection frees the request afterwards.
+  bool notifying = false;
   // Called once when the response completes (or the request is freed unanswered): plugin accounting.
   void (*done_hook)(void* ud, cl_request_s* r) = nullptr;
   void* done_hook_ud = nullptr;
@@ -104,6 +107,8 @@ struct cl_request_s {
   }
 
   bool head_only() const { return head; }
+  // Frees a request no connection owns any more (its client left) once its response has ended.
+  void finish_detached();
   cl_status_t read_body(cl_body_cb cb, void* ud);
   cl_status_t pause_body(bool paused);
 };

@@ -12,6 +12,7 @@
 
 #include "http/mime.h"
 #include "http/request.h"
+#include "http/url.h"
 #include "log/log.h"
 #include "loop/loop.h"
 
@@ -173,19 +174,28 @@ void StaticFiles::serve(Request& req, const std::string& root, const std::string
   std::string path = root + req.path;
   if (path.back() == '/') path += index;
   auto confined = [&](const std::string& p) {
-    // Symlinks must not lead outside the webroot. Checked on cache misses only (hot files skip it).
+    // Symlinks must not lead outside the webroot. Checked once per cache entry (hot files skip it).
     char real[PATH_MAX], real_root[PATH_MAX];
     if (!realpath(p.c_str(), real) || !realpath(root.c_str(), real_root)) return false;
     size_t n = strlen(real_root);
     return strncmp(real, real_root, n) == 0 && (real[n] == '/' || real[n] == '\0');
   };
-  bool known = cache_.count(path) > 0;
   Entry* e = lookup(path);
   if (!e) {
     struct stat st;
     if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
-      // A directory without the trailing slash: redirect so relative links in its index work.
-      std::string loc = req.path + "/";
+      // A directory without the trailing slash: redirect so relative links in its index work. req.path is
+      // decoded: encode each segment again, or a name with '?', '#', '%' or a space would change the URL.
+      std::string loc;
+      for (size_t from = 0;;) {
+        size_t slash = req.path.find('/', from);
+        size_t len = slash == std::string::npos ? std::string::npos : slash - from;
+        percent_encode(std::string_view(req.path).substr(from, len), &loc);
+        if (slash == std::string::npos) break;
+        loc += '/';
+        from = slash + 1;
+      }
+      loc += '/';
       if (!req.query.empty()) loc += "?" + req.query;
       if (req.add_header("Location", loc) == CL_OK) {
         req.send(301, "text/plain; charset=utf-8", "301 Moved Permanently\n");
@@ -195,11 +205,14 @@ void StaticFiles::serve(Request& req, const std::string& root, const std::string
     req.send_error(404);
     return;
   }
-  if (!known && !confined(path)) {
-    cached_bytes_ -= e->data.size();
-    cache_.erase(path);
-    req.send_error(404);
-    return;
+  if (!e->confined) {
+    if (!confined(path)) {
+      cached_bytes_ -= e->data.size();
+      cache_.erase(path);
+      req.send_error(404);
+      return;
+    }
+    e->confined = true;
   }
   respond(req, path, *e, mime_type_for(path));
 }

@@ -48,6 +48,9 @@ class StaticFiles {
     uint64_t ino = 0;
     std::string etag;
     uint64_t checked_ms = 0;
+    // The webroot check (realpath) passed for this file identity. A changed file gets a fresh entry, so a file
+    // replaced by a symlink leading out of the webroot is checked again.
+    bool confined = false;
   };
   // Finds or refreshes the entry for abs_path; nullptr if it is not a regular file.
   Entry* lookup(const std::string& abs_path);
