@@ -505,6 +505,8 @@ void Connection::dispatch() {
     if (req_ != r) return;  // answered and freed, or the client left (the handler owns it now)
     if (st == CL_EDECLINED && r->resp == Request::Resp::none) {
       r->path_params.clear();
+      r->resp_headers.clear();  // a declining handler's headers must not leak into the next one's answer
+      r->content_type.clear();
       continue;
     }
     if (st != CL_OK && r->resp == Request::Resp::none) r->send_error(status_from_cl(st), "");

@@ -45,7 +45,9 @@ void format_response_head(const Request& r, uint32_t status, std::string_view co
                           std::string* out) {
   fmt::format_to(std::back_inserter(*out), "HTTP/1.1 {} {}\r\nServer: cloudletd\r\nDate: {}\r\n", status,
                  reason_phrase(status), r.listener->server->date());
-  if (!content_type.empty()) fmt::format_to(std::back_inserter(*out), "Content-Type: {}\r\n", content_type);
+  // One Content-Type: the one passed to send() wins over one added as a header.
+  std::string_view ctype = content_type.empty() ? std::string_view(r.content_type) : content_type;
+  if (!ctype.empty()) fmt::format_to(std::back_inserter(*out), "Content-Type: {}\r\n", ctype);
   bool no_body_status = status == 204 || status == 304 || status < 200;
   if (!no_body_status) {
     if (length >= 0) {
@@ -100,7 +102,8 @@ cl_status_t cl_request_s::param(std::string_view name, std::string_view* out) {
   if (!params_parsed) {
     params_parsed = true;
     Params query_params;
-    if (!cloudlet::http::parse_query(query, &query_params)) query_params.clear();
+    // A malformed escape ends parsing there; the pairs before it stay (phones' URLs are what they are).
+    cloudlet::http::parse_query(query, &query_params);
     params.insert(params.begin(), std::make_move_iterator(query_params.begin()),
                   std::make_move_iterator(query_params.end()));
   }
@@ -151,6 +154,10 @@ cl_status_t cl_request_s::addresses() {
 cl_status_t cl_request_s::add_header(std::string_view name, std::string_view value) {
   if (resp != Resp::none) return CL_ESTATE;
   if (!valid_header_text(name, true) || !valid_header_text(value, false) || reserved_header(name)) return CL_EINVAL;
+  if (iequals(name, "content-type")) {
+    content_type.assign(value);
+    return CL_OK;
+  }
   resp_headers.append(name).append(": ").append(value).append("\r\n");
   return CL_OK;
 }
@@ -244,7 +251,8 @@ cl_status_t cl_request_s::send_file(std::string_view file_path, std::string_view
 
 cl_status_t cl_request_s::sse_start() {
   if (resp != Resp::none) return CL_ESTATE;
-  resp_headers.append("Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
+  content_type = "text/event-stream";
+  resp_headers.append("Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
   sse = true;
   return start(200, -1);
 }
@@ -279,7 +287,14 @@ cl_status_t cl_request_s::read_body(cl_body_cb cb, void* ud) {
   if (body_mode != BodyMode::stream || body_cb || !cb) return CL_ESTATE;
   body_cb = cb;
   body_ud = ud;
-  if (conn) conn->body_flow_changed();
+  if (conn) {
+    conn->body_flow_changed();
+  } else if (!body_end_delivered) {
+    // The client already left: the reader still gets its ending (rule E2), from a clean stack.
+    body_end_delivered = true;
+    cl_request_s* self = this;
+    listener->server->loop().defer([self, cb, ud] { cb(ud, self, CL_ECLOSING, cl_str_t{nullptr, 0}); });
+  }
   return CL_OK;
 }
 

@@ -63,6 +63,7 @@ struct cl_request_s {
   int64_t content_length = -1;
   uint64_t bytes_out = 0;
   std::string resp_headers;  // "Name: value\r\n" lines added by the handler
+  std::string content_type;  // a Content-Type added with add_header (send's argument wins over it)
   cl_req_close_cb close_cb = nullptr;
   void* close_ud = nullptr;
 

@@ -92,6 +92,7 @@ TEST(HttpServer, QueryParametersAreDecoded) {
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 200);
     expect_length_framed(*r);
+    EXPECT_EQ(r->body.substr(0, 5), "ok=1;");  // the pairs before the bad escape are kept
   });
 }
 
@@ -465,8 +466,10 @@ TEST(HttpServer, ThrowingHandlerGives500AndTheConnectionLives) {
 TEST(HttpServer, DecliningHandlerFallsThroughToTheNextRoute) {
   Harness h;
   int declined = 0;
-  h.route("GET", "/d/x", [&](Request&) {
+  h.route("GET", "/d/x", [&](Request& r) {
     declined++;
+    r.add_header("X-Declined", "leak");  // must not reach the answer of the route that takes the request
+    r.add_header("Content-Type", "application/x-leak");
     return CL_EDECLINED;
   });
   h.route("GET", "/d/{id}", [](Request& r) { return r.send(200, "text/plain", "pattern " + param_or(r, "id")); });
@@ -480,6 +483,8 @@ TEST(HttpServer, DecliningHandlerFallsThroughToTheNextRoute) {
     auto r = c.roundtrip(get("/d/x"));
     ASSERT_TRUE(r);
     EXPECT_EQ(r->body, "pattern x");  // the path parameter of the second route is set
+    EXPECT_EQ(r->header("x-declined"), "");
+    EXPECT_EQ(r->header("content-type"), "text/plain");
     r = c.roundtrip(get("/d/y"));
     ASSERT_TRUE(r);
     EXPECT_EQ(r->body, "pattern y");
@@ -489,6 +494,28 @@ TEST(HttpServer, DecliningHandlerFallsThroughToTheNextRoute) {
     expect_length_framed(*r);
   });
   EXPECT_EQ(declined, 2);
+}
+
+TEST(HttpServer, OneContentTypeHeader) {
+  Harness h;
+  h.route("GET", "/both", [](Request& r) {
+    r.add_header("Content-Type", "text/html");
+    return r.send(200, "application/json", "{}");  // send's argument wins
+  });
+  h.route("GET", "/header", [](Request& r) {
+    r.add_header("Content-Type", "text/html");
+    return r.send(200, "", "<p>");
+  });
+  h.run([&] {
+    Client c(h.port);
+    auto r = c.roundtrip(get("/both"));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->raw_head.find("Content-Type"), r->raw_head.rfind("Content-Type")) << r->raw_head;
+    EXPECT_EQ(r->header("content-type"), "application/json");
+    r = c.roundtrip(get("/header"));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->header("content-type"), "text/html");
+  });
 }
 
 TEST(HttpServer, RequestAccessorsAndResponseHeaders) {
