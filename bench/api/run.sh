@@ -9,12 +9,9 @@
 #        memory state, which takes a while)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../lib.sh"
 root=$(cd "$here/../.." && pwd)
 build=$(cd "${1:-$root/build}" && pwd)
-rounds=${ROUNDS:-5}
-duration=${DURATION:-10s}
-conns=${CONNECTIONS:-50}
-threads=${THREADS:-1}
 demo=${DEMO:-0}
 path=/api/services
 
@@ -30,14 +27,10 @@ trap cleanup EXIT
 mkdir -p "$work/webroot/api" "$work/nginx" "$work/data"
 chmod 755 "$work" "$work/webroot" "$work/webroot/api"  # nginx workers run as nobody
 
-port_of() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cl_port=$(port_of)
 ng_port=$(port_of)
 mgr_port=$(port_of)
 
-pin_server="taskset -c 1"
-pin_client="taskset -c 0"
-[ "$(nproc)" -ge 2 ] || { pin_server=""; pin_client=""; }
 
 cat > "$work/cloudletd.json" <<JSON
 {
@@ -102,30 +95,6 @@ ng_ctype=$(curl -sf -D - -o /dev/null "http://127.0.0.1:$ng_port$path" | tr -d '
 [ "$ctype" = "$ng_ctype" ] || { echo "Content-Type differs: '$ctype' vs '$ng_ctype'" >&2; exit 1; }
 size=$(stat -c %s "$work/webroot/api/services")
 
-# wrk prints "99%   1.23ms"; normalise to milliseconds.
-run_wrk() {
-  $pin_client wrk -t"$threads" -c"$conns" -d"$duration" --latency "http://127.0.0.1:$1$path" > "$work/wrk.out"
-  local rps p99
-  rps=$(awk '/^Requests\/sec/ {print $2}' "$work/wrk.out")
-  p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; print v}' "$work/wrk.out")
-  if grep -q 'Non-2xx' "$work/wrk.out"; then echo "non-2xx replies from port $1" >&2; cat "$work/wrk.out" >&2; exit 1; fi
-  echo "$rps $p99"
-}
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-echo "bench/api: GET $path ($size bytes, $ctype), wrk -t$threads -c$conns -d$duration, $rounds alternating rounds"
-: > "$work/cl.txt"; : > "$work/ng.txt"
-run_wrk "$cl_port" > /dev/null  # warm-up (caches, TCP)
-run_wrk "$ng_port" > /dev/null
-for r in $(seq 1 "$rounds"); do
-  a=$(run_wrk "$cl_port"); b=$(run_wrk "$ng_port")
-  echo "$a" >> "$work/cl.txt"; echo "$b" >> "$work/ng.txt"
-  printf '  round %d: cloudletd %s req/s p99 %s ms | nginx %s req/s p99 %s ms\n' "$r" $a $b
-done
-cl_rps=$(awk '{print $1}' "$work/cl.txt" | median); cl_p99=$(awk '{print $2}' "$work/cl.txt" | median)
-ng_rps=$(awk '{print $1}' "$work/ng.txt" | median); ng_p99=$(awk '{print $2}' "$work/ng.txt" | median)
-ratio=$(awk -v a="$cl_rps" -v b="$ng_rps" 'BEGIN {printf "%.2f", a/b}')
-printf 'median  cloudletd: %.0f req/s, p99 %.2f ms\n' "$cl_rps" "$cl_p99"
-printf 'median  nginx:     %.0f req/s, p99 %.2f ms\n' "$ng_rps" "$ng_p99"
-echo "ratio cloudletd/nginx (req/s): $ratio"
-awk -v a="$cl_p99" -v b="$ng_p99" 'BEGIN {printf "p99 cloudletd/nginx: %.2f (<= 1.00 means no worse)\n", a/b}'
+echo "bench/api: GET $path ($size bytes, $ctype), wrk -t${THREADS:-1} -c${CONNECTIONS:-50} -d${DURATION:-10s}, ${ROUNDS:-5} alternating rounds"
+wrk_compare "http://127.0.0.1:$cl_port$path" "http://127.0.0.1:$ng_port$path"
