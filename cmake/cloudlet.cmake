@@ -25,6 +25,8 @@ function(cloudlet_add_plugin name)
   cmake_parse_arguments(P "" "OUTPUT_DIR" "SOURCES;LIBS" ${ARGN})
   if(NOT P_OUTPUT_DIR)
     set(P_OUTPUT_DIR ${CMAKE_BINARY_DIR}/plugins)
+    # Real plugins are installed where cloudletd looks by default (core/daemon.cc: default_plugin_dir).
+    install(TARGETS ${name} LIBRARY DESTINATION lib/cloudletd/plugins)
   endif()
   add_library(${name} MODULE ${P_SOURCES})
   set_target_properties(${name} PROPERTIES
