@@ -23,6 +23,8 @@
 #include "store/store.h"
 #include "system/system_info.h"
 #include "version.h"
+#include "virt/event_impl.h"
+#include "virt/virt.h"
 
 namespace cloudlet {
 
@@ -98,6 +100,15 @@ Daemon::~Daemon() {
   if (loop_ && !stopped_) {
     if (plugins_) plugins_->unload_all(cfg_.plugins_dlclose);
     if (devices_) devices_->stop();
+    if (virt_) {
+      // start() failed after the VM subsystem began: let its work in flight come back, then close it.
+      bool done = false;
+      virt_->stop([&done] { done = true; });
+      while (!done && uv_run(loop_->uv(), UV_RUN_ONCE) != 0) {
+      }
+      virt::event_impl_shutdown();
+      virt_.reset();
+    }
     if (system_) system_->stop();
     discovery_.reset();
     if (store_) store_->close();
@@ -146,6 +157,13 @@ bool Daemon::start(std::string* error) {
   devices_ = std::make_unique<Devices>(*loop_, *store_, *ops_, *events_);
   devices_->start();
   devices_->add_routes(*server_);
+  // Service VMs. libvirt is touched only when needed (VMs to re-attach, leftovers, --demo, the first VM
+  // operation): its event implementation is registered then, before its first call, and the connection opens in
+  // the background, so a missing or broken hypervisor never delays or stops the HTTP service.
+  virt_ = std::make_unique<virt::Virt>(*loop_, *store_, *ops_, *events_, *jobs_,
+                                       virt::VirtOptions{cfg_.data_dir, cfg_.virt, cfg_.demo});
+  virt_->start();
+  virt_->add_routes(*server_);
   register_core_operations();
   register_core_routes();
   services_ = std::make_unique<HostServices>(HostServices{*loop_, *server_, store_.get(), *ops_, *events_,
@@ -331,10 +349,15 @@ void Daemon::shutdown() {
 void Daemon::finish_shutdown() {
   plugins_->unload_all(cfg_.plugins_dlclose);
   devices_->stop();
-  system_->stop();
-  store_->close();
-  stopped_ = true;
-  log::info("core", "shutdown complete");
+  // VM work in flight comes back (or is cancelled and cleans up) and writes its records before the store
+  // closes; libvirt's connection closes before its event implementation, and that before the loop.
+  virt_->stop([this] {
+    virt::event_impl_shutdown();
+    system_->stop();
+    store_->close();
+    stopped_ = true;
+    log::info("core", "shutdown complete");
+  });
 }
 
 int Daemon::run() {

@@ -1,5 +1,5 @@
-// The assembled server: loop, store, HTTP listeners, operations, events, plugins — and their orderly start
-// and graceful shutdown. main() parses the command line and runs a Daemon; tests can run one in-process.
+// The assembled server: loop, store, HTTP listeners, operations, events, Service VMs, plugins — and their orderly
+// start and graceful shutdown. main() parses the command line and runs a Daemon; tests can run one in-process.
 #pragma once
 
 #include <functional>
@@ -23,6 +23,9 @@ struct Peer;
 struct HostServices;
 namespace http {
 class Server;
+}
+namespace virt {
+class Virt;
 }
 
 class Daemon {
@@ -61,6 +64,7 @@ class Daemon {
   std::unique_ptr<Jobs> jobs_;
   std::unique_ptr<SystemInfo> system_;
   std::unique_ptr<Devices> devices_;
+  std::unique_ptr<virt::Virt> virt_;
   std::unique_ptr<Discovery> discovery_;
   std::unique_ptr<HostServices> services_;
   std::unique_ptr<PluginManager> plugins_;

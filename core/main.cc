@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -12,6 +13,7 @@
 #include "daemon.h"
 #include "log/log.h"
 #include "version.h"
+#include "virt/fork_guard.h"
 
 namespace {
 
@@ -69,6 +71,11 @@ int config_error(const std::string& msg) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Before anything creates a libuv loop: libvirt's QEMU start-up needs low descriptors reserved (fork_guard.h).
+  cloudlet::virt::fork_guard_install();
+  // Restores, saves and disk copies hold a worker for seconds: more than libuv's default 4 threads keep them
+  // from starving quick work (uploads, store, file serving). An explicit setting in the environment wins.
+  setenv("UV_THREADPOOL_SIZE", "16", 0);
   enum { kConfig = 1000, kDataDir, kListenApi, kListenManager, kLibvirtUri, kLogLevel, kApiMode, kDemo, kCheck };
   static const option options[] = {
       {"config", required_argument, nullptr, kConfig},
@@ -153,6 +160,17 @@ int main(int argc, char** argv) {
   if (check_only) {
     printf("cloudletd: configuration OK (%s)\n", cfg.source.empty() ? "embedded defaults" : cfg.source.c_str());
     return 0;
+  }
+
+  // libvirt's embedded driver logs by itself, to stderr unless told otherwise: warnings at every domain start
+  // ("tainted: custom-argv") and errors about host probes it does not need. cloudletd logs what matters about each
+  // VM; libvirt's own errors go to <data_dir>/libvirt.log (read once libvirt is first used, after the data
+  // directory exists). An explicit LIBVIRT_LOG_OUTPUTS in the environment wins.
+  if (!getenv("LIBVIRT_LOG_OUTPUTS")) {
+    std::string dir = cfg.data_dir;
+    char cwd[PATH_MAX];
+    if (!dir.empty() && dir[0] != '/' && getcwd(cwd, sizeof cwd)) dir = std::string(cwd) + "/" + dir;
+    setenv("LIBVIRT_LOG_OUTPUTS", ("4:file:" + dir + "/libvirt.log").c_str(), 1);
   }
 
   cloudlet::Daemon daemon(std::move(cfg));

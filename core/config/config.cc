@@ -1,5 +1,6 @@
 #include "config/config.h"
 
+#include <arpa/inet.h>
 #include <fmt/format.h>
 
 #include <fstream>
@@ -269,13 +270,16 @@ bool load_config_file(const std::string& file, Config* cfg, std::string* error) 
   }
   if (const Value* v = json::member(root, "virt")) {
     VirtConfig& vc = cfg->virt;
-    if (!rd.keys(*v, "virt", {"uri", "domain_type", "forward_address", "port_min", "port_max", "ready_timeout_ms"}) ||
+    if (!rd.keys(*v, "virt", {"uri", "domain_type", "forward_address", "port_min", "port_max", "ready_timeout_ms",
+                              "boot_timeout_ms", "demo_dir"}) ||
         !rd.str(*v, "virt", "uri", &vc.uri) ||
         !rd.one_of(*v, "virt", "domain_type", &vc.domain_type, {"auto", "kvm", "qemu"}) ||
         !rd.str(*v, "virt", "forward_address", &vc.forward_address) ||
         !rd.integer(*v, "virt", "port_min", &vc.port_min, 1024, 65535) ||
         !rd.integer(*v, "virt", "port_max", &vc.port_max, 1024, 65535) ||
-        !rd.integer(*v, "virt", "ready_timeout_ms", &vc.ready_timeout_ms, 0, 600000)) {
+        !rd.integer(*v, "virt", "ready_timeout_ms", &vc.ready_timeout_ms, 0, 600000) ||
+        !rd.integer(*v, "virt", "boot_timeout_ms", &vc.boot_timeout_ms, 1000, 3600000) ||
+        !rd.path(*v, "virt", "demo_dir", &vc.demo_dir)) {
       return done(false);
     }
   }
@@ -363,6 +367,20 @@ bool validate_config(const Config& cfg, std::string* error) {
   }
   if (cfg.virt.port_min > cfg.virt.port_max) {
     *error = "key 'virt.port_min': must not be greater than virt.port_max";
+    return false;
+  }
+  {
+    // QEMU's user networking forwards from IPv4 host addresses only.
+    in_addr a;
+    if (inet_pton(AF_INET, cfg.virt.forward_address.c_str(), &a) != 1) {
+      *error = fmt::format("key 'virt.forward_address': must be a numeric IPv4 address (got '{}')",
+                           cfg.virt.forward_address);
+      return false;
+    }
+  }
+  if (!cfg.virt.uri.empty() && cfg.virt.uri.rfind("qemu:///embed", 0) == 0 &&
+      cfg.virt.uri.find("root=/") == std::string::npos) {
+    *error = "key 'virt.uri': an embedded driver URI needs an absolute root (qemu:///embed?root=/path)";
     return false;
   }
   for (size_t i = 0; i < cfg.plugins.size(); i++) {

@@ -24,9 +24,11 @@ struct PluginConfig {
 struct VirtConfig {
   std::string uri;                    // "" = qemu:///embed?root=<data_dir>/libvirt
   std::string domain_type = "auto";   // auto | kvm | qemu
-  std::string forward_address = "0.0.0.0";  // host address QEMU binds forwarded ports to
+  std::string forward_address = "0.0.0.0";  // host address QEMU binds forwarded ports to (numeric IPv4)
   uint16_t port_min = 20000, port_max = 20999;
   uint32_t ready_timeout_ms = 30000;  // readiness wait of an instance's service port
+  uint32_t boot_timeout_ms = 300000;  // how long a service's boot (create, refresh) may take to answer
+  std::string demo_dir;               // "" = <build dir>/demo-guest, else /usr/share/cloudletd/demo-guest
 };
 
 struct DiscoveryConfig {

@@ -162,15 +162,19 @@ OpenResult open_blocking(const ConnectionOptions& o, const std::shared_ptr<Conne
     r.error = fmt::format("cannot open {}: {}", o.uri, libvirt_last_error());
     return r;
   }
-  if (o.keepalive_interval_s > 0) {
-    // Local drivers (embed, test) have no keepalive and say so: not an error.
+  // In-process drivers (embedded QEMU, test) never drop: no keepalive (they do not support it), and no close
+  // callback (libvirt accepts theirs without keeping it, so its context would never be freed).
+  bool in_process = o.uri.rfind("test:", 0) == 0 || o.uri.rfind("qemu:///embed", 0) == 0;
+  if (o.keepalive_interval_s > 0 && !in_process) {
     if (virConnectSetKeepAlive(c, o.keepalive_interval_s, o.keepalive_count) < 0)
       log::debug("virt", "no keepalive on {}: {}", o.uri, libvirt_last_error());
   }
-  auto* close_ctx = new CallbackCtx{core, loop, c};
-  if (virConnectRegisterCloseCallback(c, on_close, close_ctx, free_ctx) < 0) {
-    log::debug("virt", "no close callback on {}: {}", o.uri, libvirt_last_error());
-    delete close_ctx;
+  if (!in_process) {
+    auto* close_ctx = new CallbackCtx{core, loop, c};
+    if (virConnectRegisterCloseCallback(c, on_close, close_ctx, free_ctx) < 0) {
+      log::debug("virt", "no close callback on {}: {}", o.uri, libvirt_last_error());
+      delete close_ctx;
+    }
   }
   auto* ev_ctx = new CallbackCtx{core, loop, c};
   r.lifecycle_id = virConnectDomainEventRegisterAny(c, nullptr, VIR_DOMAIN_EVENT_ID_LIFECYCLE,

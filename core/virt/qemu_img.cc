@@ -1,6 +1,7 @@
 #include "virt/qemu_img.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
 #include <rapidjson/document.h>
@@ -65,6 +66,20 @@ std::string create_overlay_sync(const std::string& backing, const std::string& b
   return {};
 }
 
+std::string create_sync(const std::string& path, const std::string& format, uint64_t size_bytes) {
+  if (auto e = check_path("image", path); !e.empty()) return e;
+  if (!valid_format(format)) return fmt::format("unknown format '{}'", format);
+  if (size_bytes == 0) return "image size must be positive";
+  struct stat sb;
+  if (lstat(path.c_str(), &sb) == 0) return fmt::format("image {} already exists", path);
+  auto r = run({"create", "-q", "-f", format, path, std::to_string(size_bytes)}, 60000);
+  if (!r.ok()) {
+    ::unlink(path.c_str());
+    return r.describe("qemu-img create");
+  }
+  return {};
+}
+
 std::string parse_info_json(const std::string& json, Info* out) {
   rapidjson::Document d;
   d.Parse(json.c_str(), json.size());
@@ -84,6 +99,14 @@ std::string parse_info_json(const std::string& json, Info* out) {
   i.backing_file = str("full-backing-filename");
   if (i.backing_file.empty()) i.backing_file = str("backing-filename");
   i.backing_format = str("backing-filename-format");
+  auto fs = d.FindMember("format-specific");
+  if (fs != d.MemberEnd() && fs->value.IsObject()) {
+    auto data = fs->value.FindMember("data");
+    if (data != fs->value.MemberEnd() && data->value.IsObject()) {
+      auto df = data->value.FindMember("data-file");
+      if (df != data->value.MemberEnd() && df->value.IsString()) i.data_file = df->value.GetString();
+    }
+  }
   if (i.format.empty()) return "qemu-img info: no format in output";
   *out = std::move(i);
   return {};

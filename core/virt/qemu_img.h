@@ -23,12 +23,15 @@ struct Info {
   uint64_t actual_size = 0;    // bytes used on the host
   std::string backing_file;    // empty when none
   std::string backing_format;  // empty when not recorded
+  std::string data_file;       // qcow2 external data file (empty when none): it reads another file too
 };
 
 // Creates `overlay` (qcow2) on top of `backing`, backing format always given (qemu-img refuses to guess).
 // Fails if `overlay` exists or `backing` is missing. Error text empty on success.
 std::string create_overlay_sync(const std::string& backing, const std::string& backing_format,
                                 const std::string& overlay);
+// Creates an empty image of `size_bytes` (fails if `path` exists).
+std::string create_sync(const std::string& path, const std::string& format, uint64_t size_bytes);
 // Reads an image's description (qemu-img info --output=json).
 std::string info_sync(const std::string& path, Info* out);
 // Converts `src` (format src_format, or "" to let qemu-img probe a trusted file) into `dst` (dst_format).

@@ -219,7 +219,9 @@ void run_stop(Plugin& p, Call c, AnswerDone done) {
   a.str("id", id);
   if (c.authenticated) a.str("device_id", c.device_id);
   p.call("instance.stop", a.done(), [id, done](cl_status_t st, std::string_view r, bool missing) {
-    if (st == CL_ENOENT && !missing) return done(Answer::error(404, "Service vm for " + id + " not found"));
+    // pycloud answers 404 for any id it does not know, malformed ones included (the core says CL_EINVAL).
+    if ((st == CL_ENOENT || st == CL_EINVAL) && !missing)
+      return done(Answer::error(404, "Service vm for " + id + " not found"));
     if (st != CL_OK) return done(op_failed("instance.stop", st, r, missing));
     done(Answer::json("{}"));
   });

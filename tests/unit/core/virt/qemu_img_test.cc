@@ -46,6 +46,13 @@ TEST_F(QemuImgTest, OverlayInfoConvert) {
   ASSERT_EQ(qemu_img::info_sync(dir_ + "/flat.raw", &info), "");
   EXPECT_EQ(info.format, "raw");
   EXPECT_EQ(info.backing_file, "");
+  // A blank image (a disk for direct-kernel guests); never over an existing file.
+  ASSERT_EQ(qemu_img::create_sync(dir_ + "/blank.qcow2", "qcow2", 8u << 20), "");
+  ASSERT_EQ(qemu_img::info_sync(dir_ + "/blank.qcow2", &info), "");
+  EXPECT_EQ(info.virtual_size, 8u << 20);
+  EXPECT_NE(qemu_img::create_sync(dir_ + "/blank.qcow2", "qcow2", 8u << 20).find("exists"), std::string::npos);
+  EXPECT_NE(qemu_img::create_sync(dir_ + "/zero.qcow2", "qcow2", 0), "");
+  EXPECT_NE(qemu_img::create_sync("relative.qcow2", "qcow2", 1 << 20), "");
 }
 
 TEST_F(QemuImgTest, ErrorsAreReported) {
@@ -112,6 +119,11 @@ TEST(QemuImgJson, ParsesInfo) {
     "backing-filename-format": "qcow2"})", &i), "");
   EXPECT_EQ(i.virtual_size, 1073741824u);
   EXPECT_EQ(i.backing_file, "/d/b.qcow2");
+  EXPECT_EQ(i.data_file, "");
+  // An external data file (qcow2 data_file option): a copy of the image would read that file too.
+  EXPECT_EQ(qemu_img::parse_info_json(R"({"virtual-size": 10485760, "format": "qcow2", "format-specific":
+    {"type": "qcow2", "data": {"compat": "1.1", "data-file": "/etc/shadow", "data-file-raw": false}}})", &i), "");
+  EXPECT_EQ(i.data_file, "/etc/shadow");
   EXPECT_NE(qemu_img::parse_info_json("not json", &i), "");
   EXPECT_NE(qemu_img::parse_info_json("{}", &i), "");
 }
