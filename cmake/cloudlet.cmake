@@ -23,12 +23,16 @@ endif()
 # reaches the core only through the function table), private static dependencies, no GNU unique symbols.
 function(cloudlet_add_plugin name)
   cmake_parse_arguments(P "" "OUTPUT_DIR" "SOURCES;LIBS" ${ARGN})
+  set(install_plugin OFF)
   if(NOT P_OUTPUT_DIR)
     set(P_OUTPUT_DIR ${CMAKE_BINARY_DIR}/plugins)
+    set(install_plugin ON)
+  endif()
+  add_library(${name} MODULE ${P_SOURCES})
+  if(install_plugin)
     # Real plugins are installed where cloudletd looks by default (core/daemon.cc: default_plugin_dir).
     install(TARGETS ${name} LIBRARY DESTINATION lib/cloudletd/plugins)
   endif()
-  add_library(${name} MODULE ${P_SOURCES})
   set_target_properties(${name} PROPERTIES
     PREFIX ""
     LIBRARY_OUTPUT_DIRECTORY ${P_OUTPUT_DIR}
