@@ -11,6 +11,7 @@
 #include "devices/devices.h"
 #include "discovery/discovery.h"
 #include "events/bus.h"
+#include "events/event_stream.h"
 #include "http/form_reader.h"
 #include "http/request.h"
 #include "http/server.h"
@@ -157,6 +158,8 @@ bool Daemon::start(std::string* error) {
   devices_ = std::make_unique<Devices>(*loop_, *store_, *ops_, *events_);
   devices_->start();
   devices_->add_routes(*server_);
+  event_streams_ = std::make_unique<EventStreams>(*loop_, *events_);
+  event_streams_->add_route(*server_);
   // Service VMs. libvirt is touched only when needed (VMs to re-attach, leftovers, --demo, the first VM
   // operation): its event implementation is registered then, before its first call, and the connection opens in
   // the background, so a missing or broken hypervisor never delays or stops the HTTP service.
@@ -337,6 +340,8 @@ void Daemon::shutdown() {
     return;
   }
   stopping_ = true;
+  // Live event streams never end by themselves: end them so the drain below does not wait for its deadline.
+  event_streams_->close_all();
   // Withdraw the mDNS record first, so phones stop being sent here while we drain.
   auto drain = [this] { server_->shutdown(cfg_.shutdown_timeout_ms, [this] { finish_shutdown(); }); };
   if (discovery_) {

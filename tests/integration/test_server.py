@@ -104,6 +104,32 @@ class Serving(harness.TestCase):
         self.assertEqual(status, 200)
         self.assertEqual(srv.stop(), 0)
 
+    def test_live_events_stream_and_end_at_shutdown(self):
+        srv = self.server().start()
+        sock = socket.create_connection(("127.0.0.1", srv.port("manager")), timeout=10)
+        sock.sendall(b"GET /manager/api/events?topics=device.* HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += sock.recv(4096)
+        self.assertIn(b"text/event-stream", got)
+        status, _, body = srv.request("manager", "POST", "/manager/api/devices",
+                                      body=json.dumps({"device_id": "phone-1", "duration_s": 60}),
+                                      headers={"Content-Type": "application/json"})
+        self.assertEqual(status, 201, body)
+        deadline = time.monotonic() + 10
+        while b"phone-1" not in got and time.monotonic() < deadline:
+            got += sock.recv(4096)
+        self.assertIn(b"event: device.changed\n", got)
+        self.assertIn(b'"device_id":"phone-1"', got)
+        # A shutdown ends the stream at once rather than waiting for the drain deadline.
+        started = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        while sock.recv(4096):
+            pass
+        self.assertLess(time.monotonic() - started, 3)
+        self.assertEqual(srv.stop(), 0)
+        sock.close()
+
     def test_acknowledged_writes_survive_kill9(self):
         srv = self.server().start()
         for i in range(1, 21):
