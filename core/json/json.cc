@@ -64,6 +64,11 @@ void append_quoted(std::string* out, std::string_view s) {
   out->append(buf.GetString(), buf.GetSize());
 }
 
+void put_string(Writer& w, const char* key, std::string_view v) {
+  w.Key(key);
+  w.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
+}
+
 std::string error_object(std::string_view message) {
   std::string out = "{\"error\":";
   append_quoted(&out, message);

@@ -39,4 +39,7 @@ std::optional<bool> get_bool(const Value& obj, std::string_view name);
 // Appends a JSON string literal (quoted, escaped) for s to *out.
 void append_quoted(std::string* out, std::string_view s);
 
+// w.Key(key) then the string v: the common case of building objects with a Writer.
+void put_string(Writer& w, const char* key, std::string_view v);
+
 }  // namespace cloudlet::json

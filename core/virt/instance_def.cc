@@ -5,14 +5,8 @@
 #include "virt/service_def.h"
 
 namespace cloudlet::virt {
-namespace {
 
-void put_string(json::Writer& w, const char* key, const std::string& v) {
-  w.Key(key);
-  w.String(v.c_str(), static_cast<rapidjson::SizeType>(v.size()));
-}
-
-}  // namespace
+using json::put_string;
 
 std::string instance_record(const InstanceDef& i) {
   rapidjson::StringBuffer b;

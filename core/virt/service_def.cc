@@ -5,6 +5,9 @@
 #include <charconv>
 
 namespace cloudlet::virt {
+
+using json::put_string;
+
 namespace {
 
 // Printable text without control characters (descriptions go into HTML pages and logs).
@@ -19,11 +22,6 @@ std::string trim(std::string_view s) {
   while (b < e && (s[b] == ' ' || s[b] == '\t')) b++;
   while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t')) e--;
   return std::string(s.substr(b, e - b));
-}
-
-void put_string(json::Writer& w, const char* key, const std::string& v) {
-  w.Key(key);
-  w.String(v.c_str(), static_cast<rapidjson::SizeType>(v.size()));
 }
 
 }  // namespace
@@ -134,10 +132,10 @@ std::string service_apply_metadata(const json::Value& args, ServiceDef* def, boo
   return {};
 }
 
-std::string service_record(const ServiceDef& s) {
-  rapidjson::StringBuffer b;
-  json::Writer w(b);
-  w.StartObject();
+namespace {
+
+// The fields the stored record and the operations' answers share.
+void put_metadata(json::Writer& w, const ServiceDef& s) {
   put_string(w, "service_id", s.service_id);
   put_string(w, "description", s.description);
   put_string(w, "version", s.version);
@@ -153,6 +151,15 @@ std::string service_record(const ServiceDef& s) {
   w.Int64(s.min_memory);
   w.Key("ideal_memory");
   w.Int64(s.ideal_memory);
+}
+
+}  // namespace
+
+std::string service_record(const ServiceDef& s) {
+  rapidjson::StringBuffer b;
+  json::Writer w(b);
+  w.StartObject();
+  put_metadata(w, s);
   put_string(w, "image", s.image);
   w.Key("kernel_boot");
   w.Bool(s.kernel_boot);
@@ -193,21 +200,7 @@ std::string service_json(const ServiceDef& s, bool state_saved, int64_t instance
   rapidjson::StringBuffer b;
   json::Writer w(b);
   w.StartObject();
-  put_string(w, "service_id", s.service_id);
-  put_string(w, "description", s.description);
-  put_string(w, "version", s.version);
-  w.Key("tags");
-  w.StartArray();
-  for (auto& t : s.tags) w.String(t.c_str(), static_cast<rapidjson::SizeType>(t.size()));
-  w.EndArray();
-  w.Key("port");
-  w.Uint(s.port);
-  w.Key("num_users");
-  w.Int64(s.num_users);
-  w.Key("min_memory");
-  w.Int64(s.min_memory);
-  w.Key("ideal_memory");
-  w.Int64(s.ideal_memory);
+  put_metadata(w, s);
   w.Key("state_saved");
   w.Bool(state_saved);
   w.Key("instances");

@@ -184,13 +184,7 @@ void Services::register_operations() {
   ctx_.ops.add("service.get", [this](std::string_view args, Operations::Reply reply) {
     json::Document a;
     json::parse(args, &a, nullptr);
-    auto id = json::get_string(a, "service_id");
-    if (!id || !service_id_valid(*id)) return reply.error(CL_EINVAL, "service_id must be [A-Za-z0-9._-]{1,128}");
-    auto it = entries_.find(std::string(*id));
-    if (it == entries_.end() || !it->second.stored || it->second.deleting) {
-      return reply.error(CL_ENOENT, fmt::format("no service '{}'", *id));
-    }
-    reply(CL_OK, json_of(it->second));
+    if (Entry* e = entry_for(a, reply)) reply(CL_OK, json_of(*e));
   });
   ctx_.ops.add("service.create", [this](std::string_view a, Operations::Reply r) { op_create(a, std::move(r)); });
   ctx_.ops.add("service.refresh", [this](std::string_view a, Operations::Reply r) { op_refresh(a, std::move(r)); });
@@ -276,21 +270,18 @@ std::string Services::create(ServiceDef def, Source src, bool confine,
 void Services::op_refresh(std::string_view args, Operations::Reply reply) {
   json::Document a;
   json::parse(args, &a, nullptr);
-  auto id = json::get_string(a, "service_id");
-  if (!id || !service_id_valid(*id)) return reply.error(CL_EINVAL, "service_id must be [A-Za-z0-9._-]{1,128}");
+  Entry* entry = entry_for(a, reply);
+  if (!entry) return;
+  Entry& e = *entry;
+  const std::string& id = e.def.service_id;
   auto wait = json::get_bool(a, "wait");
   if (json::member(a, "wait") && !wait) return reply.error(CL_EINVAL, "wait must be true or false");
-  auto it = entries_.find(std::string(*id));
-  if (it == entries_.end() || !it->second.stored || it->second.deleting) {
-    return reply.error(CL_ENOENT, fmt::format("no service '{}'", *id));
-  }
-  Entry& e = it->second;
   if (ctx_.stopping) return reply.error(CL_ECLOSING, "the server is shutting down");
-  if (!e.job.empty()) return reply.error(CL_EBUSY, fmt::format("service '{}' is busy (job {})", *id, e.job));
-  int64_t n = instance_count ? instance_count(e.def.service_id) : 0;
+  if (!e.job.empty()) return reply.error(CL_EBUSY, fmt::format("service '{}' is busy (job {})", id, e.job));
+  int64_t n = instance_count ? instance_count(id) : 0;
   if (n > 0) {
     return reply.error(CL_EBUSY, fmt::format("service '{}' has {} instance(s): stop them before refreshing its saved "
-                                             "state (they use its disk)", *id, n));
+                                             "state (they use its disk)", id, n));
   }
   auto run = std::make_shared<Run>();
   run->refresh = true;
@@ -312,19 +303,29 @@ void Services::op_refresh(std::string_view args, Operations::Reply reply) {
   run_start(run);
 }
 
+Services::Entry* Services::entry_for(const json::Value& args, Operations::Reply& reply) {
+  auto id = json::get_string(args, "service_id");
+  if (!id || !service_id_valid(*id)) {
+    reply.error(CL_EINVAL, "service_id must be [A-Za-z0-9._-]{1,128}");
+    return nullptr;
+  }
+  auto it = entries_.find(std::string(*id));
+  if (it == entries_.end() || !it->second.stored || it->second.deleting) {
+    reply.error(CL_ENOENT, fmt::format("no service '{}'", *id));
+    return nullptr;
+  }
+  return &it->second;
+}
+
 void Services::op_update(std::string_view args, Operations::Reply reply) {
   json::Document a;
   json::parse(args, &a, nullptr);
-  auto id = json::get_string(a, "service_id");
-  if (!id || !service_id_valid(*id)) return reply.error(CL_EINVAL, "service_id must be [A-Za-z0-9._-]{1,128}");
-  auto it = entries_.find(std::string(*id));
-  if (it == entries_.end() || !it->second.stored || it->second.deleting) {
-    return reply.error(CL_ENOENT, fmt::format("no service '{}'", *id));
-  }
-  ServiceDef def = it->second.def;
+  Entry* entry = entry_for(a, reply);
+  if (!entry) return;
+  ServiceDef def = entry->def;
   std::string err = service_apply_metadata(a, &def, false);
   if (!err.empty()) return reply.error(CL_EINVAL, err);
-  it->second.def = def;  // visible at once (the store overlay is too)
+  entry->def = def;  // visible at once (the store overlay is too)
   std::string sid = def.service_id;
   std::string record = service_record(def);
   auto token = ctx_.pending.hold();
@@ -342,14 +343,10 @@ void Services::op_update(std::string_view args, Operations::Reply reply) {
 void Services::op_delete(std::string_view args, Operations::Reply reply) {
   json::Document a;
   json::parse(args, &a, nullptr);
-  auto id = json::get_string(a, "service_id");
-  if (!id || !service_id_valid(*id)) return reply.error(CL_EINVAL, "service_id must be [A-Za-z0-9._-]{1,128}");
-  std::string sid(*id);
-  auto it = entries_.find(sid);
-  if (it == entries_.end() || !it->second.stored || it->second.deleting) {
-    return reply.error(CL_ENOENT, fmt::format("no service '{}'", sid));
-  }
-  Entry& e = it->second;
+  Entry* entry = entry_for(a, reply);
+  if (!entry) return;
+  Entry& e = *entry;
+  std::string sid = e.def.service_id;
   if (!e.job.empty()) return reply.error(CL_EBUSY, fmt::format("service '{}' is busy (job {})", sid, e.job));
   int64_t n = instance_count ? instance_count(sid) : 0;
   if (n > 0) return reply.error(CL_EBUSY, fmt::format("service '{}' has {} instance(s): stop them first", sid, n));

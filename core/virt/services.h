@@ -82,6 +82,8 @@ class Services {
   void op_update(std::string_view args, Operations::Reply reply);
   void op_delete(std::string_view args, Operations::Reply reply);
   std::string json_of(const Entry& e) const;
+  // The live service named by args' "service_id"; nullptr after replying CL_EINVAL or CL_ENOENT.
+  Entry* entry_for(const json::Value& args, Operations::Reply& reply);
 
   void run_start(std::shared_ptr<Run> run);
   void run_boot(std::shared_ptr<Run> run);
