@@ -5,12 +5,12 @@
 # before the clock starts) and RUNS times by cloudletd instance starts, alternating, each timed until the guest's
 # first HTTP reply. Prints medians and the ratio cloudletd/virsh (acceptance <= 1.05), then the p99 latency of
 # GET /healthz on the api listener while two starts are in flight (acceptance <= 5 ms).
-#   usage: bench/svm_start/run.sh [BUILD_DIR]   env: RUNS (7), P99_ROUNDS (8)
+#   usage: bench/svm_start/run.sh [BUILD_DIR]   env: RUNS (11), P99_ROUNDS (8)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 build=$(cd "${1:-$root/build}" && pwd)
-runs=${RUNS:-7}
+runs=${RUNS:-11}
 p99_rounds=${P99_ROUNDS:-8}
 [ "$runs" -ge 5 ] || { echo "RUNS must be at least 5" >&2; exit 2; }
 for tool in virsh qemu-img qemu-system-x86_64 python3 curl; do
