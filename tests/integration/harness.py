@@ -19,6 +19,18 @@ SOURCE_DIR = os.environ.get("CLOUDLET_SOURCE_DIR", os.path.join(os.path.dirname(
 BINARY = os.path.join(BUILD_DIR, "cloudletd")
 
 
+def sanitizer():
+    """The sanitizer the build under test uses ("address", "thread" or ""), from its CMake cache."""
+    try:
+        with open(os.path.join(BUILD_DIR, "CMakeCache.txt")) as f:
+            for line in f:
+                if line.startswith("CLOUDLET_SANITIZE:"):
+                    return line.split("=", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
