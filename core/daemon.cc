@@ -341,7 +341,7 @@ void Daemon::shutdown() {
   }
   stopping_ = true;
   // Live event streams never end by themselves: end them so the drain below does not wait for its deadline.
-  event_streams_->close_all();
+  if (event_streams_) event_streams_->close_all();
   // Withdraw the mDNS record first, so phones stop being sent here while we drain.
   auto drain = [this] { server_->shutdown(cfg_.shutdown_timeout_ms, [this] { finish_shutdown(); }); };
   if (discovery_) {
