@@ -171,6 +171,7 @@ struct Peer::Conn : ConnIo {
   }
 
   bool key_trusted_signature(const std::vector<uint8_t>& sig) {
+    std::lock_guard<std::mutex> lock(peer->keys_mutex_);
     std::ifstream in(peer->keys_path());
     std::string line;
     while (std::getline(in, line)) {
@@ -217,6 +218,7 @@ struct Peer::Conn : ConnIo {
           return;
         case Offer::accept_save: {
           // Remembered once, however many connections offer it (adb may retry while the prompt is up).
+          std::lock_guard<std::mutex> lock(peer->keys_mutex_);
           std::ifstream in(peer->keys_path());
           std::string known;
           bool have = false;

@@ -89,6 +89,7 @@ class Peer {
   std::atomic<bool> stopping_{false};
   std::thread acceptor_;
   mutable std::mutex mutex_;
+  std::mutex keys_mutex_;  // adb_keys: each connection has its own thread, adb may offer a key on two at once
   std::vector<std::string> events_;
   std::vector<std::shared_ptr<Conn>> conns_;
   std::vector<std::thread> threads_;
