@@ -386,6 +386,9 @@ enable-wide-area=no
 publish-hinfo=no
 publish-workstation=no
 publish-addresses=yes
+# Otherwise the veth's IPv6 link-local address is announced over IPv4 too, and a resolver (a phone, or
+# avahi-browse -r) may report it instead of the IPv4 address, whichever record comes first.
+publish-aaaa-on-ipv4=no
 
 [reflector]
 enable-reflector=no
