@@ -17,6 +17,9 @@
 
 namespace cloudlet {
 
+// Monotonic milliseconds read now (not the loop's cached time): for deadlines on worker threads. Any thread.
+inline int64_t monotonic_ms() { return static_cast<int64_t>(uv_hrtime() / 1000000); }
+
 class Loop {
  public:
   using TimerId = uint64_t;

@@ -11,15 +11,10 @@
 #include <thread>
 
 #include "log/log.h"
+#include "loop/loop.h"
 
 namespace cloudlet::virt {
 namespace {
-
-int64_t mono_ms() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -69,9 +64,9 @@ DomainType domain_type_probe(virConnectPtr conn, const DomainTypeProbe& p, std::
   // Not VIR_DOMAIN_START_AUTODESTROY: the embedded driver does not support it. Destroyed below on every path.
   virDomainPtr dom = virDomainCreateXML(conn, xml.c_str(), 0);
   if (!dom) return result(DomainType::qemu, fmt::format("a kvm domain does not start: {}", err_text()));
-  int64_t start = mono_ms();
+  int64_t start = monotonic_ms();
   bool reached_init = false;
-  while (mono_ms() - start < p.boot_timeout_ms) {
+  while (monotonic_ms() - start < p.boot_timeout_ms) {
     std::string log = read_file(spec.console_log);
     if (log.find("Run /init as init process") != std::string::npos ||
         log.find("Freeing unused kernel") != std::string::npos) {
@@ -80,7 +75,7 @@ DomainType domain_type_probe(virConnectPtr conn, const DomainTypeProbe& p, std::
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  int64_t took = mono_ms() - start;
+  int64_t took = monotonic_ms() - start;
   virDomainDestroy(dom);
   virDomainFree(dom);
   ::unlink(spec.console_log.c_str());

@@ -413,13 +413,7 @@ void Instances::start_restore(std::shared_ptr<Start> s) {
 void Instances::start_running(std::shared_ptr<Start> s) {
   auto inst = insts_.at(s->id);
   ctx_.jobs.progress(s->job, 0.8, s->wait_ready ? "waiting for the service to answer" : "saving the record");
-  s->committed_users = inst->def.users.size();
-  commit(*inst, [this, s](cl_status_t st) {
-    if (s->failed) return;
-    if (st != CL_OK) return start_fail(s, st, "the instance record could not be saved");
-    s->durable = true;
-    start_answer(s);
-  });
+  start_commit(s, *inst);
   if (!s->wait_ready) {
     s->ready = true;
     return;
@@ -438,6 +432,17 @@ void Instances::start_running(std::shared_ptr<Start> s) {
   });
 }
 
+// Makes the record (with the users it has now) durable, then tries to answer.
+void Instances::start_commit(std::shared_ptr<Start> s, Inst& inst) {
+  s->committed_users = inst.def.users.size();
+  commit(inst, [this, s](cl_status_t st) {
+    if (s->failed) return;
+    if (st != CL_OK) return start_fail(s, st, "the instance record could not be saved");
+    s->durable = true;
+    start_answer(s);
+  });
+}
+
 void Instances::start_answer(std::shared_ptr<Start> s) {
   if (!s->durable || !s->ready || s->failed) return;
   auto it = insts_.find(s->id);
@@ -446,13 +451,7 @@ void Instances::start_answer(std::shared_ptr<Start> s) {
   if (inst->def.users.size() != s->committed_users) {
     // Users joined while it started: their shares must be durable before anyone is answered.
     s->durable = false;
-    s->committed_users = inst->def.users.size();
-    commit(*inst, [this, s](cl_status_t st) {
-      if (s->failed) return;
-      if (st != CL_OK) return start_fail(s, st, "the instance record could not be saved");
-      s->durable = true;
-      start_answer(s);
-    });
+    start_commit(s, *inst);
     return;
   }
   inst->def.state = "running";

@@ -64,6 +64,7 @@ class Instances {
   void start_restore(std::shared_ptr<Start> s);
   void start_running(std::shared_ptr<Start> s);
   void start_fail(std::shared_ptr<Start> s, cl_status_t status, const std::string& error);
+  void start_commit(std::shared_ptr<Start> s, Inst& inst);
   void start_answer(std::shared_ptr<Start> s);
 
   // Destroys the domain, removes the files, releases the ports, deletes the record, publishes "stopped". done

@@ -13,16 +13,12 @@
 #include <cerrno>
 #include <cstring>
 
+#include "loop/loop.h"
+
 extern char** environ;
 
 namespace cloudlet::virt {
 namespace {
-
-int64_t mono_ms() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
 
 void close_pair(int p[2]) {
   for (int i = 0; i < 2; i++)
@@ -94,13 +90,13 @@ ProcessResult process_run(const std::vector<std::string>& argv, ProcessOptions o
   }
   r.started = true;
 
-  int64_t deadline = mono_ms() + options.timeout_ms;
+  int64_t deadline = monotonic_ms() + options.timeout_ms;
   pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
   std::string* bufs[2] = {&r.out, &r.err};
   int open_fds = 2;
   char chunk[16384];
   while (open_fds > 0) {
-    int64_t left = deadline - mono_ms();
+    int64_t left = deadline - monotonic_ms();
     if (left <= 0) {
       r.timed_out = true;
       kill(pid, SIGKILL);

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "log/log.h"
+#include "loop/loop.h"
 #include "virt/domain_xml.h"
 
 namespace cloudlet::virt {
@@ -27,12 +28,6 @@ constexpr size_t kMagicLen = 16;
 constexpr size_t kHeaderLen = kMagicLen + 19 * 4;
 constexpr uint32_t kMaxDataLen = 16u << 20;
 
-int64_t mono_ms() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
-
 std::string last_libvirt_error(const char* what) {
   virErrorPtr e = virGetLastError();
   return fmt::format("{}: {}", what, e && e->message ? e->message : "unknown libvirt error");
@@ -40,19 +35,19 @@ std::string last_libvirt_error(const char* what) {
 
 // Writes all of buf to a possibly non-blocking fd, waiting up to stall_ms whenever it is full.
 std::string write_all(int fd, const char* buf, size_t len, const std::atomic<bool>* cancel, int stall_ms) {
-  int64_t stall_deadline = mono_ms() + stall_ms;
+  int64_t stall_deadline = monotonic_ms() + stall_ms;
   while (len > 0) {
     if (cancel && cancel->load()) return "cancelled";
     ssize_t n = ::write(fd, buf, len);
     if (n > 0) {
       buf += n;
       len -= static_cast<size_t>(n);
-      stall_deadline = mono_ms() + stall_ms;
+      stall_deadline = monotonic_ms() + stall_ms;
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) {
-      if (mono_ms() > stall_deadline) return "reader stalled";
+      if (monotonic_ms() > stall_deadline) return "reader stalled";
       pollfd p{fd, POLLOUT, 0};
       poll(&p, 1, 100);
       continue;
@@ -152,7 +147,7 @@ std::string write_image(const std::string& src_path, const SaveImage& image, con
   const loff_t end = static_cast<loff_t>(image.file_size);
   bool use_splice = true;
   std::string buf;
-  int64_t stall_deadline = mono_ms() + stall_ms;
+  int64_t stall_deadline = monotonic_ms() + stall_ms;
   while (err.empty() && off < end) {
     if (cancel && cancel->load()) {
       err = "cancelled";
@@ -175,7 +170,7 @@ std::string write_image(const std::string& src_path, const SaveImage& image, con
       }
     }
     if (n > 0) {
-      stall_deadline = mono_ms() + stall_ms;
+      stall_deadline = monotonic_ms() + stall_ms;
       continue;
     }
     if (n == 0) {
@@ -184,7 +179,7 @@ std::string write_image(const std::string& src_path, const SaveImage& image, con
     }
     if (errno == EINTR) continue;
     if (errno == EAGAIN) {
-      if (mono_ms() > stall_deadline) {
+      if (monotonic_ms() > stall_deadline) {
         err = "reader stalled";
         break;
       }
