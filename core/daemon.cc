@@ -149,6 +149,7 @@ bool Daemon::start(std::string* error) {
   ops_ = std::make_unique<Operations>(*loop_);
   events_ = std::make_unique<EventBus>(*loop_);
   server_ = std::make_unique<http::Server>(*loop_, spool);
+  server_->set_totals(cfg_.totals);
   for (const auto& l : cfg_.listeners) {
     if (server_->listen(l, error) != CL_OK) return false;
   }
