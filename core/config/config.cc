@@ -137,7 +137,8 @@ class Reader {
            integer(obj, at, "max_unsent_bytes", &l->max_unsent_bytes, 4096, int64_t{1} << 32);
   }
 
-  // Host names (or IP literals) a listener serves: letters, digits, '.', '-', '_', ':' (IPv6), no port.
+  // Host names (or IP literals) a listener serves: letters, digits, '.', '-', '_'; ':' only in an IPv6
+  // literal (no port).
   bool server_names(const Value& obj, const std::string& at, std::vector<std::string>* out) {
     if (!strings(obj, at, "server_names", out)) return false;
     for (const auto& n : *out) {
@@ -146,6 +147,8 @@ class Reader {
         ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
                     c == '-' || c == '_' || c == ':');
       }
+      in6_addr v6;
+      if (ok && n.find(':') != std::string::npos) ok = inet_pton(AF_INET6, n.c_str(), &v6) == 1;  // no port
       if (!ok) return fail(join(at, "server_names"), "'" + n + "' is not a host name or IP address (no port)");
     }
     return true;
