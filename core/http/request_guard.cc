@@ -122,7 +122,11 @@ Refusal check_host(const ListenerOptions& o, ::cl_request_s& r) {
   if (localhost_name(host)) return {};
   unsigned char addr[16];
   bool is_ip = ip_literal(host, addr);
-  if (is_ip && (o.host_check == HostCheck::names_or_ip || same_ip(host, o.host) ||
+  // The bound address counts unless it is the wildcard (0.0.0.0 is no address a client should name).
+  static const unsigned char kAny4[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0};
+  static const unsigned char kAny6[16] = {};
+  bool bound = is_ip && same_ip(host, o.host) && memcmp(addr, kAny4, 16) != 0 && memcmp(addr, kAny6, 16) != 0;
+  if (is_ip && (o.host_check == HostCheck::names_or_ip || bound ||
                 (r.addresses() == CL_OK && same_ip(host, r.local_ip)))) {
     return {};
   }

@@ -379,6 +379,11 @@ def attackers(api_port, manager_port, ready, stop, results):
                       b"http://evil.example\r\nContent-Type: text/plain\r\nContent-Length: " + str(len(body)).encode()
                       + b"\r\n\r\n" + body, "127.0.0.21")
         out["cross_site"] = r and r[0]
+        form = b"command=AAAA"
+        r = roundtrip(api_port, b"POST /api/command HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://evil.example\r\n"
+                      b"Content-Type: application/x-www-form-urlencoded\r\nX-Device-ID: p\r\nContent-Length: "
+                      + str(len(form)).encode() + b"\r\n\r\n" + form, "127.0.0.21")
+        out["cross_site_api"] = r and r[0]
         heads = []
         for _ in range(70):
             s = connect(manager_port, "127.0.0.22")
@@ -475,6 +480,7 @@ class CombinedAttack(harness.TestCase):
             self.assertLessEqual(p99, 50.0, f"{k}: {sorted(latencies[k])[-10:]}")
         self.assertEqual(out.get("deep_json"), 400)  # still alive, and a clear error
         self.assertEqual(out.get("cross_site"), 403)
+        self.assertEqual(out.get("cross_site_api"), 403)
         self.assertTrue(out.get("upgrades_closed"))
         # Each address held at most its share of each listener (128): 4 addresses x 2 listeners.
         self.assertLessEqual(out.get("slow_alive_at_end", 0), 4 * 2 * 128)

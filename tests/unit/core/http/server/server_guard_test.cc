@@ -50,6 +50,7 @@ TEST(HttpServerGuard, HostMustBeANameTheListenerServes) {
         {"Host: localhost.evil.example\r\n", 421},
         {"Host: 10.9.8.7\r\n", 421},                   // an address this connection is not on
         {"Host: [::1]:" + port + "\r\n", 421},
+        {"Host: 0.0.0.0:" + port + "\r\n", 421},
         {"", 400},                                      // HTTP/1.1 requires Host
         {"Host: a b\r\n", 400},
         {"Host: localhost\r\nHost: evil.example\r\n", 400},
