@@ -103,6 +103,21 @@ def pipeline_until_stuck(s, request, quiet_s=0.3, max_s=5):
     return sent
 
 
+def rss_through(srv, attack, label):
+    """RSS (KiB) before, while attack() holds its sockets, and one second after they closed."""
+    time.sleep(0.3)
+    before = harness.rss_kib(srv.proc.pid)
+    socks = attack()
+    holding = harness.rss_kib(srv.proc.pid)
+    for s in socks:
+        s.close()
+    time.sleep(1.0)
+    after = harness.rss_kib(srv.proc.pid)
+    print(f"\n  {label}: RSS {before / MiB:.1f} -> {holding / MiB:.1f} -> {after / MiB:.1f} MiB one second after "
+          f"they closed")
+    return before, holding, after
+
+
 def healthz(port, listener_host="127.0.0.1"):
     return (f"GET /healthz HTTP/1.1\r\nHost: {listener_host}:{port}\r\nConnection: close\r\n\r\n").encode()
 
@@ -116,22 +131,18 @@ class PipeliningNonReaders(harness.TestCase):
 
     def test_memory_stays_bounded_and_comes_back_on_both_listeners(self):
         srv = self.server(config={"log": {"level": "warn"}}).start()
-        time.sleep(0.5)
-        before = harness.rss_kib(srv.proc.pid)
-        socks = []
-        for i, (port, target) in enumerate([(srv.manager_port, "/style.css"), (srv.manager_port, "/healthz"),
-                                            (srv.api_port, "/healthz"), (srv.api_port, "/healthz")]):
-            s = connect(port, f"127.0.0.{2 + i}", rcvbuf=4096)
-            socks.append(s)
-            pipeline_until_stuck(s, f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode(), max_s=3)
-        peak = harness.rss_kib(srv.proc.pid)
-        self.assertEqual(roundtrip(srv.manager_port, healthz(srv.manager_port))[0], 200)
-        for s in socks:
-            s.close()
-        time.sleep(1.0)
-        after = harness.rss_kib(srv.proc.pid)
-        print(f"\n  4 non-reading pipeliners: RSS {before / MiB:.1f} -> peak {peak / MiB:.1f} -> "
-              f"{after / MiB:.1f} MiB one second after they closed")
+
+        def attack():
+            socks = []
+            for i, (port, target) in enumerate([(srv.manager_port, "/style.css"), (srv.manager_port, "/healthz"),
+                                                (srv.api_port, "/healthz"), (srv.api_port, "/healthz")]):
+                s = connect(port, f"127.0.0.{2 + i}", rcvbuf=4096)
+                socks.append(s)
+                pipeline_until_stuck(s, f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode(), max_s=3)
+            self.assertEqual(roundtrip(srv.manager_port, healthz(srv.manager_port))[0], 200)
+            return socks
+
+        before, peak, after = rss_through(srv, attack, "4 non-reading pipeliners")
         self.assertEqual(srv.get("api", "/healthz")[0], 200)
         if harness.sanitizer():
             self.skipTest(f"the {harness.sanitizer()} sanitizer's shadow memory makes RSS meaningless")
@@ -145,23 +156,19 @@ class BufferedBodies(harness.TestCase):
 
     def test_memory_of_buffered_bodies_comes_back(self):
         srv = self.server(config={"log": {"level": "warn"}}).start()
-        time.sleep(0.3)
-        before = harness.rss_kib(srv.proc.pid)
         body = b"{" + b" " * 59998  # 60 kB, one byte short: each stays buffered
-        socks = []
-        for i in range(250):
-            s = connect(srv.manager_port, f"127.0.0.{2 + i // 100}")
-            s.sendall(b"POST /manager/api/devices HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                      b"Content-Length: 60000\r\n\r\n" + body)
-            socks.append(s)
-        time.sleep(1.0)
-        holding = harness.rss_kib(srv.proc.pid)
-        for s in socks:
-            s.close()
-        time.sleep(1.0)
-        after = harness.rss_kib(srv.proc.pid)
-        print(f"\n  250 buffered 60 kB bodies: RSS {before / MiB:.1f} -> {holding / MiB:.1f} -> "
-              f"{after / MiB:.1f} MiB one second after they closed")
+
+        def attack():
+            socks = []
+            for i in range(250):
+                s = connect(srv.manager_port, f"127.0.0.{2 + i // 100}")
+                s.sendall(b"POST /manager/api/devices HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                          b"Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n" + body)
+                socks.append(s)
+            time.sleep(1.0)
+            return socks
+
+        before, holding, after = rss_through(srv, attack, "250 buffered 60 kB bodies")
         self.assertEqual(srv.get("manager", "/healthz")[0], 200)
         if harness.sanitizer():
             self.skipTest(f"the {harness.sanitizer()} sanitizer's shadow memory makes RSS meaningless")

@@ -45,6 +45,16 @@ std::string read_until(int fd, const std::string& needle, std::string buf = "") 
   return buf;
 }
 
+// Listens as the manager on an ephemeral loopback port; returns the port (0 on failure, with a test failure).
+uint16_t listen_manager(http::Server& server) {
+  http::ListenerOptions lo;
+  lo.name = "manager";
+  std::string err;
+  EXPECT_EQ(server.listen(lo, &err), CL_OK) << err;
+  http::Listener* l = server.listener("manager");
+  return l ? l->bound_port : 0;
+}
+
 void run_until(Loop& loop, const std::function<bool()>& pred) {
   uint64_t start = uv_hrtime();
   Loop::TimerId t = loop.timer_start(1, 1, [&] {
@@ -60,11 +70,8 @@ TEST(EventStream, StreamsEventsAndEndsWhenTheClientLeaves) {
   Loop loop;
   EventBus bus(loop);
   http::Server server(loop, "/tmp");
-  http::ListenerOptions lo;
-  lo.name = "manager";
-  std::string err;
-  ASSERT_EQ(server.listen(lo, &err), CL_OK) << err;
-  uint16_t port = server.listener("manager")->bound_port;
+  uint16_t port = listen_manager(server);
+  ASSERT_NE(port, 0);
   {
     EventStreams streams(loop, bus, 2);
     streams.add_route(server);
@@ -104,11 +111,8 @@ TEST(EventStream, CapAndShutdownCloseStreams) {
   Loop loop;
   EventBus bus(loop);
   http::Server server(loop, "/tmp");
-  http::ListenerOptions lo;
-  lo.name = "manager";
-  std::string err;
-  ASSERT_EQ(server.listen(lo, &err), CL_OK) << err;
-  uint16_t port = server.listener("manager")->bound_port;
+  uint16_t port = listen_manager(server);
+  ASSERT_NE(port, 0);
   EventStreams streams(loop, bus, 1);
   streams.add_route(server);
   std::atomic<int> stage{0};
@@ -146,11 +150,8 @@ TEST(EventStream, HeadHoldsNoStreamSlot) {
   Loop loop;
   EventBus bus(loop);
   http::Server server(loop, "/tmp");
-  http::ListenerOptions lo;
-  lo.name = "manager";
-  std::string err;
-  ASSERT_EQ(server.listen(lo, &err), CL_OK) << err;
-  uint16_t port = server.listener("manager")->bound_port;
+  uint16_t port = listen_manager(server);
+  ASSERT_NE(port, 0);
   EventStreams streams(loop, bus, 1);
   streams.add_route(server);
   std::atomic<int> stage{0};

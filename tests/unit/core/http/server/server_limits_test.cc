@@ -29,6 +29,28 @@ std::string pipelined(std::string_view target, int n) {
   return out;
 }
 
+// The server's unsent bytes and requests parsed so far (read on the loop).
+struct Held {
+  uint64_t unsent = 0, requests = 0;
+};
+Held held(Harness& h) {
+  Held out;
+  EXPECT_TRUE(h.on_loop([&] {
+    out.unsent = h.server->unsent_total();
+    out.requests = h.server->stats().requests;
+  }));
+  return out;
+}
+
+// Reads n responses of body_size bytes each: a held client is answered in full once it reads.
+void read_all(Client& c, size_t n, size_t body_size) {
+  for (size_t i = 0; i < n; i++) {
+    auto r = c.read_response(false, 5000);
+    ASSERT_TRUE(r) << i;
+    ASSERT_EQ(r->body.size(), body_size) << i;
+  }
+}
+
 }  // namespace
 
 TEST(HttpServerLimits, PipeliningClientThatNeverReadsHoldsBoundedMemory) {
@@ -41,22 +63,13 @@ TEST(HttpServerLimits, PipeliningClientThatNeverReadsHoldsBoundedMemory) {
     constexpr int kRequests = 20000;
     Client c(h.port, 4096);  // a small, closed receive window
     size_t sent = send_until_stuck(c, pipelined("/small", kRequests), 500);
-    uint64_t unsent = 0, requests = 0;
-    ASSERT_TRUE(h.on_loop([&] {
-      unsent = h.server->unsent_total();
-      requests = h.server->stats().requests;
-    }));
+    Held now = held(h);
     printf("[   INFO   ] non-reader: sent %zu bytes of requests, %llu parsed, %llu bytes unsent\n", sent,
-           static_cast<unsigned long long>(requests), static_cast<unsigned long long>(unsent));
-    EXPECT_LE(unsent, o.limits.max_unsent_bytes + 4096) << "one response beyond the bound at most";
-    EXPECT_LT(requests, static_cast<uint64_t>(kRequests / 4)) << "the server must stop parsing";
+           static_cast<unsigned long long>(now.requests), static_cast<unsigned long long>(now.unsent));
+    EXPECT_LE(now.unsent, o.limits.max_unsent_bytes + 4096) << "one response beyond the bound at most";
+    EXPECT_LT(now.requests, static_cast<uint64_t>(kRequests / 4)) << "the server must stop parsing";
     // Once the client reads, every request is answered, in order, on the same connection.
-    size_t n = sent / get("/small").size();
-    for (size_t i = 0; i < n; i++) {
-      auto r = c.read_response(false, 5000);
-      ASSERT_TRUE(r) << i;
-      ASSERT_EQ(r->body.size(), body.size()) << i;
-    }
+    read_all(c, sent / get("/small").size(), body.size());
   });
 }
 
@@ -78,18 +91,10 @@ TEST(HttpServerLimits, PipeliningTlsClientThatNeverReadsHoldsBoundedMemory) {
     ASSERT_TRUE(c.handshake_ok()) << c.handshake_error();
     ASSERT_TRUE(c.send(pipelined("/small", kRequests)));
     sleep_ms(500);
-    uint64_t unsent = 0, requests = 0;
-    ASSERT_TRUE(h.on_loop([&] {
-      unsent = h.server->unsent_total();
-      requests = h.server->stats().requests;
-    }));
-    EXPECT_LE(unsent, o.limits.max_unsent_bytes + 4096);
-    EXPECT_LT(requests, static_cast<uint64_t>(kRequests)) << "the server must stop parsing";
-    for (int i = 0; i < kRequests; i++) {
-      auto r = c.read_response(false, 5000);
-      ASSERT_TRUE(r) << i;
-      ASSERT_EQ(r->body.size(), body.size()) << i;
-    }
+    Held now = held(h);
+    EXPECT_LE(now.unsent, o.limits.max_unsent_bytes + 4096);
+    EXPECT_LT(now.requests, static_cast<uint64_t>(kRequests)) << "the server must stop parsing";
+    read_all(c, kRequests, body.size());
   });
 }
 
@@ -108,9 +113,8 @@ TEST(HttpServerLimits, UnsentTotalHoldsConnectionsWithUnsentBytesOnly) {
       readers_never.push_back(std::make_unique<Client>(h.port, 4096, source.c_str()));
       send_until_stuck(*readers_never.back(), pipelined("/small", 2000), 300);
     }
-    uint64_t unsent = 0;
-    ASSERT_TRUE(h.on_loop([&] { unsent = h.server->unsent_total(); }));
     // The total stops them well before each reaches its own bound (4 x 256 KiB).
+    uint64_t unsent = held(h).unsent;
     EXPECT_LE(unsent, 64 * 1024 + 4 * (8000 + 512)) << unsent;
     // A client with nothing unsent is served.
     Client fresh(h.port);
