@@ -1,6 +1,5 @@
 #include "http/connection.h"
 
-#include <strings.h>
 
 #include <cstring>
 

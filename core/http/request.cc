@@ -1,7 +1,6 @@
 #include "http/request.h"
 
 #include <arpa/inet.h>
-#include <strings.h>
 
 #include <fmt/format.h>
 
