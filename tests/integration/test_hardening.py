@@ -2,14 +2,12 @@
 manager from another site. A regression test for each HTTP-layer defect, then all attacks at once on both
 listeners while an operator's /healthz is timed from another address. Loopback only: the attackers use
 127.0.0.2 and up, the operator 127.0.0.1. Every loop is bounded in count and time."""
-import json
 import multiprocessing
 import os
 import resource
 import select
 import socket
 import statistics
-import threading
 import time
 import unittest
 
@@ -224,7 +222,8 @@ class SlowBodies(harness.TestCase):
         status = roundtrip(srv.manager_port, healthz(srv.manager_port))
         for s in held:
             s.close()
-        print(f"\n  260 slow bodies from one address: {refused} refused at once; the operator got {status and status[0]}")
+        print(f"\n  260 slow bodies from one address: {refused} refused at once; "
+              f"the operator got {status and status[0]}")
         self.assertIsNotNone(status, "the operator's request must be answered while one address holds its share")
         self.assertEqual(status[0], 200)
         self.assertGreaterEqual(refused, 260 - 128)
@@ -379,7 +378,8 @@ def attackers(api_port, manager_port, ready, stop, results):
         # depth that overflowed the stack), a cross-site POST, 70 HEADs on the event stream, Upgrades.
         deep = b"[" * 5000
         r = roundtrip(manager_port, b"POST /manager/api/devices HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
-                      b"application/json\r\nContent-Length: " + str(len(deep)).encode() + b"\r\n\r\n" + deep, "127.0.0.20")
+                      b"application/json\r\nContent-Length: " + str(len(deep)).encode() + b"\r\n\r\n" + deep,
+                      "127.0.0.20")
         out["deep_json"] = r and r[0]
         body = b'{"device_id":"evil","duration_s":60}'
         r = roundtrip(manager_port, b"POST /manager/api/devices HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: "
@@ -436,8 +436,8 @@ class CombinedAttack(harness.TestCase):
         raise_fd_limit()
 
     def test_server_stays_up_fast_and_small(self):
-        srv = self.server(plugins=("hello", "offload_api"),
-                          config={"log": {"level": "warn"}, "plugins": ["hello", OFFLOAD], "api": {"mode": "both"}}).start()
+        srv = self.server(plugins=("hello", "offload_api"), config={
+            "log": {"level": "warn"}, "plugins": ["hello", OFFLOAD], "api": {"mode": "both"}}).start()
         pid = srv.proc.pid
         ctx = multiprocessing.get_context("fork")
         ready, stop, results = ctx.Event(), ctx.Event(), ctx.Queue()
