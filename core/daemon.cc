@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -149,7 +150,15 @@ bool Daemon::start(std::string* error) {
   ops_ = std::make_unique<Operations>(*loop_);
   events_ = std::make_unique<EventBus>(*loop_);
   server_ = std::make_unique<http::Server>(*loop_, spool);
-  for (const auto& l : cfg_.listeners) {
+  server_->set_totals(cfg_.totals);
+  for (auto l : cfg_.listeners) {
+    // The machine's own names (as Avahi announces it: <host>.local) are names every listener serves.
+    std::string host = host_name();
+    for (std::string name : {host, host + ".local"}) {
+      if (std::find(l.server_names.begin(), l.server_names.end(), name) == l.server_names.end()) {
+        l.server_names.push_back(name);
+      }
+    }
     if (server_->listen(l, error) != CL_OK) return false;
   }
   jobs_ = std::make_unique<Jobs>(*loop_, *events_, *ops_);

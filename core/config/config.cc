@@ -117,7 +117,8 @@ class Reader {
   bool limits(const Value& obj, const std::string& at, http::Limits* l) {
     if (!keys(obj, at,
               {"max_header_bytes", "max_uri_bytes", "max_body_bytes", "max_upload_bytes", "header_timeout_ms",
-               "body_timeout_ms", "idle_timeout_ms", "write_timeout_ms", "max_connections"})) {
+               "body_timeout_ms", "request_timeout_ms", "min_body_rate", "idle_timeout_ms", "write_timeout_ms",
+               "max_connections", "max_connections_per_address", "reserved_connections", "max_unsent_bytes"})) {
       return false;
     }
     return integer(obj, at, "max_header_bytes", &l->max_header_bytes, 1024, 1 << 20) &&
@@ -126,18 +127,52 @@ class Reader {
            integer(obj, at, "max_upload_bytes", &l->max_upload_bytes, 0, int64_t{1} << 50) &&
            integer(obj, at, "header_timeout_ms", &l->header_timeout_ms, 100, 3600000) &&
            integer(obj, at, "body_timeout_ms", &l->body_timeout_ms, 100, 3600000) &&
+           integer(obj, at, "request_timeout_ms", &l->request_timeout_ms, 100, 3600000) &&
+           integer(obj, at, "min_body_rate", &l->min_body_rate, 0, int64_t{1} << 40) &&
            integer(obj, at, "idle_timeout_ms", &l->idle_timeout_ms, 100, 3600000) &&
            integer(obj, at, "write_timeout_ms", &l->write_timeout_ms, 100, 3600000) &&
-           integer(obj, at, "max_connections", &l->max_connections, 1, 1000000);
+           integer(obj, at, "max_connections", &l->max_connections, 1, 1000000) &&
+           integer(obj, at, "max_connections_per_address", &l->max_connections_per_address, 1, 1000000) &&
+           integer(obj, at, "reserved_connections", &l->reserved_connections, 0, 1000000) &&
+           integer(obj, at, "max_unsent_bytes", &l->max_unsent_bytes, 4096, int64_t{1} << 32);
+  }
+
+  // Host names (or IP literals) a listener serves: letters, digits, '.', '-', '_'; ':' only in an IPv6
+  // literal (no port).
+  bool server_names(const Value& obj, const std::string& at, std::vector<std::string>* out) {
+    if (!strings(obj, at, "server_names", out)) return false;
+    for (const auto& n : *out) {
+      bool ok = !n.empty() && n.size() <= 253;
+      for (char c : n) {
+        ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                    c == '-' || c == '_' || c == ':');
+      }
+      in6_addr v6;
+      if (ok && n.find(':') != std::string::npos) ok = inet_pton(AF_INET6, n.c_str(), &v6) == 1;  // no port
+      if (!ok) return fail(join(at, "server_names"), "'" + n + "' is not a host name or IP address (no port)");
+    }
+    return true;
   }
 
   bool listener(const Value& obj, const std::string& at, http::ListenerOptions* o) {
-    if (!keys(obj, at, {"host", "port", "tls_cert", "tls_key", "webroot", "index_file", "limits"})) return false;
-    if (!str(obj, at, "host", &o->host) || !integer(obj, at, "port", &o->port, 0, 65535) ||
-        !path(obj, at, "tls_cert", &o->tls_cert) || !path(obj, at, "tls_key", &o->tls_key) ||
-        !path(obj, at, "webroot", &o->webroot) || !str(obj, at, "index_file", &o->index_file)) {
+    if (!keys(obj, at,
+              {"host", "port", "tls_cert", "tls_key", "webroot", "index_file", "host_check", "server_names",
+               "limits"})) {
       return false;
     }
+    std::string check = o->host_check == http::HostCheck::off           ? "off"
+                        : o->host_check == http::HostCheck::names_or_ip ? "names_or_ip"
+                                                                        : "names";
+    if (!str(obj, at, "host", &o->host) || !integer(obj, at, "port", &o->port, 0, 65535) ||
+        !path(obj, at, "tls_cert", &o->tls_cert) || !path(obj, at, "tls_key", &o->tls_key) ||
+        !path(obj, at, "webroot", &o->webroot) || !str(obj, at, "index_file", &o->index_file) ||
+        !one_of(obj, at, "host_check", &check, {"names", "names_or_ip", "off"}) ||
+        !server_names(obj, at, &o->server_names)) {
+      return false;
+    }
+    o->host_check = check == "off" ? http::HostCheck::off
+                    : check == "names_or_ip" ? http::HostCheck::names_or_ip
+                                             : http::HostCheck::names;
     if (o->index_file.find('/') != std::string::npos) return fail(join(at, "index_file"), "must be a file name");
     if (const Value* l = json::member(obj, "limits")) return limits(*l, join(at, "limits"), &o->limits);
     return true;
@@ -175,6 +210,9 @@ Config default_config() {
   manager.name = "manager";
   manager.host = "127.0.0.1";
   manager.port = 9998;
+  // Phones reach the api listener by IP address (from mDNS); the manager is a browser's, so only its names.
+  api.host_check = http::HostCheck::names_or_ip;
+  manager.host_check = http::HostCheck::names;
   c.listeners = {api, manager};
   return c;
 }
@@ -205,7 +243,7 @@ bool load_config_file(const std::string& file, Config* cfg, std::string* error) 
   };
   const Value& root = doc;
   if (!rd.keys(root, "",
-               {"data_dir", "cloudlet_name", "log", "listeners", "limits", "store", "shutdown_timeout_ms",
+               {"data_dir", "cloudlet_name", "log", "listeners", "limits", "totals", "store", "shutdown_timeout_ms",
                 "plugin_dir", "plugins_dlclose", "plugins", "api", "virt", "discovery"})) {
     return done(false);
   }
@@ -255,6 +293,13 @@ bool load_config_file(const std::string& file, Config* cfg, std::string* error) 
         if (const Value* shared = json::member(root, "limits")) rd.limits(*shared, "limits", &l->limits);
       }
       if (!rd.listener(it->value, at, l)) return done(false);
+    }
+  }
+  if (const Value* v = json::member(root, "totals")) {
+    if (!rd.keys(*v, "totals", {"max_unsent_bytes", "max_body_bytes"}) ||
+        !rd.integer(*v, "totals", "max_unsent_bytes", &cfg->totals.max_unsent_bytes, 65536, int64_t{1} << 40) ||
+        !rd.integer(*v, "totals", "max_body_bytes", &cfg->totals.max_body_bytes, 65536, int64_t{1} << 40)) {
+      return done(false);
     }
   }
   if (const Value* v = json::member(root, "store")) {
@@ -362,6 +407,11 @@ bool validate_config(const Config& cfg, std::string* error) {
     const auto& l = cfg.listeners[i];
     if (l.tls_cert.empty() != l.tls_key.empty()) {
       *error = fmt::format("key 'listeners.{}': TLS needs both tls_cert and tls_key", l.name);
+      return false;
+    }
+    if (l.limits.max_body_bytes > cfg.totals.max_body_bytes) {
+      *error = fmt::format("key 'listeners.{}.limits.max_body_bytes': must not exceed totals.max_body_bytes ({})",
+                           l.name, cfg.totals.max_body_bytes);
       return false;
     }
   }

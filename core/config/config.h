@@ -47,6 +47,7 @@ struct Config {
   std::string log_file;    // "" = stderr
   std::string access_log;  // "" = off, "-" = stderr
   std::vector<http::ListenerOptions> listeners;
+  http::Totals totals;  // memory held for clients, all listeners together
   uint64_t store_map_size_mb = 1024;
   uint32_t shutdown_timeout_ms = 5000;
   std::string plugin_dir;  // "" = next to the executable (build tree) or /usr/lib/cloudletd/plugins

@@ -467,6 +467,7 @@ void Devices::add_routes(http::Server& server) {
     http::Route r;
     r.method = method;
     r.pattern = pattern;
+    r.json_body = true;
     r.handler = std::move(fn);
     router->add(std::move(r));
   };

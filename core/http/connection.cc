@@ -1,10 +1,11 @@
 #include "http/connection.h"
 
-#include <strings.h>
 
 #include <cstring>
 
 #include "http/form_reader.h"
+#include "http/header_text.h"
+#include "http/request_guard.h"
 #include "http/status.h"
 #include "http/url.h"
 #include "log/log.h"
@@ -14,13 +15,17 @@ namespace cloudlet::http {
 
 namespace {
 // Pipelined bytes held while a response is pending; beyond this the socket is not read (back-pressure).
-constexpr size_t kMaxPending = 256 * 1024;
+constexpr size_t kMaxPending = 64 * 1024;
 // Stream-body bytes held for a paused or not-yet-attached reader before the socket is not read.
-constexpr size_t kMaxBacklog = 1024 * 1024;
+constexpr size_t kMaxBacklog = 256 * 1024;
 constexpr size_t kMaxHeaders = 200;
 
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
+bool json_media_type(std::string_view content_type) {
+  std::string_view t = media_type(content_type);
+  constexpr std::string_view kSuffix = "+json";  // application/merge-patch+json and the like
+  return iequals(t, "application/json") ||
+         (t.size() > kSuffix.size() && t.find('/') != std::string_view::npos &&
+          iequals(t.substr(t.size() - kSuffix.size()), kSuffix));
 }
 
 size_t backlog_bytes(const Request& r) {
@@ -33,6 +38,7 @@ size_t backlog_bytes(const Request& r) {
 struct Connection::WriteReq {
   uv_write_t req;
   Connection* conn;
+  size_t bytes = 0;  // counted in unsent_
   std::string data;  // owned bytes, or empty when lending
   const void* lent_base = nullptr;
   cl_free_cb done = nullptr;
@@ -76,13 +82,23 @@ void Connection::read_start() {
       [](uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) { static_cast<Connection*>(s->data)->on_read(nread, buf); });
 }
 
+void Connection::read_stop() {
+  if (!reading_) return;
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+  reading_ = false;
+}
+
+bool Connection::output_blocked() const {
+  return unsent_ > listener_.options.limits.max_unsent_bytes || (unsent_ > 0 && server_.unsent_over_total());
+}
+
 void Connection::close(std::string_view why) {
   if (closing_) return;
   closing_ = true;
   log::trace("http", "closing connection: {}", why);
   server_.set_phase(this, Phase::none);
-  if (reading_) uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
-  reading_ = false;
+  server_.request_clock_stop(this);
+  read_stop();
   peer_gone();
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), [](uv_handle_t* h) {
     auto* c = static_cast<Connection*>(h->data);
@@ -110,21 +126,7 @@ void Connection::peer_gone() {
     return;
   }
   r->conn = nullptr;
-  // The handler still owns the request until it ends the response; tell it the client left. Either callback
-  // may end the response: while `notifying`, that only marks the request finished and it is freed below, so
-  // the close callback is never called on a freed request (nor after the response is complete).
-  r->notifying = true;
-  if (r->body_mode == Request::BodyMode::stream && r->body_cb && !r->body_end_delivered) {
-    r->body_end_delivered = true;
-    r->body_cb(r->body_ud, r, CL_ECLOSING, cl_str_t{nullptr, 0});
-  }
-  if (r->close_cb && r->resp != Request::Resp::ended) {
-    auto cb = r->close_cb;
-    r->close_cb = nullptr;
-    cb(r->close_ud, r);
-  }
-  r->notifying = false;
-  if (r->resp == Request::Resp::ended) r->finish_detached();
+  r->client_gone();  // the handler still owns it until it ends the response
 }
 
 void Connection::on_read(ssize_t nread, const uv_buf_t* buf) {
@@ -155,10 +157,7 @@ void Connection::process(const char* data, size_t len) {
   if (closing()) return;
   if (parser_paused_) {
     pending_.append(data, len);
-    if (pending_.size() > kMaxPending && reading_) {
-      uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
-      reading_ = false;
-    }
+    if (pending_.size() > kMaxPending || output_blocked()) read_stop();
     return;
   }
   in_process_ = true;
@@ -169,13 +168,16 @@ void Connection::process(const char* data, size_t len) {
   if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
     const char* pos = llhttp_get_error_pos(&parser_);
     size_t used = pos ? static_cast<size_t>(pos - data) : len;
-    if (err == HPE_PAUSED_UPGRADE) close_after_response_ = true;  // no protocol switching here
+    if (err == HPE_PAUSED_UPGRADE) {
+      // No protocol switching here: the request was answered as a plain one (its answer says Connection:
+      // close), and the bytes after it are not HTTP. Close once the answer is out, not at the idle timeout.
+      close_after_response_ = true;
+      if (req_ == nullptr) after_write_state();
+      if (closing_) return;
+    }
     parser_paused_ = true;
     pending_.assign(data + used, len - used);
-    if (pending_.size() > kMaxPending && reading_) {
-      uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
-      reading_ = false;
-    }
+    if (pending_.size() > kMaxPending || output_blocked()) read_stop();
     // The response may already be complete (it finished while the parser was still running).
     if (req_ == nullptr && !close_after_response_) {
       std::weak_ptr<bool> alive = alive_;
@@ -198,6 +200,10 @@ void Connection::process(const char* data, size_t len) {
 
 void Connection::resume_parsing() {
   if (closing() || req_ != nullptr || !parser_paused_) return;
+  if (output_blocked()) {
+    read_stop();  // a completed write resumes (after_write_state)
+    return;
+  }
   parser_paused_ = false;
   llhttp_resume(&parser_);
   std::string data;
@@ -235,6 +241,8 @@ int Connection::cb_message_begin(llhttp_t* p) {
   c->reject_status_ = 0;
   c->server_.note_request();
   if (c->phase != Phase::header) c->server_.set_phase(c, Phase::header);
+  c->window_bytes_ = 0;
+  c->server_.request_clock_start(c);
   return 0;
 }
 
@@ -299,6 +307,10 @@ int Connection::headers_complete() {
   r->http_minor = llhttp_get_http_minor(&parser_);
   r->keep_alive = llhttp_should_keep_alive(&parser_) && !close_after_response_ && !server_.shutting_down();
   r->head = r->method == "HEAD";
+  std::string_view upgrade;
+  // Protocol switching is not offered: a request asking for it is answered as a plain one and the connection
+  // closes after the answer (the client may already be sending the other protocol).
+  if (r->header("upgrade", &upgrade) == CL_OK || r->method == "CONNECT") r->keep_alive = false;
 
   // Request target: origin-form, or absolute-form (proxies) reduced to its path.
   std::string_view target = r->target;
@@ -329,6 +341,7 @@ int Connection::headers_complete() {
   const Limits& limits = listener_.options.limits;
   bool has_body = (parser_.flags & F_CHUNKED) || ((parser_.flags & F_CONTENT_LENGTH) && parser_.content_length > 0);
   const Route* first = matches_.empty() ? nullptr : matches_.front().route;
+  if (!guard(*r, first, has_body)) return -1;
   uint32_t flags = first ? first->flags : 0;
   if (flags & CL_ROUTE_F_STREAM_BODY) {
     r->body_mode = Request::BodyMode::stream;
@@ -346,6 +359,13 @@ int Connection::headers_complete() {
     reject_message_ = "request body too large";
     return -1;
   }
+  std::string_view ctype;
+  r->header("content-type", &ctype);
+  // Bodies kept in memory (buffered, or a urlencoded form's fields) count against the server's total; with
+  // a Content-Length the whole body is reserved before any of it is read.
+  r->body_in_memory = r->body_mode == Request::BodyMode::buffer ||
+                      (r->body_mode == Request::BodyMode::form && FormReader::kind_of(ctype) != FormKind::multipart);
+  if (r->body_in_memory && (parser_.flags & F_CONTENT_LENGTH) && !reserve_body(*r, parser_.content_length)) return -1;
 
   std::string_view expect;
   if (r->header("expect", &expect) == CL_OK) {
@@ -358,8 +378,6 @@ int Connection::headers_complete() {
   }
 
   if (r->body_mode == Request::BodyMode::form && has_body) {
-    std::string_view ctype;
-    r->header("content-type", &ctype);
     std::string error;
     cl_status_t st = start_form(*r, ctype, &error);
     if (st != CL_OK) {
@@ -401,7 +419,16 @@ int Connection::body(const char* at, size_t len) {
     reject_message_ = "request body too large";
     return -1;
   }
+  // A chunked body reserves its memory as it arrives.
+  if (r->body_in_memory && r->body_received > r->body_reserved && !reserve_body(*r, r->body_received)) return -1;
   server_.touch(this);
+  // The whole-request deadline moves on only while the body keeps min_body_rate.
+  const Limits& limits = listener_.options.limits;
+  window_bytes_ += len;
+  if (limits.min_body_rate > 0 && window_bytes_ >= limits.min_body_rate * limits.request_timeout_ms / 1000) {
+    window_bytes_ = 0;
+    server_.request_clock_start(this);
+  }
   switch (r->body_mode) {
     case Request::BodyMode::buffer:
       r->body.append(at, len);
@@ -421,9 +448,10 @@ int Connection::body(const char* at, size_t len) {
         return -1;
       }
       if (r->form->wants_pause() && reading_) {
-        uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
-        reading_ = false;
-        server_.set_phase(this, Phase::none);  // our own back-pressure is not the client's fault
+        read_stop();
+        // Our own back-pressure is not the client's fault: its clocks stop.
+        server_.set_phase(this, Phase::none);
+        server_.request_clock_stop(this);
       }
       break;
     }
@@ -433,9 +461,9 @@ int Connection::body(const char* at, size_t len) {
       } else {
         r->body_backlog.emplace_back(at, len);
         if (backlog_bytes(*r) > kMaxBacklog && reading_) {
-          uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
-          reading_ = false;
+          read_stop();
           server_.set_phase(this, Phase::none);
+          server_.request_clock_stop(this);
         }
       }
       break;
@@ -446,6 +474,7 @@ int Connection::body(const char* at, size_t len) {
 int Connection::cb_message_complete(llhttp_t* p) { return static_cast<Connection*>(p->data)->message_complete(); }
 
 int Connection::message_complete() {
+  server_.request_clock_stop(this);
   Request* r = req_;
   // Answered from the handler already (a streaming route): pause; process() resumes parsing if the connection
   // stays open.
@@ -457,7 +486,7 @@ int Connection::message_complete() {
     req_ = nullptr;
     delete r;
     after_write_state();
-    return close_after_response_ ? HPE_PAUSED : 0;
+    return close_after_response_ || output_blocked() ? HPE_PAUSED : 0;
   }
   switch (r->body_mode) {
     case Request::BodyMode::stream:
@@ -477,8 +506,36 @@ int Connection::message_complete() {
       dispatch();
       break;
   }
-  // Continue with pipelined requests only once this one is answered.
-  return req_ == nullptr && !close_after_response_ ? 0 : HPE_PAUSED;
+  // Continue with pipelined requests only once this one is answered, and its answer (with those before it)
+  // is not piling up unread.
+  return req_ == nullptr && !close_after_response_ && !output_blocked() ? 0 : HPE_PAUSED;
+}
+
+bool Connection::guard(Request& r, const Route* route, bool has_body) {
+  Refusal no = check_host(listener_.options, r);
+  if (no.status == 0) no = check_cross_site(r);
+  if (no.status == 0 && route && route->json_body && has_body) {
+    // A cross-site form can post text/plain without a CORS preflight; application/json needs one.
+    std::string_view ctype;
+    if (r.header("content-type", &ctype) != CL_OK || !json_media_type(ctype)) {
+      no = {415, "the body must be JSON, sent with Content-Type: application/json"};
+    }
+  }
+  if (no.status == 0) return true;
+  reject_status_ = no.status;
+  reject_message_ = std::move(no.message);
+  return false;
+}
+
+bool Connection::reserve_body(Request& r, uint64_t bytes) {
+  if (bytes <= r.body_reserved) return true;
+  if (!server_.body_reserve(bytes - r.body_reserved)) {
+    reject_status_ = 503;
+    reject_message_ = "the server holds too many request bodies right now; retry later";
+    return false;
+  }
+  r.body_reserved = bytes;
+  return true;
 }
 
 // ---- dispatch -------------------------------------------------------------------------------------------
@@ -532,10 +589,8 @@ void Connection::reject(uint32_t status, std::string_view message) {
   // (response_done must not wait for the end of a body that will never be parsed).
   close_after_response_ = true;
   parse_failed_ = true;
-  if (reading_) {
-    uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
-    reading_ = false;
-  }
+  read_stop();
+  server_.request_clock_stop(this);
   Request* r = req_;
   if (r && r->resp == Request::Resp::ended) {
     // Answered early while the rest of its body was being discarded: the request can go now.
@@ -597,7 +652,11 @@ void Connection::body_flow_changed() {
 void Connection::resume_reading() {
   if (closing() || reading_ || parser_paused_ || close_after_response_) return;
   read_start();
-  if (req_ && !req_->body_complete) server_.set_phase(this, Phase::body);
+  if (req_ && !req_->body_complete) {
+    server_.set_phase(this, Phase::body);
+    window_bytes_ = 0;
+    server_.request_clock_start(this);
+  }
 }
 
 cl_status_t Connection::start_form(Request& r, std::string_view content_type, std::string* error) {
@@ -645,13 +704,31 @@ bool Connection::keep_alive_for(const Request& r) const {
   return r.keep_alive && r.body_complete && !close_after_response_ && !server_.shutting_down();
 }
 
+void Connection::log_access(Request& r) {
+  if (!log::access_log_enabled()) return;
+  r.addresses();
+  log::write_access(fmt::format("{} {} \"{} {} HTTP/{}.{}\" {} {} {}ms", listener_.options.name, r.peer_ip, r.method,
+                                r.target, r.http_major, r.http_minor, r.status, r.bytes_out,
+                                server_.loop().now_ms() - r.start_ms));
+}
+
+void Connection::head_done(Request* r) {
+  log_access(*r);
+  if (req_ == r) req_ = nullptr;
+  r->conn = nullptr;
+  if (!keep_alive_for(*r)) close_after_response_ = true;
+  after_write_state();
+  if (!closing_ && !close_after_response_ && !in_process_) schedule_resume();
+  // Its handler learns it from a clean stack; until then the request cannot be freed under it.
+  r->notify_pending = true;
+  server_.loop().defer([r] {
+    r->notify_pending = false;
+    r->client_gone();
+  });
+}
+
 void Connection::response_done(Request* r) {
-  if (log::access_log_enabled()) {
-    r->addresses();
-    log::write_access(fmt::format("{} {} \"{} {} HTTP/{}.{}\" {} {} {}ms", listener_.options.name, r->peer_ip,
-                                  r->method, r->target, r->http_major, r->http_minor, r->status, r->bytes_out,
-                                  server_.loop().now_ms() - r->start_ms));
-  }
+  log_access(*r);
   bool keep = keep_alive_for(*r);
   if (r->done_hook) r->done_hook(r->done_hook_ud, r);
   r->done_hook = nullptr;
@@ -687,6 +764,8 @@ void Connection::schedule_resume() {
 
 void Connection::after_write_state(bool progress) {
   if (closing_) return;
+  // A write completed: pipelined requests that waited for the output to drain may go on.
+  if (progress && parser_paused_ && req_ == nullptr && !close_after_response_ && !output_blocked()) schedule_resume();
   if (pending_writes_ > 0) {
     if (phase == Phase::write) {
       // Only the client's reading pushes the write deadline back: a handler queueing more (an SSE feed to a
@@ -730,10 +809,7 @@ void Connection::write_copy2(std::string_view a, std::string_view b) {
 void Connection::fail_later(std::string why) {
   if (closing()) return;
   write_failed_ = true;
-  if (reading_) {
-    uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
-    reading_ = false;
-  }
+  read_stop();
   std::weak_ptr<bool> alive = alive_;
   server_.loop().defer([this, alive, why = std::move(why)] {
     if (!alive.expired()) close(why);
@@ -763,6 +839,9 @@ void Connection::write_wire(std::string_view a, std::string_view b) {
   w->data.append(a).append(b);
   uv_buf_t buf = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
   w->req.data = w;
+  w->bytes = w->data.size();
+  unsent_ += w->bytes;
+  server_.add_unsent(static_cast<int64_t>(w->bytes));
   pending_writes_++;
   uv_write(&w->req, stream, &buf, 1, [](uv_write_t* req, int status) {
     auto* wr = static_cast<WriteReq*>(req->data);
@@ -812,6 +891,9 @@ void Connection::write_lent(const void* ptr, size_t len, cl_free_cb done, void* 
   w->hint = hint;
   w->req.data = w;
   uv_buf_t buf = uv_buf_init(const_cast<char*>(p), static_cast<unsigned>(left));
+  w->bytes = left;
+  unsent_ += w->bytes;
+  server_.add_unsent(static_cast<int64_t>(w->bytes));
   pending_writes_++;
   uv_write(&w->req, stream, &buf, 1, [](uv_write_t* req, int status) {
     auto* wr = static_cast<WriteReq*>(req->data);
@@ -822,6 +904,8 @@ void Connection::write_lent(const void* ptr, size_t len, cl_free_cb done, void* 
 
 void Connection::write_done(WriteReq* w, int status) {
   pending_writes_--;
+  unsent_ -= w->bytes;
+  server_.add_unsent(-static_cast<int64_t>(w->bytes));
   if (w->done) w->done(const_cast<void*>(w->lent_base), w->hint);
   delete w;
   if (closing_) return;

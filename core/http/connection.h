@@ -1,7 +1,10 @@
 // One client connection: llhttp parsing, request dispatch, ordered responses, TLS, back-pressure.
 //
 // Requests on a connection are handled one at a time: while a response is pending the parser is paused and
-// pipelined bytes wait (reading stops once they exceed a bound), so responses leave in request order.
+// pipelined bytes wait (reading stops once they exceed a bound), so responses leave in request order. While
+// the connection's unsent response bytes are above limits.max_unsent_bytes (or above the server's total),
+// it neither parses the next request nor reads: a client that pipelines and never reads holds a bounded
+// amount of memory, and the write timeout ends it.
 #pragma once
 
 #include <llhttp.h>
@@ -50,11 +53,24 @@ class Connection {
   Listener& listener() { return listener_; }
   const Listener* listener_ptr() const { return &listener_; }
   bool write_pending() const { return pending_writes_ > 0; }
+  // Response bytes queued and not yet taken by the kernel (copied, lent and TLS-encrypted alike).
+  uint64_t unsent() const { return unsent_; }
+  // A streamed response's client lets too much pile up unread: close it (from a clean stack).
+  void abort_slow_reader() { fail_later("the client does not read its response"); }
+  // The response head of a HEAD request is out and the handler streams a body of unknown length (SSE): the
+  // response is complete on the wire. The request is handed to its handler as if the client had left: its
+  // close callback runs on the next loop turn, writes return CL_ECLOSING, and it is freed once ended.
+  void head_done(Request* r);
 
   // ---- timeout bookkeeping (owned by Server) ----
   Phase phase = Phase::none;
   std::list<Connection*>::iterator phase_it;
   uint64_t deadline_ms = 0;
+  bool in_request_list = false;  // the whole-request clock runs
+  std::list<Connection*>::iterator request_it;
+  uint64_t request_deadline_ms = 0;
+  std::string address_key;       // the client's address as counted in the listener's per_address
+  bool address_counted = false;
 
   // llhttp callbacks (the settings table is static; the connection is parser->data).
   static int cb_message_begin(llhttp_t* p);
@@ -70,14 +86,22 @@ class Connection {
 
   void on_read(ssize_t nread, const uv_buf_t* buf);
   void process(const char* data, size_t len);
+  // Too much unsent output (this connection's bound, or the server's total): no reading, no parsing.
+  bool output_blocked() const;
+  void read_stop();
   void resume_parsing();
   void schedule_resume();
   void resume_reading();
   int headers_complete();
   int body(const char* at, size_t len);
   int message_complete();
+  // Refuses requests this listener does not answer (Host, cross-site, JSON Content-Type). False: rejected.
+  bool guard(Request& r, const Route* route, bool has_body);
+  // Reserves memory for a body buffered in memory up to `bytes`; false (reject_status_ set) when refused.
+  bool reserve_body(Request& r, uint64_t bytes);
   void dispatch();
   void reject(uint32_t status, std::string_view message);  // respond with an error and close afterwards
+  void log_access(Request& r);
   bool add_header_bytes(size_t n);
   void flush_header();
   cl_status_t start_form(Request& r, std::string_view content_type, std::string* error);
@@ -114,6 +138,8 @@ class Connection {
   bool parse_failed_ = false;  // the parser stopped on an error: nothing more is read on this connection
   bool in_process_ = false;  // inside llhttp_execute: never resume parsing re-entrantly
   size_t pending_writes_ = 0;
+  uint64_t unsent_ = 0;        // bytes in pending writes (counted in the server's total too)
+  uint64_t window_bytes_ = 0;  // body bytes since the whole-request clock last (re)started
   std::vector<Router::Match> matches_;  // routes for the request being parsed
   std::string allowed_;                 // methods of path-only matches (for 405)
   // Deferred callbacks hold a weak_ptr to this token: the connection may be gone when they run.

@@ -7,13 +7,13 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <deque>
 #include <random>
 
+#include "http/header_text.h"
 #include "http/multipart.h"
 #include "http/url.h"
 #include "log/log.h"
@@ -45,18 +45,6 @@ bool is_spool_name(std::string_view name) {
   if (name.size() != kSpoolPrefix.size() + 16 || name.substr(0, kSpoolPrefix.size()) != kSpoolPrefix) return false;
   return std::all_of(name.begin() + kSpoolPrefix.size(), name.end(),
                      [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-         });
 }
 
 // Absolute, and no empty, "." or ".." component: the caller already confined it, this keeps it literal.
@@ -504,7 +492,7 @@ struct FormReader::Impl : std::enable_shared_from_this<Impl> {
 };
 
 FormKind FormReader::kind_of(std::string_view content_type) {
-  std::string_view type = trim(content_type.substr(0, content_type.find(';')));
+  std::string_view type = media_type(content_type);
   if (iequals(type, "application/x-www-form-urlencoded")) return FormKind::urlencoded;
   if (iequals(type, "multipart/form-data")) return FormKind::multipart;
   return FormKind::none;

@@ -1,6 +1,6 @@
 #include "http/mime.h"
 
-#include <strings.h>
+#include "http/header_text.h"
 
 namespace cloudlet::http {
 
@@ -40,7 +40,7 @@ std::string_view mime_type_for(std::string_view path) {
   }
   std::string_view ext = path.substr(dot + 1);
   for (const auto& e : table) {
-    if (e.ext.size() == ext.size() && strncasecmp(e.ext.data(), ext.data(), ext.size()) == 0) return e.type;
+    if (iequals(e.ext, ext)) return e.type;
   }
   return "application/octet-stream";
 }

@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "http/header_text.h"
 #include "http/url.h"
 
 namespace cloudlet::http {
@@ -27,19 +28,6 @@ bool is_bchar(char c) {
 
 char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
 
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); i++) {
-    if (lower(a[i]) != lower(b[i])) return false;
-  }
-  return true;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_ows(s.back())) s.remove_suffix(1);
-  return s;
-}
 
 struct Param {
   std::string name;  // lower-cased
@@ -52,7 +40,7 @@ struct Param {
 bool parse_header_value(std::string_view v, std::string* type, std::vector<Param>* params) {
   size_t i = 0, n = v.size();
   size_t semi = v.find(';');
-  std::string_view t = trim(v.substr(0, semi));
+  std::string_view t = trim_ows(v.substr(0, semi));
   if (t.empty()) return false;
   for (char c : t) {
     if (!is_tchar(c) && c != '/') return false;
@@ -93,7 +81,7 @@ bool parse_header_value(std::string_view v, std::string* type, std::vector<Param
     } else {
       size_t end = v.find(';', i);
       if (end == std::string_view::npos) end = n;
-      p.value.assign(trim(v.substr(i, end - i)));
+      p.value.assign(trim_ows(v.substr(i, end - i)));
       i = end;
     }
     params->push_back(std::move(p));
@@ -356,7 +344,7 @@ cl_status_t MultipartParser::parse_headers(PartHeaders* out) {
     if (is_ows(line.front())) {
       if (fields.empty()) return fail(CL_EINVAL, "malformed multipart header line");
       fields.back().second.push_back(' ');
-      fields.back().second.append(trim(line));
+      fields.back().second.append(trim_ows(line));
       continue;
     }
     size_t colon = line.find(':');
@@ -365,7 +353,7 @@ cl_status_t MultipartParser::parse_headers(PartHeaders* out) {
     if (!std::all_of(name.begin(), name.end(), is_tchar)) {
       return fail(CL_EINVAL, "malformed multipart header name");
     }
-    fields.emplace_back(name, std::string(trim(line.substr(colon + 1))));
+    fields.emplace_back(name, std::string(trim_ows(line.substr(colon + 1))));
   }
 
   const std::string* disposition = nullptr;

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace cloudlet::http {
 
@@ -13,9 +14,43 @@ struct Limits {
   uint64_t max_upload_bytes = 64ull << 30;    // streamed and form bodies (disk images); beyond: 413
   uint32_t header_timeout_ms = 10000;         // from a request's first byte to the end of its headers
   uint32_t body_timeout_ms = 30000;           // longest pause while a body arrives
+  // The whole request (headers and body) must arrive within this many ms of its first byte, however it
+  // trickles in; a body that keeps min_body_rate gets another request_timeout_ms each time it has delivered
+  // min_body_rate * request_timeout_ms / 1000 bytes (so long uploads at a reasonable rate never time out).
+  uint32_t request_timeout_ms = 30000;
+  uint64_t min_body_rate = 64 * 1024;         // bytes per second; 0: no extension, the deadline is absolute
   uint32_t idle_timeout_ms = 30000;           // keep-alive connection with no request
   uint32_t write_timeout_ms = 60000;          // longest pause while the client does not read our response
   uint32_t max_connections = 4096;            // beyond: new connections are closed at once
+  // Connections one client address may hold (IPv6 addresses count per /64). Well below max_connections, so
+  // one address cannot take a listener.
+  uint32_t max_connections_per_address = 128;
+  // The last reserved_connections below max_connections (at most half of them) go only to addresses holding
+  // fewer than kReservedPerAddress connections: an operator still gets in while many addresses fill the
+  // listener.
+  uint32_t reserved_connections = 256;
+  // Response bytes a connection may have queued and unsent before it stops reading and parsing requests
+  // (a client that pipelines and never reads). A streamed response (SSE, chunked) whose client leaves
+  // kStreamUnsentFactor times this unread is closed.
+  uint64_t max_unsent_bytes = 64 * 1024;
+};
+
+// Connections an address may still open once a listener is into its reserved share.
+constexpr uint32_t kReservedPerAddress = 8;
+constexpr uint64_t kStreamUnsentFactor = 16;
+
+// Which Host header values a listener answers (DNS rebinding defence). Names are compared case-insensitively
+// without the port.
+enum class HostCheck {
+  names,        // "localhost", "*.localhost", the address the client connected to, and server_names
+  names_or_ip,  // the same, and any IP literal (clients that reach the listener by address, like phones)
+  off,          // any Host
+};
+
+// Bounds for all listeners together (memory held for clients; see server.h).
+struct Totals {
+  uint64_t max_unsent_bytes = 16 << 20;  // unsent response bytes of every connection together
+  uint64_t max_body_bytes = 16 << 20;    // request bodies buffered in memory together; beyond: 503
 };
 
 struct ListenerOptions {
@@ -26,6 +61,8 @@ struct ListenerOptions {
   std::string tls_key;
   std::string webroot;   // static files for GET/HEAD requests no route took ("" = none)
   std::string index_file = "index.html";
+  HostCheck host_check = HostCheck::names;
+  std::vector<std::string> server_names;  // more names (or IP literals) accepted in Host
   Limits limits;
 };
 

@@ -1,24 +1,21 @@
 #include "http/request.h"
 
 #include <arpa/inet.h>
-#include <strings.h>
 
 #include <fmt/format.h>
 
 #include "http/connection.h"
 #include "http/form_reader.h"
+#include "http/header_text.h"
 #include "http/server.h"
 #include "http/status.h"
 #include "http/url.h"
 #include "loop/loop.h"
 
 using cloudlet::http::Connection;
+using cloudlet::http::iequals;
 
 namespace {
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
-}
-
 // Header names the core writes itself.
 bool reserved_header(std::string_view name) {
   return iequals(name, "content-length") || iequals(name, "transfer-encoding") || iequals(name, "connection") ||
@@ -56,7 +53,7 @@ void format_response_head(const Request& r, uint32_t status, std::string_view co
       out->append("Transfer-Encoding: chunked\r\n");
     }
   }
-  bool keep = r.conn && r.conn->keep_alive(r) && (length >= 0 || r.chunked || no_body_status);
+  bool keep = r.conn && r.conn->keep_alive(r) && (length >= 0 || r.chunked || no_body_status || r.head);
   if (!keep) {
     out->append("Connection: close\r\n");
   } else if (r.http_minor == 0) {
@@ -69,12 +66,29 @@ void format_response_head(const Request& r, uint32_t status, std::string_view co
 }  // namespace cloudlet::http
 
 cl_request_s::cl_request_s() = default;
-cl_request_s::~cl_request_s() = default;
+cl_request_s::~cl_request_s() {
+  if (body_reserved > 0) listener->server->body_release(body_reserved);
+}
 
 void cl_request_s::finish_detached() {
-  if (notifying) return;  // the connection frees it once its callbacks returned
+  if (notifying || notify_pending) return;  // freed once the callbacks ran
   if (done_hook) done_hook(done_hook_ud, this);
   delete this;
+}
+
+void cl_request_s::client_gone() {
+  notifying = true;
+  if (body_mode == BodyMode::stream && body_cb && !body_end_delivered) {
+    body_end_delivered = true;
+    body_cb(body_ud, this, CL_ECLOSING, cl_str_t{nullptr, 0});
+  }
+  if (close_cb && resp != Resp::ended) {
+    auto cb = close_cb;
+    close_cb = nullptr;
+    cb(close_ud, this);
+  }
+  notifying = false;
+  if (resp == Resp::ended) finish_detached();
 }
 
 namespace {
@@ -192,12 +206,16 @@ cl_status_t cl_request_s::start(uint32_t code, int64_t length) {
   // A 204/304 has no body, so no chunk framing either (it would be read as the start of the next response).
   chunked = length < 0 && http_minor >= 1 && !head && !bodiless_status(code);
   // HTTP/1.0 without a length: the body ends with the connection.
-  if (length < 0 && !chunked && !bodiless_status(code)) keep_alive = false;
+  if (length < 0 && !chunked && !head && !bodiless_status(code)) keep_alive = false;
   if (!conn) return CL_ECLOSING;
   std::string h;
   cloudlet::http::format_response_head(*this, code, {}, length, &h);
   conn->write_copy(h);
-  return conn->closing() ? CL_ECLOSING : CL_OK;
+  if (conn->closing()) return CL_ECLOSING;
+  // HEAD of a stream of unknown length (SSE): the head is the whole answer. The handler would otherwise keep
+  // the request (and the connection, and a stream slot) for as long as its stream runs.
+  if (head && length < 0) conn->head_done(this);
+  return CL_OK;
 }
 
 cl_status_t cl_request_s::write(const void* ptr, size_t len, cl_free_cb done, void* hint) {
@@ -207,6 +225,12 @@ cl_status_t cl_request_s::write(const void* ptr, size_t len, cl_free_cb done, vo
   }
   if (!conn || conn->closing()) {
     release_later(this, ptr, done, hint);
+    return CL_ECLOSING;
+  }
+  // Copied writes (SSE events, heartbeats) have no completion to pace them: a client that lets them pile up
+  // is dropped rather than held in memory. Lent writes are paced by their done callbacks.
+  if (!done && conn->unsent() > listener->options.limits.max_unsent_bytes * cloudlet::http::kStreamUnsentFactor) {
+    conn->abort_slow_reader();
     return CL_ECLOSING;
   }
   if (content_length >= 0 && bytes_out + len > static_cast<uint64_t>(content_length)) {

@@ -54,6 +54,8 @@ struct cl_request_s {
   bool body_end_delivered = false;
   std::vector<std::string> body_backlog;  // stream chunks that arrived before req_body_read
   std::unique_ptr<cloudlet::http::FormReader> form;
+  bool body_in_memory = false;  // buffered (or urlencoded form) body: counted in the server's body total
+  uint64_t body_reserved = 0;   // bytes reserved in that total, released when the request is freed
 
   // ---- response ----
   enum class Resp { none, started, ended } resp = Resp::none;
@@ -76,6 +78,8 @@ struct cl_request_s {
   // Set while the connection tells the handler that its client left (body reader, close callback): ending the
   // response inside those callbacks then only marks it ended, and the connection frees the request afterwards.
   bool notifying = false;
+  // A deferred client_gone() is due (Connection::head_done): the request is not freed before it ran.
+  bool notify_pending = false;
   // Called once when the response completes (or the request is freed unanswered): plugin accounting.
   void (*done_hook)(void* ud, cl_request_s* r) = nullptr;
   void* done_hook_ud = nullptr;
@@ -110,6 +114,10 @@ struct cl_request_s {
   bool head_only() const { return head; }
   // Frees a request no connection owns any more (its client left) once its response has ended.
   void finish_detached();
+  // The connection let go of the request (conn is null): ends a stream body reader with CL_ECLOSING and runs
+  // the close callback. Either may end the response: while `notifying` that only marks it ended, and it is
+  // freed here afterwards, so the close callback never runs on a freed request.
+  void client_gone();
   cl_status_t read_body(cl_body_cb cb, void* ud);
   cl_status_t pause_body(bool paused);
 };

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "http/header_text.h"
+
 namespace cloudlet::http {
 
 bool method_matches(std::string_view route_method, std::string_view method) {
@@ -94,10 +96,14 @@ void Router::match(std::string_view method, std::string_view path, std::vector<M
       out->push_back({r, std::move(params)});
     } else if (allowed) {
       std::string m = r->method.empty() ? std::string("*") : r->method;
-      if (allowed->find(m) == std::string::npos) {
+      // Whole list elements: a method must not be taken for part of another ("PUT" in "PUTX").
+      auto listed = [&](std::string_view x) {
+        return for_each_list_element(*allowed, [&](std::string_view e) { return e == x; });
+      };
+      if (!listed(m)) {
         if (!allowed->empty()) allowed->append(", ");
         allowed->append(m);
-        if (m == "GET" && allowed->find("HEAD") == std::string::npos) allowed->append(", HEAD");
+        if (m == "GET" && !listed("HEAD")) allowed->append(", HEAD");
       }
     }
   };

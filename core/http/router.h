@@ -28,6 +28,9 @@ struct Route {
   std::string pattern;
   uint32_t flags = 0;       // CL_ROUTE_F_*
   uint64_t max_body = 0;    // 0: the listener's limit
+  // A JSON API route: a request body must come with Content-Type application/json (else 415). A cross-site
+  // page can post text/plain without asking; application/json needs a CORS preflight it cannot pass.
+  bool json_body = false;
   std::function<cl_status_t(Request&)> handler;
   void* owner = nullptr;  // the plugin host that added it (nullptr: the core)
 

@@ -1,5 +1,11 @@
 #include "http/server.h"
 
+#include <malloc.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cstring>
 #include <ctime>
 
 #include "http/connection.h"
@@ -10,7 +16,28 @@ namespace cloudlet::http {
 
 namespace {
 constexpr uint64_t kSweepMs = 250;
+// Trim the heap once memory held for clients has fallen by at least this much from its peak.
+constexpr uint64_t kTrimAfterBytes = 4 << 20;
+
+// A connection's client address as a map key: IPv4 (also v4-mapped) by address, IPv6 by /64 (one host
+// commonly owns a whole /64, so counting single IPv6 addresses would not limit anything).
+std::string address_key(uv_tcp_t* tcp) {
+  sockaddr_storage ss{};
+  int len = sizeof ss;
+  if (uv_tcp_getpeername(tcp, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return std::string();
+  if (ss.ss_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(&ss);
+    return std::string(reinterpret_cast<const char*>(&in->sin_addr), 4);
+  }
+  if (ss.ss_family == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&ss);
+    const auto* b = reinterpret_cast<const char*>(&in6->sin6_addr);
+    if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) return std::string(b + 12, 4);
+    return std::string(b, 8);
+  }
+  return std::string();
 }
+}  // namespace
 
 std::list<Connection*>* Listener::list_for(Phase p) {
   switch (p) {
@@ -127,18 +154,74 @@ void Server::on_connection(uv_stream_t* stream, int status) {
     c->close("connection cap reached");
     return;
   }
+  if (!s->admit_address(*l, c)) {
+    s->stats_.rejected_over_cap++;
+    s->stats_.rejected_per_address++;
+    c->close("connection cap of the client's address reached");
+    return;
+  }
   s->all_.insert(c);
   c->start();
+}
+
+bool Server::admit_address(Listener& l, Connection* c) {
+  const Limits& lim = l.options.limits;
+  std::string key = address_key(c->tcp());
+  uint32_t limit = lim.max_connections_per_address;
+  // Into the reserved share: only addresses that hold few connections get one (an operator's browser).
+  uint32_t general = lim.max_connections - std::min(lim.reserved_connections, lim.max_connections / 2);
+  if (l.connections > general) limit = std::min(limit, kReservedPerAddress);
+  auto it = l.per_address.find(key);
+  uint32_t held = it == l.per_address.end() ? 0 : it->second;
+  if (held >= limit) return false;
+  if (it == l.per_address.end()) {
+    l.per_address.emplace(key, 1);
+  } else {
+    it->second++;
+  }
+  c->address_key = std::move(key);
+  c->address_counted = true;
+  return true;
 }
 
 void Server::connection_closed(Connection* c) {
   all_.erase(c);
   connections_--;
-  for (auto& l : listeners_) {
-    if (c->listener_ptr() == l.get()) l->connections--;
+  Listener& l = c->listener();
+  l.connections--;
+  if (c->address_counted) {
+    auto it = l.per_address.find(c->address_key);
+    if (it != l.per_address.end() && --it->second == 0) l.per_address.erase(it);
   }
   maybe_finish_shutdown();
 }
+
+void Server::request_clock_start(Connection* c) {
+  Listener& l = c->listener();
+  if (c->in_request_list) {
+    l.request_list.splice(l.request_list.end(), l.request_list, c->request_it);
+  } else {
+    l.request_list.push_back(c);
+    c->request_it = std::prev(l.request_list.end());
+    c->in_request_list = true;
+  }
+  c->request_deadline_ms = loop_.now_ms() + l.options.limits.request_timeout_ms;
+}
+
+void Server::request_clock_stop(Connection* c) {
+  if (!c->in_request_list) return;
+  c->listener().request_list.erase(c->request_it);
+  c->in_request_list = false;
+}
+
+bool Server::body_reserve(uint64_t n) {
+  if (n > totals_.max_body_bytes || body_total_ > totals_.max_body_bytes - n) return false;
+  body_total_ += n;
+  held_peak_ = std::max(held_peak_, unsent_total_ + body_total_);
+  return true;
+}
+
+void Server::body_release(uint64_t n) { body_total_ -= std::min(n, body_total_); }
 
 void Server::set_phase(Connection* c, Phase p) {
   if (c->phase == p) {
@@ -177,7 +260,23 @@ void Server::sweep() {
         c->close(list == &l->idle_list ? "idle timeout" : "timeout");  // removes it from the list
       }
     }
+    while (!l->request_list.empty() && l->request_list.front()->request_deadline_ms <= now) {
+      stats_.timed_out++;
+      l->request_list.front()->close("request timeout");  // removes it from the list
+    }
   }
+  maybe_trim();
+}
+
+void Server::maybe_trim() {
+  uint64_t held = unsent_total_ + body_total_;
+  held_peak_ = std::max(held_peak_, held);
+  if (held_peak_ - held < kTrimAfterBytes) return;
+  // glibc keeps freed heap memory for reuse (and raises its mmap threshold after large frees), so memory
+  // once held for clients would stay resident after they left. malloc_trim returns free pages of every
+  // arena; it runs at most once per sweep and only after a large drop.
+  malloc_trim(0);
+  held_peak_ = held;
 }
 
 void Server::shutdown(uint64_t deadline_ms, std::function<void()> done) {

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <memory>
 
+#include "http/header_text.h"
 #include "http/mime.h"
 #include "http/request.h"
 #include "http/url.h"
@@ -74,6 +75,16 @@ int parse_range(std::string_view h, uint64_t size, uint64_t* first, uint64_t* la
   }
   *first = x;
   return 1;
+}
+
+// If-None-Match (RFC 9110 13.1.2): "*", or a list of entity tags compared weakly (a W/ prefix is ignored on
+// either side). A tag must match whole: a substring of the header is not a match.
+bool none_match(std::string_view header, std::string_view etag) {
+  auto opaque = [](std::string_view t) {
+    if (t.size() > 2 && t[0] == 'W' && t[1] == '/') t.remove_prefix(2);
+    return t;
+  };
+  return for_each_list_element(header, [&](std::string_view tag) { return tag == "*" || opaque(tag) == opaque(etag); });
 }
 
 // Streams [offset, offset+remaining) of an open file, one chunk per completed write (client-paced).
@@ -157,7 +168,8 @@ StaticFiles::Entry* StaticFiles::lookup(const std::string& abs_path) {
   e.size = size;
   e.mtime_ns = mtime_ns;
   e.ino = static_cast<uint64_t>(st.st_ino);
-  e.etag = fmt::format("\"{:x}-{:x}-{:x}\"", e.ino, size, mtime_ns);
+  // Size and modification time only: the inode number is nobody's business (and changes with a copy).
+  e.etag = fmt::format("\"{:x}-{:x}\"", size, mtime_ns);
   e.checked_ms = now;
   if (size <= kCacheMaxFile && cached_bytes_ + size <= kCacheMaxTotal && read_whole(abs_path, size, &e.data)) {
     e.cached = true;
@@ -226,9 +238,9 @@ cl_status_t StaticFiles::send_file(Request& req, const std::string& abs_path, st
 cl_status_t StaticFiles::respond(Request& req, const std::string& abs_path, Entry& e, std::string_view ctype) {
   std::string_view inm;
   req.add_header("ETag", e.etag);
-  if (req.header("if-none-match", &inm) == CL_OK && (inm == e.etag || inm == "*" ||
-                                                     inm.find(e.etag) != std::string_view::npos)) {
-    return req.send(304, {}, {});
+  if (req.header("if-none-match", &inm) == CL_OK && none_match(inm, e.etag)) {
+    if (req.method == "GET" || req.method == "HEAD") return req.send(304, {}, {});
+    return req.send(412, "text/plain; charset=utf-8", "412 Precondition Failed\n");
   }
   req.add_header("Accept-Ranges", "bytes");
   uint64_t first = 0, last = e.size ? e.size - 1 : 0;

@@ -122,6 +122,7 @@ void Virt::add_routes(http::Server& server) {
     http::Route r;
     r.method = method;
     r.pattern = pattern;
+    r.json_body = true;
     std::string name = op;
     r.handler = [this, name, key, param](http::Request& req) -> cl_status_t {
       std::string args;

@@ -107,7 +107,7 @@ class Serving(harness.TestCase):
     def test_live_events_stream_and_end_at_shutdown(self):
         srv = self.server().start()
         sock = socket.create_connection(("127.0.0.1", srv.port("manager")), timeout=10)
-        sock.sendall(b"GET /manager/api/events?topics=device.* HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(b"GET /manager/api/events?topics=device.* HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         got = b""
         while b"\r\n\r\n" not in got:
             got += sock.recv(4096)
@@ -157,8 +157,9 @@ class SlowAndIdleClients(harness.TestCase):
         srv = self.server(config={"limits": {"header_timeout_ms": header_timeout, "idle_timeout_ms": 2000}}).start()
         port = srv.manager_port
         idle = []
-        for _ in range(1000):
-            s = socket.create_connection(("127.0.0.1", port))
+        for i in range(1000):
+            # From ten loopback addresses: one address may hold only max_connections_per_address (128).
+            s = socket.create_connection(("127.0.0.1", port), source_address=(f"127.0.0.{2 + i // 100}", 0))
             idle.append(s)
         opened = time.monotonic()
         stop = threading.Event()
@@ -166,7 +167,7 @@ class SlowAndIdleClients(harness.TestCase):
         def slowloris():
             s = socket.create_connection(("127.0.0.1", port))
             try:
-                for ch in b"GET /healthz HTTP/1.1\r\nHost: slow\r\nX-Pad: " + b"a" * 100:
+                for ch in b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 100:
                     if stop.is_set():
                         return
                     s.send(bytes([ch]))
@@ -183,7 +184,7 @@ class SlowAndIdleClients(harness.TestCase):
         for _ in range(30):
             start = time.perf_counter()
             c = socket.create_connection(("127.0.0.1", port))
-            c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            c.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             data = b""
             while b"\r\n\r\nok\n" not in data:
                 chunk = c.recv(4096)
@@ -218,7 +219,7 @@ class SlowAndIdleClients(harness.TestCase):
     def test_keepalive_idle_timeout(self):
         srv = self.server(config={"limits": {"idle_timeout_ms": 1000}}).start()
         s = socket.create_connection(("127.0.0.1", srv.manager_port))
-        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         start = time.monotonic()
         data = b""
         while not data.endswith(b"ok\n"):

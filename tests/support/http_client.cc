@@ -141,7 +141,7 @@ HttpResponse http_raw(const std::string& host, uint16_t port, const std::string&
 }
 
 HttpResponse http_get(uint16_t port, const std::string& path, uint64_t timeout_ms) {
-  return http_raw("127.0.0.1", port, "GET " + path + " HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n", timeout_ms);
+  return http_raw("127.0.0.1", port, "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", timeout_ms);
 }
 
 }  // namespace cloudlet::test

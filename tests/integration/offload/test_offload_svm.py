@@ -199,7 +199,7 @@ class ServiceVms(unittest.TestCase):
     def test_a_client_that_leaves_during_a_start_leaves_no_instance(self):
         before = listeners_in(*PORTS)
         s = socket.create_connection(("127.0.0.1", SRV.api_port))
-        s.sendall(f"GET /api/servicevm/start?serviceId={DEMO}&join=false HTTP/1.1\r\nHost: x\r\n"
+        s.sendall(f"GET /api/servicevm/start?serviceId={DEMO}&join=false HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                   "X-Device-ID: leaver\r\n\r\n".encode())
         s.close()  # before the reply
         self.assertTrue(common.wait_until(lambda: "its client left before the reply" in SRV.log_text(), 120, 0.5),

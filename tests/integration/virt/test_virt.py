@@ -449,11 +449,12 @@ class UnavailableHypervisor(harness.TestCase):
     def test_serves_and_answers_503(self):
         srv = self.server(plugins=(), args=["--libvirt-uri", "qemu+unix:///system?socket=/nonexistent/libvirt-sock"],
                           config={"virt": {"domain_type": "qemu", "forward_address": "127.0.0.1"}}).start()
+        json_type = {"Content-Type": "application/json"}  # the manager's JSON routes take nothing else
         status, _, body = srv.request("manager", "POST", "/manager/api/instances",
-                                      body=json.dumps({"service_id": "anything"}))
+                                      body=json.dumps({"service_id": "anything"}), headers=json_type)
         self.assertEqual(status, 404, body)  # no such service: answered without the hypervisor
         status, _, body = srv.request("manager", "POST", "/manager/api/services", body=json.dumps(
-            {"service_id": "s", "port": 80, "kernel": "k"}))
+            {"service_id": "s", "port": 80, "kernel": "k"}), headers=json_type)
         self.assertEqual(status, 503, body)
         self.assertIn("not available", json.loads(body)["error"])
         self.assertEqual(srv.get("manager", "/healthz")[0], 200)

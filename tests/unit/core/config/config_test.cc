@@ -55,6 +55,11 @@ TEST(Config, ErrorsNameTheKey) {
       {R"({"discovery": {"extra_txt": [1]}})", "'discovery.extra_txt'"},
       {R"({"listeners": {"Bad-Name": {}}})", "'listeners.Bad-Name'"},
       {R"({"nope": 1})", "'nope'"},
+      {R"({"listeners": {"manager": {"host_check": "loose"}}})", "'listeners.manager.host_check'"},
+      {R"({"listeners": {"manager": {"server_names": ["a.example:80"]}}})", "'listeners.manager.server_names'"},
+      {R"({"limits": {"max_unsent_bytes": 10}})", "'limits.max_unsent_bytes'"},
+      {R"({"limits": {"min_body_rate": -1}})", "'limits.min_body_rate'"},
+      {R"({"totals": {"max_body_bytes": 1}})", "'totals.max_body_bytes'"},
   };
   for (const auto& tc : cases) {
     Config c = default_config();
@@ -71,6 +76,39 @@ TEST(Config, CrossKeyRules) {
   find_listener(c, "manager")->port = 9999;
   EXPECT_FALSE(validate_config(c, &err));
   EXPECT_NE(err.find("both use"), std::string::npos);
+  c = default_config();
+  c.totals.max_body_bytes = 65536;  // below the listeners' max_body_bytes: every large body would get 503
+  EXPECT_FALSE(validate_config(c, &err));
+  EXPECT_NE(err.find("totals.max_body_bytes"), std::string::npos) << err;
+}
+
+TEST(Config, HardeningKeys) {
+  Config c = default_config();
+  // Phones reach the api listener by IP address; the manager answers only its names.
+  EXPECT_EQ(find_listener(c, "api")->host_check, http::HostCheck::names_or_ip);
+  EXPECT_EQ(find_listener(c, "manager")->host_check, http::HostCheck::names);
+  std::string err;
+  std::string path = write(R"({
+    "limits": {"request_timeout_ms": 5000, "min_body_rate": 0, "max_connections_per_address": 16,
+               "reserved_connections": 32, "max_unsent_bytes": 8192},
+    "listeners": {"manager": {"server_names": ["cloudlet.example.org", "10.0.0.5"], "host_check": "off"},
+                  "extra": {"port": 0}},
+    "totals": {"max_unsent_bytes": 1048576, "max_body_bytes": 2097152}
+  })");
+  ASSERT_TRUE(load_config_file(path, &c, &err)) << err;
+  const http::ListenerOptions* m = find_listener(c, "manager");
+  EXPECT_EQ(m->host_check, http::HostCheck::off);
+  EXPECT_EQ(m->server_names, (std::vector<std::string>{"cloudlet.example.org", "10.0.0.5"}));
+  EXPECT_EQ(m->limits.request_timeout_ms, 5000u);
+  EXPECT_EQ(m->limits.min_body_rate, 0u);
+  EXPECT_EQ(m->limits.max_connections_per_address, 16u);
+  EXPECT_EQ(m->limits.reserved_connections, 32u);
+  EXPECT_EQ(m->limits.max_unsent_bytes, 8192u);
+  EXPECT_EQ(find_listener(c, "extra")->host_check, http::HostCheck::names);  // a new listener: strict
+  EXPECT_EQ(find_listener(c, "api")->host_check, http::HostCheck::names_or_ip);
+  EXPECT_EQ(c.totals.max_unsent_bytes, 1048576u);
+  EXPECT_EQ(c.totals.max_body_bytes, 2097152u);
+  EXPECT_TRUE(validate_config(c, &err)) << err;
 }
 
 TEST(Config, HostPort) {

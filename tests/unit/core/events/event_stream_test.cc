@@ -45,6 +45,16 @@ std::string read_until(int fd, const std::string& needle, std::string buf = "") 
   return buf;
 }
 
+// Listens as the manager on an ephemeral loopback port; returns the port (0 on failure, with a test failure).
+uint16_t listen_manager(http::Server& server) {
+  http::ListenerOptions lo;
+  lo.name = "manager";
+  std::string err;
+  EXPECT_EQ(server.listen(lo, &err), CL_OK) << err;
+  http::Listener* l = server.listener("manager");
+  return l ? l->bound_port : 0;
+}
+
 void run_until(Loop& loop, const std::function<bool()>& pred) {
   uint64_t start = uv_hrtime();
   Loop::TimerId t = loop.timer_start(1, 1, [&] {
@@ -60,11 +70,8 @@ TEST(EventStream, StreamsEventsAndEndsWhenTheClientLeaves) {
   Loop loop;
   EventBus bus(loop);
   http::Server server(loop, "/tmp");
-  http::ListenerOptions lo;
-  lo.name = "manager";
-  std::string err;
-  ASSERT_EQ(server.listen(lo, &err), CL_OK) << err;
-  uint16_t port = server.listener("manager")->bound_port;
+  uint16_t port = listen_manager(server);
+  ASSERT_NE(port, 0);
   {
     EventStreams streams(loop, bus, 2);
     streams.add_route(server);
@@ -72,7 +79,7 @@ TEST(EventStream, StreamsEventsAndEndsWhenTheClientLeaves) {
     std::string got;
     std::thread client([&] {
       int fd = connect_to(port);
-      std::string req = "GET /manager/api/events?topics=instance.*,job.done HTTP/1.1\r\nHost: x\r\n\r\n";
+      std::string req = "GET /manager/api/events?topics=instance.*,job.done HTTP/1.1\r\nHost: localhost\r\n\r\n";
       send(fd, req.data(), req.size(), 0);
       std::string buf = read_until(fd, "event: hello");
       stage = 1;
@@ -104,18 +111,15 @@ TEST(EventStream, CapAndShutdownCloseStreams) {
   Loop loop;
   EventBus bus(loop);
   http::Server server(loop, "/tmp");
-  http::ListenerOptions lo;
-  lo.name = "manager";
-  std::string err;
-  ASSERT_EQ(server.listen(lo, &err), CL_OK) << err;
-  uint16_t port = server.listener("manager")->bound_port;
+  uint16_t port = listen_manager(server);
+  ASSERT_NE(port, 0);
   EventStreams streams(loop, bus, 1);
   streams.add_route(server);
   std::atomic<int> stage{0};
   std::string second, first_tail;
   std::thread client([&] {
     int a = connect_to(port);
-    std::string req = "GET /manager/api/events HTTP/1.1\r\nHost: x\r\n\r\n";
+    std::string req = "GET /manager/api/events HTTP/1.1\r\nHost: localhost\r\n\r\n";
     send(a, req.data(), req.size(), 0);
     std::string buf = read_until(a, "event: hello");
     int b = connect_to(port);
@@ -134,6 +138,56 @@ TEST(EventStream, CapAndShutdownCloseStreams) {
   client.join();
   EXPECT_NE(first_tail.find("0\r\n\r\n"), std::string::npos);
   EXPECT_EQ(bus.subscriber_count(), 0u);
+  bool down = false;
+  server.shutdown(1000, [&] { down = true; });
+  run_until(loop, [&] { return down; });
+  EXPECT_EQ(loop.close(), 0);
+}
+
+// Issue 15: a HEAD request answers the stream's head and holds no stream slot (64 HEADs used to lock out
+// every real stream), while the connection stays usable.
+TEST(EventStream, HeadHoldsNoStreamSlot) {
+  Loop loop;
+  EventBus bus(loop);
+  http::Server server(loop, "/tmp");
+  uint16_t port = listen_manager(server);
+  ASSERT_NE(port, 0);
+  EventStreams streams(loop, bus, 1);
+  streams.add_route(server);
+  std::atomic<int> stage{0};
+  std::string head_reply, after_head, stream;
+  size_t subscribers_after_head = 99;
+  std::thread client([&] {
+    int a = connect_to(port);
+    std::string head = "HEAD /manager/api/events HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    send(a, head.data(), head.size(), 0);
+    head_reply = read_until(a, "\r\n\r\n");
+    // The HEAD's connection stays open for more requests.
+    send(a, head.data(), head.size(), 0);
+    after_head = read_until(a, "\r\n\r\n");
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the slot is given back on the next turn
+    stage = 1;
+    while (stage < 2) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    int b = connect_to(port);  // the one slot is free for a real stream
+    std::string get = "GET /manager/api/events HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    send(b, get.data(), get.size(), 0);
+    stream = read_until(b, "event: hello");
+    close(a);
+    close(b);
+    stage = 3;
+  });
+  run_until(loop, [&] { return stage >= 1; });
+  subscribers_after_head = bus.subscriber_count();
+  stage = 2;
+  run_until(loop, [&] { return stage >= 3; });
+  client.join();
+  EXPECT_NE(head_reply.find("200 OK"), std::string::npos) << head_reply;
+  EXPECT_NE(head_reply.find("text/event-stream"), std::string::npos) << head_reply;
+  EXPECT_EQ(head_reply.find("Connection: close"), std::string::npos) << head_reply;
+  EXPECT_EQ(subscribers_after_head, 0u);
+  EXPECT_NE(stream.find("event: hello"), std::string::npos) << stream;
+  EXPECT_NE(after_head.find("200 OK"), std::string::npos) << after_head;
+  streams.close_all();
   bool down = false;
   server.shutdown(1000, [&] { down = true; });
   run_until(loop, [&] { return down; });

@@ -101,6 +101,8 @@ TEST(HttpServer, NotFoundAndMethodNotAllowedCarryLengthAndAllow) {
   h.route("GET", "/thing", text("thing"));
   h.route("GET", "/both", text("get"));
   h.route("POST", "/both", text("post"));
+  h.route("POSTX", "/x", text("postx"));
+  h.route("POST", "/x", text("post"));
   h.run([&] {
     Client c(h.port);
     auto r = c.roundtrip(get("/nope"));
@@ -121,6 +123,12 @@ TEST(HttpServer, NotFoundAndMethodNotAllowedCarryLengthAndAllow) {
     EXPECT_EQ(r->status, 405);
     EXPECT_EQ(r->header("allow"), "GET, HEAD, POST");
     expect_length_framed(*r);
+
+    // Allow lists whole methods: POST is not part of POSTX.
+    r = c.roundtrip(get("/x"));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 405);
+    EXPECT_EQ(r->header("allow"), "POSTX, POST");
 
     // HEAD is served by GET routes.
     r = c.roundtrip(head("/thing"), true);

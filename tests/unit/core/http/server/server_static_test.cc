@@ -1,5 +1,6 @@
 // HTTP server: static files from a webroot (MIME types, ETag/If-None-Match, Range, HEAD, large files streamed
 // from disk, no path traversal, directory redirects) and resp_file for handlers.
+#include <fmt/format.h>
 #include <sys/stat.h>
 
 #include "server_test_util.h"
@@ -117,6 +118,45 @@ TEST(HttpServerStatic, EtagAndIfNoneMatch) {
     auto r = c.roundtrip(get("/style.css"));
     ASSERT_TRUE(r);
     EXPECT_EQ(r->body, "body{}\n");
+  });
+}
+
+// Issue 15: If-None-Match is a list of entity tags compared whole (weakly), not a substring search, and the
+// ETag tells nothing about the file's inode.
+TEST(HttpServerStatic, IfNoneMatchComparesListedTagsAndEtagHidesTheInode) {
+  Webroot w;
+  Harness h(with_webroot(w));
+  h.route("POST", "/file", [&](Request& r) {
+    return r.send_file(w.root.file("style.css"), "text/css") == CL_OK ? CL_OK : CL_EIO;
+  });
+  struct stat st {};
+  ASSERT_EQ(stat(w.root.file("index.html").c_str(), &st), 0);
+  h.run([&] {
+    Client c(h.port);
+    auto r = c.roundtrip(get("/index.html"));
+    ASSERT_TRUE(r);
+    std::string etag = r->header("etag");
+    ASSERT_GE(etag.size(), 3u);
+    int64_t mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+    EXPECT_EQ(etag, fmt::format("\"{:x}-{:x}\"", st.st_size, mtime_ns));
+    EXPECT_EQ(etag.find(fmt::format("{:x}", st.st_ino)), std::string::npos) << etag << " shows the inode";
+    std::string inner = etag.substr(1, etag.size() - 2);
+    // Substrings and look-alikes of the tag are not the tag.
+    for (std::string header : {"\"x" + inner + "\"", "\"" + inner + "x\"", inner, "\"a\"" + etag, "W/\"" + inner}) {
+      r = c.roundtrip(get("/index.html", "If-None-Match: " + header + "\r\n"));
+      ASSERT_TRUE(r);
+      EXPECT_EQ(r->status, 200) << header;
+    }
+    // Weak comparison for GET, anywhere in the list, with or without spaces.
+    for (std::string header : {"W/" + etag, "\"a\",W/" + etag + " , \"b\"", "\"a, b\", " + etag, std::string(" *")}) {
+      r = c.roundtrip(get("/index.html", "If-None-Match: " + header + "\r\n"));
+      ASSERT_TRUE(r);
+      EXPECT_EQ(r->status, 304) << header;
+    }
+    // Another method answered with a file: a matching tag is a failed precondition.
+    r = c.roundtrip(post("/file", "", "If-None-Match: *\r\n"));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 412);
   });
 }
 

@@ -159,11 +159,23 @@ inline std::string lower(std::string s) {
 // A blocking client with deadlines. recv_some/send_all are virtual so TlsClient can wrap them.
 class Client {
  public:
-  // rcvbuf > 0 shrinks the receive buffer (set before connect so the window is small too).
-  explicit Client(uint16_t port, int rcvbuf = 0) {
+  // rcvbuf > 0 shrinks the receive buffer (set before connect so the window is small too). source: the
+  // client's own loopback address ("127.0.0.2"...), for tests of per-address limits; nullptr: 127.0.0.1.
+  explicit Client(uint16_t port, int rcvbuf = 0, const char* source = nullptr) {
     fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd_ < 0) return;
     if (rcvbuf > 0) setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    if (source) {
+      sockaddr_in s{};
+      s.sin_family = AF_INET;
+      inet_pton(AF_INET, source, &s.sin_addr);
+      if (bind(fd_, reinterpret_cast<sockaddr*>(&s), sizeof s) != 0) {
+        connect_errno_ = errno;
+        ::close(fd_);
+        fd_ = -1;
+        return;
+      }
+    }
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_port = htons(port);
@@ -511,6 +523,7 @@ class Harness {
     o.limits.body_timeout_ms = 3000;
     o.limits.idle_timeout_ms = 3000;
     o.limits.write_timeout_ms = 5000;
+    o.host_check = http::HostCheck::off;  // tests send all kinds of Host; server_guard_test checks it
     return o;
   }
 
