@@ -21,6 +21,7 @@
 #include "ops/operations.h"
 #include "plugin/host.h"
 #include "store/store.h"
+#include "uv_run_probe.h"
 
 namespace fs = std::filesystem;
 using namespace cloudlet;
@@ -78,7 +79,7 @@ class LoaderTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    pm_->unload_all(true);
+    unload_all();
     EXPECT_EQ(events_.subscriber_count(), 0u);
     bool down = false;
     server_->shutdown(1000, [&] { down = true; });
@@ -86,8 +87,16 @@ class LoaderTest : public ::testing::Test {
     store_->close();
     server_.reset();
     EXPECT_EQ(loop_.close(), 0);
+    EXPECT_EQ(test::uv_run_reentries(), 0);  // neither the core nor these tests ever re-enter uv_run
     log::set_output_file("/dev/stderr");
     fs::remove_all(dir_);
+  }
+
+  // Unloads every plugin (asynchronously: the loop turns here, in the test, never inside unload_all).
+  void unload_all() {
+    bool done = false;
+    pm_->unload_all(true, [&] { done = true; });
+    ASSERT_TRUE(run_until(loop_, [&] { return done; }, 20000));
   }
 
   cl_status_t load(const std::string& name, const std::string& path, std::vector<std::string> prefixes = {}) {
@@ -116,6 +125,15 @@ class LoaderTest : public ::testing::Test {
     if (st != CL_OK) return {st, ""};
     EXPECT_TRUE(run_until(loop_, [&] { return done; }));
     return out;
+  }
+
+  // Calls op until its result contains `want` (the loop turns between calls, never inside one).
+  bool poll_call(const std::string& op, const std::string& want, int tries = 500) {
+    for (int i = 0; i < tries; i++) {
+      if (call(op).second.find(want) != std::string::npos) return true;
+      run_until(loop_, [] { return false; }, 10);
+    }
+    return false;
   }
 
   // Log lines (after a test step) that contain `needle`.
@@ -209,6 +227,117 @@ TEST_F(LoaderTest, FailedInitLeavesNothingBehind) {
   EXPECT_EQ(get("/plugins/init_fails/x").status, 404);
 }
 
+// The work a failing init queued runs plugin code on a worker: the code stays mapped until that work is done
+// and its completion was delivered (exactly once), and only then is it unmapped.
+TEST_F(LoaderTest, FailedInitWaitsForItsWorkBeforeUnmapping) {
+  EXPECT_EQ(load("init_fails", fixture("init_fails")), CL_EIO);
+  EXPECT_EQ(pm_->retiring(), 1u);  // still mapped: its slow work is running
+  ASSERT_TRUE(run_until(loop_, [&] { return pm_->retiring() == 0; }));
+  EXPECT_EQ(log_lines_with("slow work done: status 0"), 1);
+  EXPECT_EQ(log_lines_with("unloaded 'init_fails'"), 1);
+}
+
+// A 50 ms work function is fine: only hooks on the loop thread may be reported as blocking it.
+TEST_F(LoaderTest, SlowWorkersAreNotReportedAsBlockingTheLoop) {
+  ASSERT_EQ(load("conformance", fixture("conformance")), CL_OK);
+  EXPECT_EQ(call("conf.slow_work").first, CL_OK);
+  EXPECT_EQ(log_lines_with("blocked the loop"), 0);
+}
+
+// Exceptions from a request's close callback and from the release of lent bytes stop at the boundary: the
+// HTTP layer calls the core's trampolines, which call the plugin through the guard.
+TEST_F(LoaderTest, ExceptionsFromCompletionCallbacksStopAtTheBoundary) {
+  ASSERT_EQ(load("throws", fixture("throws")), CL_OK);
+  ASSERT_EQ(load("hello", build_dir() + "/plugins/hello.so"), CL_OK);
+  auto r = get("/plugins/throws/lent");
+  EXPECT_EQ(r.status, 200) << r.error;
+  EXPECT_EQ(r.body, "lent bytes\n");
+  // A client that asks for /hold and leaves: the plugin's close callback runs (and throws).
+  auto fut = std::async(std::launch::async, [&] {
+    return test::http_raw("127.0.0.1", port_, "GET /plugins/throws/hold HTTP/1.1\r\nHost: x\r\n\r\n", 200);
+  });
+  ASSERT_TRUE(run_until(loop_, [&] { return fut.wait_for(std::chrono::seconds(0)) == std::future_status::ready; }));
+  ASSERT_TRUE(poll_call("throws.ticks", "\"closed\":1"));
+  std::string counts = call("throws.ticks").second;
+  EXPECT_NE(counts.find("\"released\":1"), std::string::npos) << counts;  // exactly once
+  EXPECT_EQ(log_lines_with("request close callback threw"), 1);
+  EXPECT_EQ(log_lines_with("write completion threw"), 1);
+  EXPECT_EQ(get("/plugins/hello/greet").status, 200);
+}
+
+// Request, response and SSE slots and txn_abort refuse other threads (rule T1) and do nothing.
+TEST_F(LoaderTest, RequestSlotsRefuseOtherThreads) {
+  ASSERT_EQ(load("misbehaves", fixture("misbehaves")), CL_OK);
+  auto r = get("/plugins/misbehaves/offthread");
+  ASSERT_EQ(r.status, 200) << r.error << r.body;
+  json::Document d;
+  ASSERT_TRUE(json::parse(r.body, &d, nullptr)) << r.body;
+  EXPECT_EQ(d["method_len"].GetInt(), 0);
+  for (const char* k : {"header", "param", "header_add", "start", "write", "lent", "sse_start", "sse_send",
+                        "body_read", "end", "send"}) {
+    EXPECT_EQ(d[k].GetInt(), CL_ESTATE) << k;
+  }
+  EXPECT_EQ(d["txn_still_open"].GetInt(), CL_EBUSY);  // the refused txn_abort did not abort
+  EXPECT_EQ(r.header("X-Off"), "");
+  EXPECT_EQ(log_lines_with("called off the loop thread"), 13);
+}
+
+// Unloading never runs the loop: it returns at once, and the plugin's completions arrive while the caller's
+// loop turns. A body stream still open ends with CL_ECANCELED at once; a lent write, the slow work and the
+// posts of the plugin's own thread are waited for; each completion arrives exactly once, all before fini.
+TEST_F(LoaderTest, UnloadIsAsynchronousAndDeliversEveryCompletionOnceBeforeFini) {
+  ASSERT_EQ(load("unload_pending", fixture("unload_pending")), CL_OK);
+  auto [st, queued] = call("unload_pending.work");
+  ASSERT_EQ(st, CL_OK);
+  EXPECT_EQ(queued, "{\"queued\":40}");
+  // A download the client does not read (the lent 32 MiB stay pending) and an upload that stops half-way.
+  int down = test::connect_loopback(port_);
+  int up = test::connect_loopback(port_);
+  ASSERT_GE(down, 0);
+  ASSERT_GE(up, 0);
+  ASSERT_TRUE(test::send_all(down, "GET /plugins/unload_pending/big HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(test::send_all(up, "POST /plugins/unload_pending/upload HTTP/1.1\r\nHost: x\r\n"
+                                 "Content-Length: 1000\r\n\r\nhalf of it"));
+  ASSERT_TRUE(poll_call("unload_pending.status", "\"lent_pending\":1,\"body_open\":1"));
+  int runs = test::uv_run_calls();
+  bool done = false;
+  pm_->unload_all(true, [&] { done = true; });
+  EXPECT_EQ(test::uv_run_calls(), runs);  // unload_all returned without running the loop
+  EXPECT_FALSE(done);
+  EXPECT_EQ(pm_->count(), 0u);
+  EXPECT_EQ(pm_->retiring(), 1u);
+  // The lent bytes are released once the client goes away; until then the plugin stays (fini not called).
+  ASSERT_FALSE(run_until(loop_, [&] { return done; }, 700));
+  EXPECT_EQ(log_lines_with("tally:"), 0);
+  close(down);
+  ASSERT_TRUE(run_until(loop_, [&] { return done; }, 20000));
+  close(up);
+  EXPECT_EQ(test::uv_run_reentries(), 0);
+  std::ifstream in(log_path_);
+  std::string line, tally;
+  while (std::getline(in, line)) {
+    if (line.find("tally:") != std::string::npos) tally = line;
+  }
+  ASSERT_FALSE(tally.empty());
+  auto value = [&](const std::string& key) {
+    size_t p = tally.find(" " + key + "=");
+    return p == std::string::npos ? -999 : atol(tally.c_str() + p + key.size() + 2);
+  };
+  EXPECT_EQ(value("work_queued"), 40) << tally;
+  EXPECT_EQ(value("work_ok") + value("work_canceled"), 40) << tally;
+  EXPECT_GT(value("work_canceled"), 0) << tally;  // queued behind the busy workers: cancelled at unload
+  EXPECT_EQ(value("work_twice"), 0) << tally;
+  EXPECT_EQ(value("lent_done"), 1) << tally;
+  EXPECT_EQ(value("lent_twice"), 0) << tally;
+  EXPECT_EQ(value("body_final"), 1) << tally;
+  EXPECT_EQ(value("body_status"), CL_ECANCELED) << tally;
+  EXPECT_EQ(value("body_twice"), 0) << tally;
+  EXPECT_GT(value("posts_accepted"), 0) << tally;
+  EXPECT_EQ(value("posts_accepted"), value("posts_delivered")) << tally;
+  EXPECT_EQ(value("pending_at_fini"), 0) << tally;
+  EXPECT_EQ(log_lines_with("unloaded 'unload_pending'"), 1);
+}
+
 TEST_F(LoaderTest, ExceptionsStopAtTheBoundary) {
   ASSERT_EQ(load("throws", fixture("throws")), CL_OK);
   ASSERT_EQ(load("hello", build_dir() + "/plugins/hello.so"), CL_OK);
@@ -228,10 +357,10 @@ TEST_F(LoaderTest, LeftoversAreReleasedAfterFini) {
   ASSERT_EQ(load("leaks", fixture("leaks")), CL_OK);  // its init also checks route_add refused a foreign prefix
   EXPECT_GT(loop_.active_timers(), baseline_timers_);
   EXPECT_EQ(events_.subscriber_count(), 1u);
-  pm_->unload_all(true);
+  unload_all();
   EXPECT_EQ(loop_.active_timers(), baseline_timers_);
   EXPECT_EQ(events_.subscriber_count(), 0u);
-  EXPECT_EQ(log_lines_with("released 1 timer(s)"), 1);
+  EXPECT_EQ(log_lines_with("unloading: stopped 1 timer(s), 0 watch(es), 1 subscription(s)"), 1);
 }
 
 TEST_F(LoaderTest, PostsFromAPluginThreadAllArriveInOrder) {
