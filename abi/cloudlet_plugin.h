@@ -371,8 +371,8 @@ typedef struct cl_host_api_s {
   cl_status_t (*txn_del)(cl_txn_t *txn, cl_str_t collection, cl_str_t key);
 
   /** Commits: the writes become visible to reads at once, all or nothing, and durable on disk before cb runs
-   * (a completion, before fini: the core waits for it; cb may be NULL). @return CL_OK, or an error (nothing
-   * written, cb not called). OWNERSHIP: txn is dead after this returns, also on error; ud must stay valid
+   * (a completion, before fini: the core waits for it; cb may be NULL; called from fini, the commit happens
+   * and cb is not called). @return CL_OK, or an error (nothing written, cb not called). OWNERSHIP: txn is dead after this returns, also on error; ud must stay valid
    * until cb returns. THREAD: loop. SINCE: 1.0 */
   cl_status_t (*txn_commit)(cl_txn_t *txn, cl_commit_cb cb, void *ud);
 
@@ -481,7 +481,8 @@ typedef struct cl_host_api_s {
 
   /** Writes response body bytes. If done is NULL the bytes are copied now; otherwise they are lent to the core
    * until done(ptr, hint) runs: a completion, always exactly once (also on error), on the loop thread from a
-   * clean stack, before fini (the core waits for lent writes). Completion is the back-pressure signal.
+   * clean stack, before fini (the core waits for lent writes). Completion is the back-pressure signal. Called
+   * from fini, the bytes are copied and done is not called (nothing is called after fini).
    * @return CL_OK, CL_ESTATE (not started), CL_ECLOSING (client gone; done still runs), CL_EINVAL.
    * OWNERSHIP: lent bytes stay the plugin's but must not change or be freed until done runs; hint is passed
    * back untouched. THREAD: loop (from another thread: CL_ESTATE, and done is not called). SINCE: 1.0 */

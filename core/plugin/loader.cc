@@ -24,6 +24,7 @@ bool valid_plugin_name(std::string_view n) {
 }  // namespace
 
 PluginManager::~PluginManager() {
+  if (progress_timer_) svc_.loop.timer_stop(progress_timer_);
   if (hosts_.empty() && retiring_.empty()) return;
   // Nothing may run the loop here: release without waiting, and keep the code mapped (work may still run).
   log::warn("plugin", "plugin manager destroyed with {} plugin(s) loaded: abandoning them", hosts_.size() + retiring_.size());

@@ -14,6 +14,7 @@
 #include "loop/loop.h"
 #include "ops/operations.h"
 #include "plugin/host.h"
+#include "plugin_test_util.h"
 #include "store/store.h"
 
 namespace fs = std::filesystem;
@@ -121,22 +122,8 @@ class RealAdapter : public ConformanceHost {
   }
 
  private:
-  // Runs the loop until pred() holds (checked every ms) or timeout_ms passes.
   bool run_until(const std::function<bool()>& pred, uint64_t timeout_ms) {
-    if (pred()) return true;
-    bool ok = false;
-    uint64_t start = uv_hrtime();
-    Loop::TimerId t = loop_.timer_start(1, 1, [&] {
-      if (pred()) {
-        ok = true;
-      } else if (uv_hrtime() - start < timeout_ms * 1000000) {
-        return;
-      }
-      loop_.timer_stop(t);
-      loop_.stop();
-    });
-    loop_.run();
-    return ok;
+    return test::run_until(loop_, pred, timeout_ms);
   }
 
   static inline int seq_ = 0;

@@ -21,6 +21,7 @@
 #include "ops/operations.h"
 #include "plugin/host.h"
 #include "store/store.h"
+#include "plugin_test_util.h"
 #include "uv_run_probe.h"
 
 namespace fs = std::filesystem;
@@ -31,25 +32,7 @@ namespace {
 std::string build_dir() { return getenv("CLOUDLET_BUILD_DIR"); }
 std::string fixture(const std::string& name) { return build_dir() + "/tests/fixtures/fixture_" + name + ".so"; }
 
-// Runs the loop until pred() holds (checked every ms) or timeout_ms passes.
-bool run_until(Loop& loop, const std::function<bool()>& pred, uint64_t timeout_ms = 5000) {
-  if (pred()) return true;
-  bool ok = false;
-  uint64_t start = uv_hrtime();
-  Loop::TimerId t = 0;
-  t = loop.timer_start(1, 1, [&] {
-    if (pred()) {
-      ok = true;
-      loop.timer_stop(t);
-      loop.stop();
-    } else if (uv_hrtime() - start > timeout_ms * 1000000) {
-      loop.timer_stop(t);
-      loop.stop();
-    }
-  });
-  loop.run();
-  return ok;
-}
+using test::run_until;
 
 class LoaderTest : public ::testing::Test {
  protected:
@@ -319,10 +302,7 @@ TEST_F(LoaderTest, UnloadIsAsynchronousAndDeliversEveryCompletionOnceBeforeFini)
     if (line.find("tally:") != std::string::npos) tally = line;
   }
   ASSERT_FALSE(tally.empty());
-  auto value = [&](const std::string& key) {
-    size_t p = tally.find(" " + key + "=");
-    return p == std::string::npos ? -999 : atol(tally.c_str() + p + key.size() + 2);
-  };
+  auto value = [&](const std::string& key) { return test::tally_value(tally, key); };
   EXPECT_EQ(value("work_queued"), 40) << tally;
   EXPECT_EQ(value("work_ok") + value("work_canceled"), 40) << tally;
   EXPECT_GT(value("work_canceled"), 0) << tally;  // queued behind the busy workers: cancelled at unload

@@ -19,6 +19,7 @@
 #include "http_client.h"
 #include "loop/loop.h"
 #include "ops/operations.h"
+#include "plugin_test_util.h"
 #include "uv_run_probe.h"
 
 namespace fs = std::filesystem;
@@ -31,11 +32,6 @@ std::string read_file(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
-}
-
-long tally_value(const std::string& tally, const std::string& key) {
-  size_t p = tally.find(" " + key + "=");
-  return p == std::string::npos ? -999 : atol(tally.c_str() + p + key.size() + 2);
 }
 
 TEST(PluginShutdown, SigtermUnloadsAPluginHoldingWorkAWriteAndABodyStream) {
@@ -112,17 +108,17 @@ TEST(PluginShutdown, SigtermUnloadsAPluginHoldingWorkAWriteAndABodyStream) {
   size_t tally_at = log.find("tally:");
   ASSERT_NE(tally_at, std::string::npos) << log;
   std::string tally = log.substr(tally_at, log.find('\n', tally_at) - tally_at);
-  EXPECT_EQ(tally_value(tally, "work_queued"), 40) << tally;
-  EXPECT_EQ(tally_value(tally, "work_ok") + tally_value(tally, "work_canceled"), 40) << tally;
-  EXPECT_EQ(tally_value(tally, "work_twice"), 0) << tally;
-  EXPECT_EQ(tally_value(tally, "lent_done"), 1) << tally;
-  EXPECT_EQ(tally_value(tally, "lent_twice"), 0) << tally;
-  EXPECT_EQ(tally_value(tally, "body_final"), 1) << tally;
+  EXPECT_EQ(test::tally_value(tally, "work_queued"), 40) << tally;
+  EXPECT_EQ(test::tally_value(tally, "work_ok") + test::tally_value(tally, "work_canceled"), 40) << tally;
+  EXPECT_EQ(test::tally_value(tally, "work_twice"), 0) << tally;
+  EXPECT_EQ(test::tally_value(tally, "lent_done"), 1) << tally;
+  EXPECT_EQ(test::tally_value(tally, "lent_twice"), 0) << tally;
+  EXPECT_EQ(test::tally_value(tally, "body_final"), 1) << tally;
   // The server closes held connections at its shutdown deadline, before plugins unload: the client is gone.
-  EXPECT_EQ(tally_value(tally, "body_status"), CL_ECLOSING) << tally;
-  EXPECT_EQ(tally_value(tally, "body_twice"), 0) << tally;
-  EXPECT_EQ(tally_value(tally, "posts_accepted"), tally_value(tally, "posts_delivered")) << tally;
-  EXPECT_EQ(tally_value(tally, "pending_at_fini"), 0) << tally;
+  EXPECT_EQ(test::tally_value(tally, "body_status"), CL_ECLOSING) << tally;
+  EXPECT_EQ(test::tally_value(tally, "body_twice"), 0) << tally;
+  EXPECT_EQ(test::tally_value(tally, "posts_accepted"), test::tally_value(tally, "posts_delivered")) << tally;
+  EXPECT_EQ(test::tally_value(tally, "pending_at_fini"), 0) << tally;
   size_t unloaded_at = log.find("unloaded 'unload_pending'");
   ASSERT_NE(unloaded_at, std::string::npos) << log;
   EXPECT_EQ(log.find("code stays mapped"), std::string::npos);  // plugins_dlclose: unmapped
