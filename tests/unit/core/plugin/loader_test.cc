@@ -21,6 +21,7 @@
 #include "ops/operations.h"
 #include "plugin/host.h"
 #include "store/store.h"
+#include "plugin_core.h"
 #include "plugin_test_util.h"
 #include "uv_run_probe.h"
 
@@ -36,79 +37,28 @@ using test::run_until;
 
 class LoaderTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("cl-loader-" + std::to_string(getpid()) + "-" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_ / "tmp");
-    log_path_ = (dir_ / "log.txt").string();
-    ASSERT_TRUE(log::set_output_file(log_path_));
-    Store::Options so;
-    so.dir = (dir_ / "db").string();
-    std::string err;
-    store_ = Store::open(loop_, so, &err);
-    ASSERT_TRUE(store_) << err;
-    server_ = std::make_unique<http::Server>(loop_, (dir_ / "tmp").string());
-    http::ListenerOptions lo;
-    lo.name = "manager";
-    lo.host = "127.0.0.1";
-    lo.port = 0;
-    ASSERT_EQ(server_->listen(lo, &err), CL_OK) << err;
-    port_ = server_->listener("manager")->bound_port;
-    svc_ = std::make_unique<HostServices>(
-        HostServices{loop_, *server_, store_.get(), ops_, events_, "test", dir_.string(), "testlet", "open"});
-    pm_ = std::make_unique<PluginManager>(*svc_);
-    baseline_timers_ = loop_.active_timers();
-  }
+  LoaderTest() : core_(::testing::UnitTest::GetInstance()->current_test_info()->name()) {}
+
+  void SetUp() override { baseline_timers_ = loop_.active_timers(); }
 
   void TearDown() override {
-    unload_all();
+    EXPECT_TRUE(core_.unload_all());
     EXPECT_EQ(events_.subscriber_count(), 0u);
-    bool down = false;
-    server_->shutdown(1000, [&] { down = true; });
-    run_until(loop_, [&] { return down; });
-    store_->close();
-    server_.reset();
-    EXPECT_EQ(loop_.close(), 0);
+    EXPECT_EQ(core_.close(), 0);
     EXPECT_EQ(test::uv_run_reentries(), 0);  // neither the core nor these tests ever re-enter uv_run
-    log::set_output_file("/dev/stderr");
-    fs::remove_all(dir_);
   }
 
-  // Unloads every plugin (asynchronously: the loop turns here, in the test, never inside unload_all).
-  void unload_all() {
-    bool done = false;
-    pm_->unload_all(true, [&] { done = true; });
-    ASSERT_TRUE(run_until(loop_, [&] { return done; }, 20000));
-  }
-
+  void unload_all() { ASSERT_TRUE(core_.unload_all()); }
   cl_status_t load(const std::string& name, const std::string& path, std::vector<std::string> prefixes = {}) {
-    PluginSpec spec;
-    spec.name = name;
-    spec.path = path;
-    spec.prefixes = std::move(prefixes);
-    std::string error;
-    return pm_->load(spec, &error);
+    return core_.load(name, path, std::move(prefixes));
   }
-
-  // Performs an HTTP GET from another thread while the loop serves it.
-  test::HttpResponse get(const std::string& path) {
-    auto fut = std::async(std::launch::async, [&] { return test::http_get(port_, path, 5000); });
-    run_until(loop_, [&] { return fut.wait_for(std::chrono::seconds(0)) == std::future_status::ready; }, 6000);
-    return fut.get();
-  }
-
+  test::HttpResponse get(const std::string& path) { return core_.get(path); }
   std::pair<cl_status_t, std::string> call(const std::string& op, const std::string& args = "{}") {
-    bool done = false;
-    std::pair<cl_status_t, std::string> out{CL_EIO, ""};
-    cl_status_t st = ops_.call(op, args, [&](cl_status_t s, std::string_view r) {
-      out = {s, std::string(r)};
-      done = true;
-    });
-    if (st != CL_OK) return {st, ""};
-    EXPECT_TRUE(run_until(loop_, [&] { return done; }));
+    auto out = core_.call(op, args);
+    EXPECT_NE(out.first, CL_ETIMEDOUT) << op;
     return out;
   }
+  int log_lines_with(const std::string& needle) { return core_.log_lines_with(needle); }
 
   // Calls op until its result contains `want` (the loop turns between calls, never inside one).
   bool poll_call(const std::string& op, const std::string& want, int tries = 500) {
@@ -119,25 +69,15 @@ class LoaderTest : public ::testing::Test {
     return false;
   }
 
-  // Log lines (after a test step) that contain `needle`.
-  int log_lines_with(const std::string& needle) {
-    std::ifstream in(log_path_);
-    std::string line;
-    int n = 0;
-    while (std::getline(in, line)) n += line.find(needle) != std::string::npos;
-    return n;
-  }
-
-  fs::path dir_;
-  std::string log_path_;
-  Loop loop_;
-  std::unique_ptr<Store> store_;
-  Operations ops_{loop_};
-  EventBus events_{loop_};
-  std::unique_ptr<http::Server> server_;
-  std::unique_ptr<HostServices> svc_;
-  std::unique_ptr<PluginManager> pm_;
-  uint16_t port_ = 0;
+  test::PluginCore core_;
+  Loop& loop_ = core_.loop;
+  Operations& ops_ = core_.ops;
+  EventBus& events_ = core_.events;
+  std::unique_ptr<Store>& store_ = core_.store;
+  std::unique_ptr<http::Server>& server_ = core_.server;
+  std::unique_ptr<PluginManager>& pm_ = core_.pm;
+  uint16_t& port_ = core_.port;
+  fs::path& dir_ = core_.dir;
   size_t baseline_timers_ = 0;
 };
 
@@ -274,13 +214,8 @@ TEST_F(LoaderTest, UnloadIsAsynchronousAndDeliversEveryCompletionOnceBeforeFini)
   ASSERT_EQ(st, CL_OK);
   EXPECT_EQ(queued, "{\"queued\":40}");
   // A download the client does not read (the lent 32 MiB stay pending) and an upload that stops half-way.
-  int down = test::connect_loopback(port_);
-  int up = test::connect_loopback(port_);
-  ASSERT_GE(down, 0);
-  ASSERT_GE(up, 0);
-  ASSERT_TRUE(test::send_all(down, "GET /plugins/unload_pending/big HTTP/1.1\r\nHost: x\r\n\r\n"));
-  ASSERT_TRUE(test::send_all(up, "POST /plugins/unload_pending/upload HTTP/1.1\r\nHost: x\r\n"
-                                 "Content-Length: 1000\r\n\r\nhalf of it"));
+  int down = -1, up = -1;
+  ASSERT_TRUE(test::hold_download_and_upload(port_, &down, &up));
   ASSERT_TRUE(poll_call("unload_pending.status", "\"lent_pending\":1,\"body_open\":1"));
   int runs = test::uv_run_calls();
   bool done = false;
@@ -296,11 +231,7 @@ TEST_F(LoaderTest, UnloadIsAsynchronousAndDeliversEveryCompletionOnceBeforeFini)
   ASSERT_TRUE(run_until(loop_, [&] { return done; }, 20000));
   close(up);
   EXPECT_EQ(test::uv_run_reentries(), 0);
-  std::ifstream in(log_path_);
-  std::string line, tally;
-  while (std::getline(in, line)) {
-    if (line.find("tally:") != std::string::npos) tally = line;
-  }
+  std::string tally = core_.log_line("tally:");
   ASSERT_FALSE(tally.empty());
   auto value = [&](const std::string& key) { return test::tally_value(tally, key); };
   EXPECT_EQ(value("work_queued"), 40) << tally;

@@ -10,7 +10,7 @@
 
 #include <filesystem>
 #include <fstream>
-#include <sstream>
+#include <iterator>
 #include <string>
 
 #include "config/config.h"
@@ -26,13 +26,6 @@ namespace fs = std::filesystem;
 using namespace cloudlet;
 
 namespace {
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 TEST(PluginShutdown, SigtermUnloadsAPluginHoldingWorkAWriteAndABodyStream) {
   fs::path dir = fs::temp_directory_path() / ("cl-shutdown-" + std::to_string(getpid()));
@@ -63,13 +56,8 @@ TEST(PluginShutdown, SigtermUnloadsAPluginHoldingWorkAWriteAndABodyStream) {
     ASSERT_TRUE(d.start(&error)) << error;
     uint16_t port = d.server().listener("manager")->bound_port;
     // A download nobody reads (its lent bytes stay pending) and an upload that stops half-way.
-    int down = test::connect_loopback(port);
-    int up = test::connect_loopback(port);
-    ASSERT_GE(down, 0);
-    ASSERT_GE(up, 0);
-    ASSERT_TRUE(test::send_all(down, "GET /plugins/unload_pending/big HTTP/1.1\r\nHost: x\r\n\r\n"));
-    ASSERT_TRUE(test::send_all(up, "POST /plugins/unload_pending/upload HTTP/1.1\r\nHost: x\r\n"
-                                   "Content-Length: 1000\r\n\r\nhalf of it"));
+    int down = -1, up = -1;
+    ASSERT_TRUE(test::hold_download_and_upload(port, &down, &up));
 
     // On the loop: queue the slow work, wait until the write and the stream are pending, then SIGTERM.
     bool queued = false, busy = false;
@@ -104,7 +92,8 @@ TEST(PluginShutdown, SigtermUnloadsAPluginHoldingWorkAWriteAndABodyStream) {
 
   EXPECT_EQ(rc, 0);
   EXPECT_EQ(test::uv_run_reentries(), 0);
-  std::string log = read_file(log_path);
+  std::ifstream in(log_path);
+  std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   size_t tally_at = log.find("tally:");
   ASSERT_NE(tally_at, std::string::npos) << log;
   std::string tally = log.substr(tally_at, log.find('\n', tally_at) - tally_at);
