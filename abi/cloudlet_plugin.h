@@ -18,11 +18,11 @@
  *   init -> running -> UNLOADING -> fini -> unmapped.
  * Unloading begins at shutdown (or when init fails). From then on the core makes no new calls into the
  * plugin: timers, fd watches, event deliveries, route handlers and operation handlers stop. What the plugin
- * already started still completes, before fini: work, posts, lent writes and commits are waited for; operation
- * results and body streams still pending get CL_ECANCELED. Slots that would start something new (timer_start,
- * work_queue, io_start, event_subscribe, op_call, req_body_read, post once fini is near) return CL_ECANCELED
- * while unloading. After fini returns nothing is ever called again. A failed init goes through the same steps
- * without fini.
+ * already started still completes, before fini: running work, posts, lent writes and commits are waited for;
+ * queued work, operation results and body streams still pending get CL_ECANCELED. Slots that would start
+ * something new (timer_start, work_queue, io_start, event_subscribe, op_register, op_call, req_body_read, and
+ * post once fini is near) return CL_ECANCELED while unloading. After fini returns nothing is ever called again.
+ * A failed init goes through the same steps without fini.
  */
 #ifndef CLOUDLET_PLUGIN_H
 #define CLOUDLET_PLUGIN_H
@@ -78,7 +78,8 @@ typedef int32_t cl_status_t;
  * Handles and plain types.
  * ---------------------------------------------------------------------------------------------------------- */
 
-/* One per loaded plugin. Core-owned; valid from init() until fini() returns. */
+/* One per loaded plugin. Core-owned; valid from init() until fini() returns (after a failed init: until its
+ * last completion returned). */
 typedef struct cl_host_s cl_host_t;
 /* One HTTP exchange. Core-owned; lifetime in the "HTTP" group below. */
 typedef struct cl_request_s cl_request_t;
