@@ -10,8 +10,19 @@
  * the descriptor's init() with a per-plugin host handle and a table of host functions (cl_host_api_t). The
  * plugin keeps both in its own state; it never links against the core.
  *
- * Within major version 1 this file only grows: new slots, fields and constants are appended at the end of
- * their group, marked "since 1.N", and bump CL_ABI_MINOR. Nothing is removed, reordered or retyped.
+ * Within major version 1 this file only grows: new slots are appended at the end of the struct only (never
+ * between existing slots), new fields at the end of their struct and new constants after the existing ones,
+ * each marked "since 1.N", and each addition bumps CL_ABI_MINOR. Nothing is removed, reordered or retyped.
+ *
+ * Lifecycle of a plugin, which the callback rules below refer to:
+ *   init -> running -> UNLOADING -> fini -> unmapped.
+ * Unloading begins at shutdown (or when init fails). From then on the core makes no new calls into the
+ * plugin: timers, fd watches, event deliveries, route handlers and operation handlers stop. What the plugin
+ * already started still completes, before fini: running work, posts, lent writes and commits are waited for;
+ * queued work, operation results and body streams still pending get CL_ECANCELED. Slots that would start
+ * something new (timer_start, work_queue, io_start, event_subscribe, op_register, op_call, req_body_read, and
+ * post once fini is near) return CL_ECANCELED while unloading. After fini returns nothing is ever called again.
+ * A failed init goes through the same steps without fini.
  */
 #ifndef CLOUDLET_PLUGIN_H
 #define CLOUDLET_PLUGIN_H
@@ -24,7 +35,7 @@ extern "C" {
 #endif
 
 #define CL_ABI_MAJOR 1
-#define CL_ABI_MINOR 0
+#define CL_ABI_MINOR 1
 
 #if defined(__GNUC__) || defined(__clang__)
 #define CL_EXPORT __attribute__((visibility("default")))
@@ -67,7 +78,8 @@ typedef int32_t cl_status_t;
  * Handles and plain types.
  * ---------------------------------------------------------------------------------------------------------- */
 
-/* One per loaded plugin. Core-owned; valid from init() until fini() returns. */
+/* One per loaded plugin. Core-owned; valid from init() until fini() returns (after a failed init: until its
+ * last completion returned). */
 typedef struct cl_host_s cl_host_t;
 /* One HTTP exchange. Core-owned; lifetime in the "HTTP" group below. */
 typedef struct cl_request_s cl_request_t;
@@ -99,36 +111,44 @@ typedef struct cl_buf_s {
 /* ------------------------------------------------------------------------------------------------------------
  * Callback types. Unless stated otherwise, every callback runs on the loop thread, never re-entrantly from
  * inside the call that registered it, and pointers passed to it are borrowed until it returns.
+ * Two kinds (rule E2 in abi/README.md):
+ *   - completions (cl_free_cb, cl_post_cb, cl_done_cb, cl_op_done_cb, cl_body_cb's final call, cl_commit_cb):
+ *     if the slot that took the callback returned CL_OK, it runs exactly once, before fini;
+ *   - notifications (cl_timer_cb, cl_io_cb, cl_event_cb, cl_op_cb, cl_route_cb, cl_req_close_cb): they run
+ *     zero or more times, until the matching stop slot returns or unloading begins.
  * ---------------------------------------------------------------------------------------------------------- */
 
-/* Releases memory the plugin lent to the core (see resp_write). Called exactly once, on the loop thread. */
+/* Releases memory the plugin lent to the core (see resp_write). Completion. */
 typedef void (*cl_free_cb)(void *ptr, void *hint);
+/* A timer fired (see timer_start). Notification. */
 typedef void (*cl_timer_cb)(void *ud, cl_timer_id_t id);
+/* A posted item (see post). Completion. */
 typedef void (*cl_post_cb)(void *ud);
 /* Runs on a worker thread. It may call only the slots marked "any thread". */
 typedef void (*cl_work_cb)(void *ud);
 /* Completion on the loop thread: status CL_OK, or CL_ECANCELED if the work never ran. */
 typedef void (*cl_done_cb)(void *ud, cl_status_t status);
-/* Readiness of a file descriptor. status is CL_OK or an error; events is a mask of CL_IO_*. */
+/* Readiness of a file descriptor. status is CL_OK or an error; events is a mask of CL_IO_*. Notification. */
 typedef void (*cl_io_cb)(void *ud, cl_io_id_t id, cl_status_t status, uint32_t events);
-/* An event published on a topic; payload is JSON text. */
+/* An event published on a topic; payload is JSON text. Notification. */
 typedef void (*cl_event_cb)(void *ud, cl_str_t topic, cl_str_t payload_json);
 /* An operation invocation. Return CL_OK to accept (then call op_reply exactly once, now or later); any
  * other return value is the operation's status and op_reply must not be called. */
 typedef cl_status_t (*cl_op_cb)(void *ud, cl_op_call_t *call, cl_str_t args_json);
-/* The result of op_call. result_json is a JSON document; on error it is {"error": "<message>"}. */
+/* The result of op_call. result_json is a JSON document; on error it is {"error": "<message>"}. Completion. */
 typedef void (*cl_op_done_cb)(void *ud, cl_status_t status, cl_str_t result_json);
 /* A route handler. Return CL_OK when the request is (or will be) answered, CL_EDECLINED to pass it on, or
  * another error to have the core answer with the matching HTTP status. */
 typedef cl_status_t (*cl_route_cb)(void *ud, cl_request_t *req);
 /* A chunk of a streamed request body. chunk.len == 0 with status CL_OK marks the end; an error status ends
- * the stream too (client gone, timeout, size limit). */
+ * the stream too (CL_ECLOSING client gone, CL_ETOOBIG size limit, CL_EINVAL malformed body, CL_ECANCELED
+ * plugin unloading). The final call is a completion (see req_body_read). */
 typedef void (*cl_body_cb)(void *ud, cl_request_t *req, cl_status_t status, cl_str_t chunk);
-/* The client went away or the exchange is over (see req_on_close). */
+/* The client went away before the response was complete (see req_on_close). Notification. */
 typedef void (*cl_req_close_cb)(void *ud, cl_request_t *req);
-/* One stored document during a scan. Return 0 to continue, non-zero to stop. */
+/* One stored document during a scan. Return 0 to continue, non-zero to stop. Runs inside store_scan. */
 typedef int (*cl_scan_cb)(void *ud, cl_str_t key, cl_str_t value_json);
-/* A commit is durable (CL_OK) or failed (nothing of the transaction was written). */
+/* A commit is durable (CL_OK) or failed (nothing of the transaction was written). Completion. */
 typedef void (*cl_commit_cb)(void *ud, cl_status_t status);
 
 /* Events for io_start. */
@@ -172,10 +192,25 @@ typedef struct cl_file_info_s {
   uint64_t size;         /* bytes */
 } cl_file_info_t;
 
+/* ---- since 1.1: JSON documents (json_* slots) ---- */
+
+/* A parsed JSON document. The core allocates it (json_parse); the plugin owns the handle until json_free. */
+typedef struct cl_json_s cl_json_t;
+
+/* Value types reported by json_type. SINCE: 1.1 */
+#define CL_JSON_NULL 1
+#define CL_JSON_BOOL 2
+#define CL_JSON_NUMBER 3
+#define CL_JSON_STRING 4
+#define CL_JSON_ARRAY 5
+#define CL_JSON_OBJECT 6
+
 /* ------------------------------------------------------------------------------------------------------------
  * The host function table. Filled by the core, handed to init(), valid until fini() returns.
- * Append-only: test optional slots with CL_HAS(api, slot).
- * THREAD: every slot is loop-thread-only except those marked "any thread".
+ * Append-only: new slots are added at the end of the struct only; test them with CL_HAS(api, slot).
+ * THREAD: "loop" slots called from any other thread do nothing but log an error and return CL_ESTATE (slots
+ * returning a cl_str_t return an empty string, txn_abort returns). "any thread" slots may be called from
+ * worker functions and the plugin's own threads.
  * ---------------------------------------------------------------------------------------------------------- */
 typedef struct cl_host_api_s {
   uint32_t struct_size; /* sizeof(cl_host_api_t) as compiled into the core */
@@ -190,7 +225,7 @@ typedef struct cl_host_api_s {
   void (*log)(cl_host_t *h, int32_t level, cl_str_t msg);
 
   /** @return non-zero if a line at `level` would be written (skip formatting otherwise).
-   * THREAD: any thread. SINCE: 1.0 */
+   * OWNERSHIP: nothing is passed. THREAD: any thread. SINCE: 1.0 */
   int (*log_enabled)(cl_host_t *h, int32_t level);
 
   /** @return a static, human-readable name for a status code ("invalid argument"). Never NULL.
@@ -198,91 +233,106 @@ typedef struct cl_host_api_s {
   const char *(*strerror)(cl_status_t status);
 
   /** Releases a cl_buf_t the core allocated (store_get, host_get, ...). Safe on a zeroed buffer; the buffer
-   * is zeroed afterwards. THREAD: any thread. SINCE: 1.0 */
+   * is zeroed afterwards. OWNERSHIP: buf->ptr is the core's again (freed). THREAD: any thread. SINCE: 1.0 */
   void (*buf_free)(cl_host_t *h, cl_buf_t *buf);
 
   /** Reads a host fact. Keys: "version" (cloudletd version), "data_dir" (absolute data directory),
    * "plugin_data_dir" (this plugin's own directory under the data directory, created on demand),
    * "cloudlet_name" (the name phones see), "api_mode" ("open", "encrypted" or "both").
    * @param [out] out the value. @return CL_OK, or CL_ENOENT for an unknown key.
-   * OWNERSHIP: *out belongs to the plugin (buf_free). THREAD: loop. SINCE: 1.0 */
+   * OWNERSHIP: key borrowed; *out belongs to the plugin (buf_free). THREAD: loop. SINCE: 1.0 */
   cl_status_t (*host_get)(cl_host_t *h, cl_str_t key, cl_buf_t *out);
 
-  /** @return the loop's cached monotonic time in milliseconds (cheap; updated once per loop turn).
-   * THREAD: loop. SINCE: 1.0 */
+  /** @return the loop's cached monotonic time in milliseconds (cheap; updated once per loop turn); 0 when
+   * called off the loop thread. OWNERSHIP: nothing is passed. THREAD: loop. SINCE: 1.0 */
   uint64_t (*now_ms)(cl_host_t *h);
 
   /* ---- since 1.0: loop services ---- */
 
-  /** Starts a timer: cb after timeout_ms, then every repeat_ms if repeat_ms > 0.
-   * @param [out] out the timer's id (for timer_stop). @return CL_OK or CL_EINVAL (cb NULL).
-   * OWNERSHIP: ud stays the plugin's; the core never frees it. A one-shot timer is forgotten after its
-   * callback; stopping it afterwards returns CL_ENOENT. THREAD: loop. SINCE: 1.0 */
+  /** Starts a timer: cb after timeout_ms, then every repeat_ms if repeat_ms > 0 (a notification).
+   * @param [out] out the timer's id (for timer_stop). @return CL_OK, CL_EINVAL (cb NULL), CL_ECANCELED
+   * (unloading). OWNERSHIP: ud stays the plugin's and must stay valid until timer_stop returns, the one-shot
+   * callback ran, or unloading began. A one-shot timer is forgotten before its callback; stopping it
+   * afterwards returns CL_ENOENT. THREAD: loop. SINCE: 1.0 */
   cl_status_t (*timer_start)(cl_host_t *h, uint64_t timeout_ms, uint64_t repeat_ms, cl_timer_cb cb, void *ud,
                              cl_timer_id_t *out);
 
   /** Stops a timer; its callback will not run again. @return CL_OK or CL_ENOENT.
-   * THREAD: loop. SINCE: 1.0 */
+   * OWNERSHIP: the timer's ud may be freed when this returns. THREAD: loop. SINCE: 1.0 */
   cl_status_t (*timer_stop)(cl_host_t *h, cl_timer_id_t id);
 
-  /** Runs cb(ud) on the loop thread, soon. Every successful post is delivered exactly once and in order per
-   * calling thread (posts never coalesce), unless the plugin is unloaded first (then cb is not called).
-   * @return CL_OK, or CL_ECLOSING if the server is shutting down (cb will not be called).
-   * OWNERSHIP: ud stays the plugin's. THREAD: any thread (this is the way back from a worker or a plugin's own
-   * thread). SINCE: 1.0 */
+  /** Runs cb(ud) on the loop thread, soon. Every accepted post (CL_OK) is delivered exactly once, in order
+   * per calling thread (posts never coalesce), and before fini: the core waits for accepted posts before it
+   * calls fini. @return CL_OK; CL_EINVAL (cb NULL); CL_ECANCELED once the plugin is about to be finalised
+   * (its threads get this while fini stops them); CL_ECLOSING if the loop is closing. On error cb never runs.
+   * OWNERSHIP: ud stays the plugin's until cb returns. THREAD: any thread (this is the way back from a worker
+   * or a plugin's own thread). SINCE: 1.0 */
   cl_status_t (*post)(cl_host_t *h, cl_post_cb cb, void *ud);
 
-  /** Runs work(ud) on a worker thread, then done(ud, status) on the loop. Use it for anything slower than
-   * about a millisecond (disk, hashing, external processes).
-   * @param [out] out the job's id (may be NULL). @return CL_OK or CL_ECLOSING; on error no callback runs.
-   * THREAD: loop (work runs on a worker). SINCE: 1.0 */
+  /** Runs work(ud) on a worker thread, then done(ud, status) on the loop (a completion: exactly once, before
+   * fini; CL_OK after work ran, CL_ECANCELED if it was cancelled before it started, by work_cancel or by
+   * unloading). Use it for anything slower than about a millisecond (disk, hashing, external processes).
+   * done may be NULL. @param [out] out the job's id (may be NULL). @return CL_OK, CL_EINVAL (work NULL),
+   * CL_ECANCELED (unloading); on error no callback runs. OWNERSHIP: ud stays the plugin's and must stay valid
+   * until done returns (or, with done NULL, until work returns; work never runs if cancelled).
+   * THREAD: loop (work runs on a worker and may call only "any thread" slots). SINCE: 1.0 */
   cl_status_t (*work_queue)(cl_host_t *h, cl_work_cb work, cl_done_cb done, void *ud, cl_work_id_t *out);
 
-  /** Cancels queued work that has not started; done then gets CL_ECANCELED. @return CL_OK, or CL_EBUSY if it
-   * is already running (done still runs normally). THREAD: loop. SINCE: 1.0 */
+  /** Cancels queued work that has not started; done then gets CL_ECANCELED. @return CL_OK, CL_ENOENT (not
+   * this plugin's pending work), or CL_EBUSY if it is already running (done still runs normally).
+   * OWNERSHIP: nothing is passed. THREAD: loop. SINCE: 1.0 */
   cl_status_t (*work_cancel)(cl_host_t *h, cl_work_id_t id);
 
-  /** Watches a file descriptor the plugin owns (a socket, libusb's descriptors).
+  /** Watches a file descriptor the plugin owns (a socket, libusb's descriptors): cb is a notification.
    * @param [in] events CL_IO_READABLE | CL_IO_WRITABLE. @param [out] out the watch's id.
-   * @return CL_OK, CL_EINVAL (bad fd), CL_EEXIST (fd already watched by this plugin).
-   * OWNERSHIP: the fd stays the plugin's; stop the watch before closing it. THREAD: loop. SINCE: 1.0 */
+   * @return CL_OK, CL_EINVAL (bad fd), CL_EEXIST (fd already watched by this plugin), CL_ECANCELED
+   * (unloading). OWNERSHIP: the fd stays the plugin's; stop the watch before closing it. ud must stay valid
+   * until io_stop returns or unloading began. THREAD: loop. SINCE: 1.0 */
   cl_status_t (*io_start)(cl_host_t *h, int fd, uint32_t events, cl_io_cb cb, void *ud, cl_io_id_t *out);
 
-  /** Changes the events of a watch. @return CL_OK or CL_ENOENT. THREAD: loop. SINCE: 1.0 */
+  /** Changes the events of a watch. @return CL_OK or CL_ENOENT. OWNERSHIP: nothing is passed.
+   * THREAD: loop. SINCE: 1.0 */
   cl_status_t (*io_update)(cl_host_t *h, cl_io_id_t id, uint32_t events);
 
-  /** Stops a watch; its callback will not run again. @return CL_OK or CL_ENOENT. THREAD: loop. SINCE: 1.0 */
+  /** Stops a watch; its callback will not run again. @return CL_OK or CL_ENOENT.
+   * OWNERSHIP: the watch's ud may be freed when this returns. THREAD: loop. SINCE: 1.0 */
   cl_status_t (*io_stop)(cl_host_t *h, cl_io_id_t id);
 
   /* ---- since 1.0: events (publish/subscribe) ---- */
 
   /** Subscribes to a topic: an exact name ("instance.state"), a prefix ending in ".*" ("instance.*"), or "*".
-   * Events are delivered asynchronously, in publication order.
-   * @param [out] out the subscription's id. THREAD: loop. SINCE: 1.0 */
+   * Events are delivered asynchronously (never inside event_publish), in publication order.
+   * @param [out] out the subscription's id. @return CL_OK, CL_EINVAL (bad pattern, cb NULL), CL_ECANCELED
+   * (unloading). OWNERSHIP: topic is copied; ud must stay valid until event_unsubscribe returns or unloading
+   * began. THREAD: loop. SINCE: 1.0 */
   cl_status_t (*event_subscribe)(cl_host_t *h, cl_str_t topic, cl_event_cb cb, void *ud, cl_sub_id_t *out);
 
-  /** Ends a subscription; no further deliveries. @return CL_OK or CL_ENOENT. THREAD: loop. SINCE: 1.0 */
+  /** Ends a subscription; no further deliveries. @return CL_OK or CL_ENOENT.
+   * OWNERSHIP: the subscription's ud may be freed when this returns. THREAD: loop. SINCE: 1.0 */
   cl_status_t (*event_unsubscribe)(cl_host_t *h, cl_sub_id_t id);
 
-  /** Publishes an event. @param [in] payload_json a JSON object (validated; CL_EINVAL if not JSON).
-   * OWNERSHIP: topic and payload are copied. THREAD: loop. SINCE: 1.0 */
+  /** Publishes an event. @param [in] payload_json a JSON object (validated; CL_EINVAL if not one, or if the
+   * topic is not [a-z0-9_.-]+). OWNERSHIP: topic and payload are copied. THREAD: loop. SINCE: 1.0 */
   cl_status_t (*event_publish)(cl_host_t *h, cl_str_t topic, cl_str_t payload_json);
 
   /* ---- since 1.0: named operations (JSON in, JSON out) ---- */
 
   /** Registers an operation ("app.list"). Names are [a-z0-9_.-]+, unique across the core and all plugins.
-   * @return CL_OK, CL_EINVAL (bad name), CL_EEXIST (taken). Operations are removed when the plugin unloads.
-   * OWNERSHIP: name is copied; ud stays the plugin's. THREAD: loop. SINCE: 1.0 */
+   * @return CL_OK, CL_EINVAL (bad name), CL_EEXIST (taken). Operations are removed when unloading begins
+   * (callers then get CL_ENOENT). OWNERSHIP: name is copied; ud must stay valid until fini.
+   * THREAD: loop. SINCE: 1.0 */
   cl_status_t (*op_register)(cl_host_t *h, cl_str_t name, cl_op_cb cb, void *ud);
 
-  /** Calls an operation of the core or of any plugin. cb is always called exactly once, asynchronously, when
-   * the call returned CL_OK. @param [in] args_json a JSON object ("{}" when there are no arguments).
-   * @return CL_OK, CL_ENOENT (no such operation), CL_EINVAL (args not a JSON object); on error cb is not
-   * called. OWNERSHIP: name and args are copied; result_json given to cb is borrowed for the callback.
-   * THREAD: loop. SINCE: 1.0 */
+  /** Calls an operation of the core or of any plugin. cb is a completion: called exactly once,
+   * asynchronously, before fini; with CL_ECANCELED if unloading begins before the result arrives.
+   * @param [in] args_json a JSON object (empty means "{}"). @return CL_OK, CL_ENOENT (no such operation),
+   * CL_EINVAL (args not a JSON object, cb NULL), CL_ECANCELED (unloading); on error cb is not called.
+   * OWNERSHIP: name and args are copied; result_json given to cb is borrowed for the callback; ud must stay
+   * valid until cb returns. THREAD: loop. SINCE: 1.0 */
   cl_status_t (*op_call)(cl_host_t *h, cl_str_t name, cl_str_t args_json, cl_op_done_cb cb, void *ud);
 
-  /** Answers an invocation accepted by a cl_op_cb. Exactly once per accepted call.
+  /** Answers an invocation accepted by a cl_op_cb. Exactly once per accepted call; calls still unanswered
+   * after fini are answered by the core with CL_ECANCELED.
    * @param [in] status CL_OK, or the error. @param [in] result_json a JSON document; for errors,
    * {"error": "<message>"} (the core wraps a non-JSON or empty result into that shape).
    * @return CL_OK, or CL_ESTATE if the call was already answered. OWNERSHIP: result is copied; `call` is dead
@@ -294,140 +344,218 @@ typedef struct cl_host_api_s {
    * every committed transaction, including ones whose disk flush is still in progress. Collection names are
    * [a-z0-9_.-]{1,64}; keys are 1..400 bytes without NUL; values are JSON text. */
 
-  /** Reads one document. @param [out] out its JSON text. @return CL_OK or CL_ENOENT.
-   * OWNERSHIP: *out belongs to the plugin (buf_free). THREAD: loop. SINCE: 1.0 */
+  /** Reads one document. @param [out] out its JSON text. @return CL_OK, CL_ENOENT, CL_EINVAL (bad collection).
+   * OWNERSHIP: collection and key borrowed; *out belongs to the plugin (buf_free). THREAD: loop. SINCE: 1.0 */
   cl_status_t (*store_get)(cl_host_t *h, cl_str_t collection, cl_str_t key, cl_buf_t *out);
 
-  /** Calls cb for every document whose key starts with prefix, in key order (synchronously).
-   * OWNERSHIP: key and value are borrowed for each callback. The callback must not write to the store.
-   * THREAD: loop. SINCE: 1.0 */
+  /** Calls cb for every document whose key starts with prefix, in key order (synchronously, inside this
+   * call). OWNERSHIP: key and value are borrowed for each callback; ud only for this call. The callback must
+   * not write to the store. THREAD: loop. SINCE: 1.0 */
   cl_status_t (*store_scan)(cl_host_t *h, cl_str_t collection, cl_str_t prefix, cl_scan_cb cb, void *ud);
 
   /** Starts a write transaction. Only one is open at a time per host; it must be committed or aborted before
-   * control returns to the loop, which makes read-modify-write atomic. @return CL_OK or CL_EBUSY.
-   * OWNERSHIP: *out is the core's until txn_commit/txn_abort. THREAD: loop. SINCE: 1.0 */
+   * control returns to the loop (else the core aborts it and logs), which makes read-modify-write atomic.
+   * @return CL_OK or CL_EBUSY. OWNERSHIP: *out is the core's until txn_commit/txn_abort.
+   * THREAD: loop. SINCE: 1.0 */
   cl_status_t (*txn_begin)(cl_host_t *h, cl_txn_t **out);
 
-  /** Reads through a transaction (sees its own writes). Same contract as store_get. SINCE: 1.0 */
+  /** Reads through a transaction (sees its own writes). Same contract as store_get.
+   * OWNERSHIP: *out belongs to the plugin (buf_free). THREAD: loop. SINCE: 1.0 */
   cl_status_t (*txn_get)(cl_txn_t *txn, cl_str_t collection, cl_str_t key, cl_buf_t *out);
 
   /** Writes a document (replacing any). value_json must be valid JSON (CL_EINVAL otherwise).
-   * OWNERSHIP: copied. THREAD: loop. SINCE: 1.0 */
+   * OWNERSHIP: collection, key and value are copied. THREAD: loop. SINCE: 1.0 */
   cl_status_t (*txn_put)(cl_txn_t *txn, cl_str_t collection, cl_str_t key, cl_str_t value_json);
 
-  /** Deletes a document. @return CL_OK (also when it did not exist). THREAD: loop. SINCE: 1.0 */
+  /** Deletes a document. @return CL_OK (also when it did not exist). OWNERSHIP: copied. THREAD: loop.
+   * SINCE: 1.0 */
   cl_status_t (*txn_del)(cl_txn_t *txn, cl_str_t collection, cl_str_t key);
 
   /** Commits: the writes become visible to reads at once, all or nothing, and durable on disk before cb runs
-   * (cb may be NULL). @return CL_OK, or an error (nothing written, cb not called).
-   * OWNERSHIP: txn is dead after this returns. THREAD: loop. SINCE: 1.0 */
+   * (a completion, before fini: the core waits for it; cb may be NULL; called from fini, the commit happens
+   * and cb is not called). @return CL_OK, or an error (nothing written, cb not called). OWNERSHIP: txn is dead after this returns, also on error; ud must stay valid
+   * until cb returns. THREAD: loop. SINCE: 1.0 */
   cl_status_t (*txn_commit)(cl_txn_t *txn, cl_commit_cb cb, void *ud);
 
-  /** Discards a transaction. OWNERSHIP: txn is dead after this returns. THREAD: loop. SINCE: 1.0 */
+  /** Discards a transaction. OWNERSHIP: txn is dead after this returns. THREAD: loop (from another thread it
+   * only logs; the transaction is aborted at the end of its loop turn). SINCE: 1.0 */
   void (*txn_abort)(cl_txn_t *txn);
 
   /* ---- since 1.0: HTTP ----
    * A cl_request_t is valid from the handler call until the response is complete (resp_send, resp_file, or
    * resp_end after resp_start/sse_start). Every request gets exactly one response, even when the client has
-   * gone (writes then return CL_ECLOSING and the request is freed once the response is ended). Routes may be
-   * added only during init(). Responses always carry Content-Length when their length is known. */
+   * gone (writes then return CL_ECLOSING and the request is freed once the response is ended); requests a
+   * plugin still holds after fini are answered by the core (503, or the end of a started response). Routes may
+   * be added only during init(). Responses always carry Content-Length when their length is known. */
 
   /** Adds a route. Patterns must lie inside the prefixes the configuration grants the plugin (by default
-   * "/plugins/<name>/"). @return CL_OK, CL_EINVAL, CL_ENOENT (no such listener), CL_EPERM (prefix not granted),
-   * CL_EEXIST (same method and pattern taken), CL_ESTATE (called after init). THREAD: loop. SINCE: 1.0 */
+   * "/plugins/<name>/"). The handler is called for matching requests until unloading begins.
+   * @return CL_OK, CL_EINVAL, CL_ENOENT (no such listener), CL_EPERM (prefix not granted),
+   * CL_EEXIST (same method and pattern taken), CL_ESTATE (called after init).
+   * OWNERSHIP: see cl_route_desc_t; desc->ud must stay valid until fini. THREAD: loop. SINCE: 1.0 */
   cl_status_t (*route_add)(cl_host_t *h, const cl_route_desc_t *desc);
 
-  /** @return the request method ("GET"). OWNERSHIP: borrowed until the request ends. SINCE: 1.0 */
+  /** @return the request method ("GET"). OWNERSHIP: borrowed until the request ends. THREAD: loop.
+   * SINCE: 1.0 */
   cl_str_t (*req_method)(cl_request_t *r);
 
-  /** @return the percent-decoded path, without the query string. OWNERSHIP: borrowed. SINCE: 1.0 */
+  /** @return the percent-decoded path, without the query string. OWNERSHIP: borrowed until the request ends.
+   * THREAD: loop. SINCE: 1.0 */
   cl_str_t (*req_path)(cl_request_t *r);
 
-  /** @return the raw query string, without '?' (empty if none). OWNERSHIP: borrowed. SINCE: 1.0 */
+  /** @return the raw query string, without '?' (empty if none). OWNERSHIP: borrowed until the request ends.
+   * THREAD: loop. SINCE: 1.0 */
   cl_str_t (*req_query)(cl_request_t *r);
 
   /** Looks up a request header (case-insensitive; the first one if repeated).
-   * @return CL_OK or CL_ENOENT. OWNERSHIP: *out borrowed until the request ends. SINCE: 1.0 */
+   * @return CL_OK or CL_ENOENT. OWNERSHIP: name borrowed; *out borrowed until the request ends.
+   * THREAD: loop. SINCE: 1.0 */
   cl_status_t (*req_header)(cl_request_t *r, cl_str_t name, cl_str_t *out);
 
   /** Looks up a parameter: path parameters first, then the query string, then form fields (CL_ROUTE_F_FORM),
    * all percent-decoded ('+' is a space in query and form). @return CL_OK or CL_ENOENT.
-   * OWNERSHIP: *out borrowed until the request ends. SINCE: 1.0 */
+   * OWNERSHIP: name borrowed; *out borrowed until the request ends. THREAD: loop. SINCE: 1.0 */
   cl_status_t (*req_param)(cl_request_t *r, cl_str_t name, cl_str_t *out);
 
   /** Enumerates query and form parameters in arrival order. @return CL_OK or CL_ENOENT past the end.
-   * OWNERSHIP: borrowed until the request ends. SINCE: 1.0 */
+   * OWNERSHIP: *name and *value borrowed until the request ends. THREAD: loop. SINCE: 1.0 */
   cl_status_t (*req_param_at)(cl_request_t *r, size_t index, cl_str_t *name, cl_str_t *value);
 
   /** The buffered body of a route without CL_ROUTE_F_STREAM_BODY (empty for form routes, whose fields are
-   * parameters). OWNERSHIP: borrowed until the request ends. SINCE: 1.0 */
+   * parameters). OWNERSHIP: borrowed until the request ends. THREAD: loop. SINCE: 1.0 */
   cl_str_t (*req_body)(cl_request_t *r);
 
-  /** Streams the body of a CL_ROUTE_F_STREAM_BODY route: cb gets each chunk, then an empty chunk at the end.
-   * @return CL_OK, CL_ESTATE (not a streaming route, or already reading). SINCE: 1.0 */
+  /** Streams the body of a CL_ROUTE_F_STREAM_BODY route: cb gets each chunk, then exactly one final call (an
+   * empty chunk with CL_OK at the end, or an error status; see cl_body_cb), before fini. If the plugin
+   * completes the response first, no more body callbacks run: completing the response ends the stream.
+   * @return CL_OK, CL_ESTATE (not a streaming route, or already reading), CL_ECANCELED (unloading).
+   * OWNERSHIP: chunks are borrowed for each call; ud must stay valid until the final call returns or the
+   * response is complete. THREAD: loop. SINCE: 1.0 */
   cl_status_t (*req_body_read)(cl_request_t *r, cl_body_cb cb, void *ud);
 
-  /** Pauses (paused != 0) or resumes delivery of body chunks, for back-pressure. SINCE: 1.0 */
+  /** Pauses (paused != 0) or resumes delivery of body chunks, for back-pressure. @return CL_OK or CL_ESTATE.
+   * OWNERSHIP: nothing is passed. THREAD: loop. SINCE: 1.0 */
   cl_status_t (*req_body_pause)(cl_request_t *r, int paused);
 
   /** Describes the index-th uploaded file of a CL_ROUTE_F_FORM request. @return CL_OK or CL_ENOENT.
-   * OWNERSHIP: see cl_file_info_t. SINCE: 1.0 */
+   * OWNERSHIP: see cl_file_info_t. THREAD: loop. SINCE: 1.0 */
   cl_status_t (*req_file_at)(cl_request_t *r, size_t index, cl_file_info_t *out);
 
   /** Moves the index-th uploaded file to dest, a path relative to the plugin's data directory (parent
    * directories are created; no "..", no absolute paths). The move is a rename on the same filesystem.
-   * @return CL_OK, CL_ENOENT, CL_EINVAL (bad dest), CL_EEXIST (dest exists), CL_EIO. SINCE: 1.0 */
+   * @return CL_OK, CL_ENOENT, CL_EINVAL (bad dest), CL_EEXIST (dest exists), CL_EIO.
+   * OWNERSHIP: dest is copied; the moved file is the plugin's. THREAD: loop. SINCE: 1.0 */
   cl_status_t (*req_file_take)(cl_request_t *r, size_t index, cl_str_t dest);
 
   /** The local address the client connected to (what the client used to reach this server), as text, and
-   * the port. OWNERSHIP: *ip borrowed until the request ends. SINCE: 1.0 */
+   * the port. @return CL_OK or CL_ECLOSING (client gone before the address was read).
+   * OWNERSHIP: *ip borrowed until the request ends. THREAD: loop. SINCE: 1.0 */
   cl_status_t (*req_local_addr)(cl_request_t *r, cl_str_t *ip, uint16_t *port);
 
-  /** The client's address and port. OWNERSHIP: *ip borrowed until the request ends. SINCE: 1.0 */
+  /** The client's address and port. @return CL_OK or CL_ECLOSING.
+   * OWNERSHIP: *ip borrowed until the request ends. THREAD: loop. SINCE: 1.0 */
   cl_status_t (*req_peer_addr)(cl_request_t *r, cl_str_t *ip, uint16_t *port);
 
-  /** Registers cb to run once when the client disconnects before the response is complete (typical for SSE
-   * streams). It never runs after the response is complete. One callback per request (a second call
-   * replaces it). SINCE: 1.0 */
+  /** Registers cb (a notification) to run at most once, when the client disconnects before the response is
+   * complete (typical for SSE streams). It never runs after the response is complete or once unloading
+   * began. One callback per request (a second call replaces it). @return CL_OK.
+   * OWNERSHIP: ud must stay valid until cb ran, the response is complete, or fini. THREAD: loop.
+   * SINCE: 1.0 */
   cl_status_t (*req_on_close)(cl_request_t *r, cl_req_close_cb cb, void *ud);
 
   /** Adds a response header before the response starts. Content-Length, Transfer-Encoding, Connection and
-   * Date are the core's and are refused (CL_EINVAL). OWNERSHIP: copied. SINCE: 1.0 */
+   * Date are the core's and are refused (CL_EINVAL). @return CL_OK, CL_EINVAL, CL_ESTATE (started).
+   * OWNERSHIP: copied. THREAD: loop. SINCE: 1.0 */
   cl_status_t (*resp_header_add)(cl_request_t *r, cl_str_t name, cl_str_t value);
 
   /** Sends a complete response with Content-Length. content_type may be empty (then none is sent).
    * @return CL_OK, CL_ESTATE (already started), CL_ECLOSING (client gone; the request is still finished).
-   * OWNERSHIP: body copied; the request is dead after this returns. SINCE: 1.0 */
+   * OWNERSHIP: body copied; the request is dead after this returns (unless CL_ESTATE). THREAD: loop.
+   * SINCE: 1.0 */
   cl_status_t (*resp_send)(cl_request_t *r, uint32_t status, cl_str_t content_type, cl_str_t body);
 
   /** Starts a streamed response. content_length >= 0 is sent as Content-Length and must match the bytes
    * written; -1 means unknown (chunked for HTTP/1.1 clients). Add Content-Type with resp_header_add first.
+   * @return CL_OK, CL_EINVAL, CL_ESTATE, CL_ECLOSING. OWNERSHIP: nothing is passed. THREAD: loop.
    * SINCE: 1.0 */
   cl_status_t (*resp_start)(cl_request_t *r, uint32_t status, int64_t content_length);
 
   /** Writes response body bytes. If done is NULL the bytes are copied now; otherwise they are lent to the core
-   * until done(ptr, hint) runs (always exactly once, also on error; completion is the back-pressure signal).
-   * @return CL_OK, CL_ESTATE (not started), CL_ECLOSING (client gone; done still runs). SINCE: 1.0 */
+   * until done(ptr, hint) runs: a completion, always exactly once (also on error), on the loop thread from a
+   * clean stack, before fini (the core waits for lent writes). Completion is the back-pressure signal. Called
+   * from fini, the bytes are copied and done is not called (nothing is called after fini).
+   * @return CL_OK, CL_ESTATE (not started), CL_ECLOSING (client gone; done still runs), CL_EINVAL.
+   * OWNERSHIP: lent bytes stay the plugin's but must not change or be freed until done runs; hint is passed
+   * back untouched. THREAD: loop (from another thread: CL_ESTATE, and done is not called). SINCE: 1.0 */
   cl_status_t (*resp_write)(cl_request_t *r, const void *ptr, size_t len, cl_free_cb done, void *hint);
 
-  /** Ends a response started with resp_start or sse_start. OWNERSHIP: the request is dead after this returns.
-   * SINCE: 1.0 */
+  /** Ends a response started with resp_start or sse_start. @return CL_OK or CL_ESTATE.
+   * OWNERSHIP: the request is dead after this returns. THREAD: loop. SINCE: 1.0 */
   cl_status_t (*resp_end)(cl_request_t *r);
 
   /** Sends a file as the complete response (HEAD, Range, ETag handled). path must be absolute and inside the
    * data directory or the webroot. @return CL_OK (request dead afterwards), CL_ENOENT, CL_EPERM.
-   * SINCE: 1.0 */
+   * OWNERSHIP: path and content_type copied. THREAD: loop. SINCE: 1.0 */
   cl_status_t (*resp_file)(cl_request_t *r, cl_str_t path, cl_str_t content_type);
 
-  /** Starts a Server-Sent Events stream (200, text/event-stream, no caching). SINCE: 1.0 */
+  /** Starts a Server-Sent Events stream (200, text/event-stream, no caching). @return as resp_start.
+   * OWNERSHIP: nothing is passed. THREAD: loop. SINCE: 1.0 */
   cl_status_t (*sse_start)(cl_request_t *r);
 
   /** Sends one SSE event. event may be empty (then the browser's "message" event). data may contain
-   * newlines; they are framed correctly. @return CL_OK, CL_ESTATE, CL_ECLOSING. OWNERSHIP: copied.
-   * SINCE: 1.0 */
+   * newlines; they are framed correctly. @return CL_OK, CL_EINVAL, CL_ESTATE, CL_ECLOSING.
+   * OWNERSHIP: copied. THREAD: loop. SINCE: 1.0 */
   cl_status_t (*sse_send)(cl_request_t *r, cl_str_t event, cl_str_t data);
 
-  /* Append new slots below this line only, in groups marked "since 1.N". */
+  /* ---- since 1.1: reading JSON ----
+   * Parse once, then read values by path. Paths are JSON Pointers (RFC 6901): "" is the whole document,
+   * "/name" a member, "/items/0" an array element; "~1" and "~0" stand for '/' and '~' in member names.
+   * Getters return CL_ENOENT when nothing is at the path and CL_EINVAL for a malformed path or a value of
+   * another type, so "absent" (use a default) and "wrong" (refuse the input) stay apart. A document may be
+   * used by one thread at a time. */
+
+  /** Parses JSON text (at most 16 MiB and 64 levels of nesting) into a document.
+   * @param [out] out the document. @return CL_OK, CL_EINVAL (not JSON, or trailing bytes), CL_ETOOBIG (over a
+   * limit), CL_ENOMEM. OWNERSHIP: text is borrowed for the call (the document copies what it needs); *out
+   * belongs to the plugin until json_free. THREAD: any thread. SINCE: 1.1 */
+  cl_status_t (*json_parse)(cl_host_t *h, cl_str_t text, cl_json_t **out);
+
+  /** Releases a document (NULL is ignored). OWNERSHIP: every string read from it dies with it.
+   * THREAD: any thread. SINCE: 1.1 */
+  void (*json_free)(cl_host_t *h, cl_json_t *doc);
+
+  /** The type of the value at path. @param [out] out CL_JSON_*. @return CL_OK, CL_ENOENT, CL_EINVAL.
+   * OWNERSHIP: path borrowed. THREAD: any thread. SINCE: 1.1 */
+  cl_status_t (*json_type)(const cl_json_t *doc, cl_str_t path, int32_t *out);
+
+  /** A string value, unescaped (it may contain NUL bytes; a NUL follows it, not counted in len).
+   * @return CL_OK, CL_ENOENT, CL_EINVAL (not a string). OWNERSHIP: path borrowed; *out is borrowed from the
+   * document until json_free. THREAD: any thread. SINCE: 1.1 */
+  cl_status_t (*json_get_str)(const cl_json_t *doc, cl_str_t path, cl_str_t *out);
+
+  /** An integer value: a number without fraction that fits int64_t (2, -7, 1e3; not 1.5).
+   * @return CL_OK, CL_ENOENT, CL_EINVAL (not an integer). OWNERSHIP: path borrowed. THREAD: any thread.
+   * SINCE: 1.1 */
+  cl_status_t (*json_get_int)(const cl_json_t *doc, cl_str_t path, int64_t *out);
+
+  /** Any number, as a double. @return CL_OK, CL_ENOENT, CL_EINVAL (not a number). OWNERSHIP: path borrowed.
+   * THREAD: any thread. SINCE: 1.1 */
+  cl_status_t (*json_get_num)(const cl_json_t *doc, cl_str_t path, double *out);
+
+  /** A boolean, as 0 or 1. @return CL_OK, CL_ENOENT, CL_EINVAL (not true/false). OWNERSHIP: path borrowed.
+   * THREAD: any thread. SINCE: 1.1 */
+  cl_status_t (*json_get_bool)(const cl_json_t *doc, cl_str_t path, int *out);
+
+  /** The number of elements of an array or members of an object. @return CL_OK, CL_ENOENT, CL_EINVAL (neither
+   * array nor object). OWNERSHIP: path borrowed. THREAD: any thread. SINCE: 1.1 */
+  cl_status_t (*json_get_len)(const cl_json_t *doc, cl_str_t path, size_t *out);
+
+  /** The name of the index-th member of the object at path, in document order (to walk an object).
+   * @return CL_OK, CL_ENOENT (no such member), CL_EINVAL (not an object). OWNERSHIP: path borrowed; *out is
+   * borrowed from the document until json_free. THREAD: any thread. SINCE: 1.1 */
+  cl_status_t (*json_key_at)(const cl_json_t *doc, cl_str_t path, size_t index, cl_str_t *out);
+
+  /* New slots are appended here, at the end of the struct only, in a group marked "since 1.N". */
 } cl_host_api_t;
 
 /* Non-zero when the core's table has `slot` and it is not NULL. Use it for any slot added after 1.0. */
@@ -451,14 +579,17 @@ typedef struct cl_plugin_desc_s {
   /** Sets the plugin up: register routes, operations and subscriptions; keep h and api in *state.
    * @param [in] config this plugin's "config" object from the server configuration, as JSON text ("{}" if
    * none). @param [out] state the plugin's state, handed back to fini.
-   * @return CL_OK, or an error: the core then undoes everything the plugin registered, logs the error and
-   * goes on without the plugin. OWNERSHIP: config borrowed for the call; h and api valid until fini returns.
-   * THREAD: loop. */
+   * @return CL_OK, or an error: the core then unloads the plugin without calling fini (completions of what
+   * init started are still delivered, see the lifecycle at the top), logs the error and goes on without it.
+   * OWNERSHIP: config borrowed for the call; h and api valid until fini returns (after a failed init: until
+   * the last completion returned). THREAD: loop. SINCE: 1.0 */
   cl_status_t (*init)(cl_host_t *h, const cl_host_api_t *api, cl_str_t config, void **state);
 
-  /** Tears the plugin down at shutdown: stop threads (join them), release state. In-flight requests have been
-   * answered or aborted by then; leftover timers, watches, subscriptions and work are cancelled by the core.
-   * THREAD: loop. */
+  /** Tears the plugin down at shutdown: stop threads (join them), release state. When fini runs, unloading
+   * has stopped timers, watches, subscriptions, routes and operations, and every completion (work, posts,
+   * lent writes, commits, operation results, body streams) has been delivered; post now returns
+   * CL_ECANCELED. Requests and operation calls still unanswered are answered by the core after fini returns.
+   * Nothing is called after fini. May be NULL. THREAD: loop. SINCE: 1.0 */
   void (*fini)(cl_host_t *h, void *state);
 
   void *reserved[4]; /* must be NULL */

@@ -20,7 +20,8 @@ endif()
 
 # cloudlet_add_plugin(<name> SOURCES <files...> [LIBS <libs...>] [OUTPUT_DIR <dir>])
 # Builds build/plugins/<name>.so with the ABI's rules: hidden visibility, no undefined symbols (a plugin
-# reaches the core only through the function table), private static dependencies, no GNU unique symbols.
+# reaches the core only through the function table), private static dependencies, no GNU unique symbols, and
+# a version script that exports cloudlet_plugin_v1 alone (tests/abi checks every built plugin with nm -D).
 function(cloudlet_add_plugin name)
   cmake_parse_arguments(P "" "OUTPUT_DIR" "SOURCES;LIBS" ${ARGN})
   set(install_plugin OFF)
@@ -29,6 +30,7 @@ function(cloudlet_add_plugin name)
     set(install_plugin ON)
   endif()
   add_library(${name} MODULE ${P_SOURCES})
+  set_property(GLOBAL APPEND PROPERTY CLOUDLET_PLUGIN_TARGETS ${name})  # tests/abi checks every one
   if(install_plugin)
     # Real plugins are installed where cloudletd looks by default (core/daemon.cc: default_plugin_dir).
     install(TARGETS ${name} LIBRARY DESTINATION lib/cloudletd/plugins)
@@ -45,7 +47,9 @@ function(cloudlet_add_plugin name)
     # Sanitizer runtimes live in the executable, so -z defs cannot hold for sanitized plugins.
     target_link_options(${name} PRIVATE -Wl,-z,defs)
   endif()
-  target_link_options(${name} PRIVATE -Wl,--exclude-libs,ALL)
+  target_link_options(${name} PRIVATE -Wl,--exclude-libs,ALL
+                      -Wl,--version-script=${PROJECT_SOURCE_DIR}/cmake/plugin_exports.map)
+  set_property(TARGET ${name} APPEND PROPERTY LINK_DEPENDS ${PROJECT_SOURCE_DIR}/cmake/plugin_exports.map)
   if(P_LIBS)
     target_link_libraries(${name} PRIVATE ${P_LIBS})
   endif()

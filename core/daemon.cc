@@ -100,7 +100,14 @@ Daemon::Daemon(Config cfg) : cfg_(std::move(cfg)) {}
 
 Daemon::~Daemon() {
   if (loop_ && !stopped_) {
-    if (plugins_) plugins_->unload_all(cfg_.plugins_dlclose);
+    if (plugins_) {
+      // start() failed (or run() never ran): the loop is not running, so it may be turned here until the
+      // plugins' outstanding work has come back.
+      bool unloaded = false;
+      plugins_->unload_all(cfg_.plugins_dlclose, [&unloaded] { unloaded = true; });
+      while (!unloaded && uv_run(loop_->uv(), UV_RUN_ONCE) != 0) {
+      }
+    }
     if (devices_) devices_->stop();
     if (virt_) {
       // start() failed after the VM subsystem began: let its work in flight come back, then close it.
@@ -361,16 +368,22 @@ void Daemon::shutdown() {
 }
 
 void Daemon::finish_shutdown() {
-  plugins_->unload_all(cfg_.plugins_dlclose);
-  devices_->stop();
-  // VM work in flight comes back (or is cancelled and cleans up) and writes its records before the store
-  // closes; libvirt's connection closes before its event implementation, and that before the loop.
-  virt_->stop([this] {
-    virt::event_impl_shutdown();
-    system_->stop();
-    store_->close();
-    stopped_ = true;
-    log::info("core", "shutdown complete");
+  // Unloading plugins is one asynchronous step of the sequence: the loop keeps turning while their work,
+  // posts, lent writes and commits come back (nothing here runs the loop). It starts from a clean stack, not
+  // from the HTTP server's close callback that reports the drain complete.
+  loop_->defer([this] {
+    plugins_->unload_all(cfg_.plugins_dlclose, [this] {
+      devices_->stop();
+      // VM work in flight comes back (or is cancelled and cleans up) and writes its records before the store
+      // closes; libvirt's connection closes before its event implementation, and that before the loop.
+      virt_->stop([this] {
+        virt::event_impl_shutdown();
+        system_->stop();
+        store_->close();
+        stopped_ = true;
+        log::info("core", "shutdown complete");
+      });
+    });
   });
 }
 

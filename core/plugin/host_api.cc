@@ -1,9 +1,10 @@
 // The host function table: one extern "C" trampoline per slot, in slot order, named host_<slot>.
 //
-// Each trampoline checks the loop thread (all slots but post, log, log_enabled, strerror and buf_free are
-// loop-only), its pointers and struct sizes, converts between cl_str_t and the core's types, and never lets an
-// exception out. Plugin callbacks are wrapped so that exceptions stop at the boundary and nothing calls into a
-// plugin after it was unloaded.
+// Each trampoline checks the loop thread (all slots but post, log, log_enabled, strerror, buf_free and the
+// json_* slots are loop-only: rule T1), its pointers and struct sizes, converts between cl_str_t and the core's
+// types, and never lets an exception out. Plugin callbacks never go to the core's subsystems as they are: each
+// is wrapped in a core lambda or trampoline that checks the plugin's phase, runs it through guard(), and
+// settles what the plugin is owed (rule E2), so that unloading can wait for exactly those completions.
 #include <sys/stat.h>
 
 #include <cstdlib>
@@ -12,15 +13,20 @@
 #include <unordered_set>
 
 #include "events/bus.h"
+#include "http/form_reader.h"
 #include "http/request.h"
 #include "http/server.h"
 #include "json/json.h"
 #include "log/log.h"
 #include "loop/loop.h"
 #include "plugin/host.h"
+#include "plugin/json_doc.h"
+#include "plugin/status_text.h"
 
 using cloudlet::guard;
+using cloudlet::guard_worker;
 using cloudlet::Loop;
+using Life = cl_host_s::Life;
 
 struct cl_host_s::IoWatch {
   uv_poll_t poll;
@@ -31,21 +37,48 @@ struct cl_host_s::IoWatch {
   void* ud;
 };
 
+// A write whose bytes the plugin lent: the HTTP layer calls lent_write_done (core code), never the plugin's
+// free callback itself.
+struct cl_host_s::LentWrite {
+  cl_host_s* host;
+  std::shared_ptr<Life> life;
+  cl_free_cb done;
+  void* hint;
+};
+
 namespace {
 
 std::string_view sv(cl_str_t s) { return std::string_view(s.ptr ? s.ptr : "", s.ptr ? s.len : 0); }
 cl_str_t cs(std::string_view s) { return cl_str_t{s.data(), s.size()}; }
+constexpr cl_str_t kEmpty{nullptr, 0};
+
+bool before(const std::shared_ptr<Life>& life, int phase) { return life->phase.load() <= phase; }
 
 bool on_loop(cl_host_s* h, const char* slot) {
   if (h->svc->loop.on_loop_thread()) return true;
-  cloudlet::log::error(h->name(), "{} called off the loop thread (only post and log may be)", slot);
+  cloudlet::log::error(h->name(), "{} called off the loop thread (only the slots marked \"any thread\" may be)", slot);
   return false;
 }
 
-#define LOOP_ONLY(h, slot)                  \
-  do {                                      \
-    if (!(h)) return CL_EINVAL;             \
+#define LOOP_ONLY(h, slot)                     \
+  do {                                         \
+    if (!(h)) return CL_EINVAL;                \
     if (!on_loop((h), slot)) return CL_ESTATE; \
+  } while (0)
+
+// Request slots have no host argument: the request's server knows the loop, its owner the plugin's name.
+bool req_on_loop(cl_request_t* r, const char* slot) {
+  if (r->listener->server->loop().on_loop_thread()) return true;
+  auto* h = static_cast<cl_host_s*>(r->owner);
+  cloudlet::log::error(h ? std::string_view(h->name()) : std::string_view("http"),
+                       "{} called off the loop thread (only the slots marked \"any thread\" may be)", slot);
+  return false;
+}
+
+#define REQ_LOOP_ONLY(r, slot, refused)            \
+  do {                                             \
+    if (!(r)) return refused;                      \
+    if (!req_on_loop((r), slot)) return refused;   \
   } while (0)
 
 cl_status_t copy_out(const std::string& value, cl_buf_t* out) {
@@ -74,28 +107,7 @@ void host_log(cl_host_t* h, int32_t level, cl_str_t msg) {
 
 int host_log_enabled(cl_host_t*, int32_t level) { return cloudlet::log::enabled(level_of(level)) ? 1 : 0; }
 
-const char* host_strerror(cl_status_t st) {
-  switch (st) {
-    case CL_OK: return "ok";
-    case CL_EINVAL: return "invalid argument";
-    case CL_ENOMEM: return "out of memory";
-    case CL_ENOTSUP: return "not supported";
-    case CL_EBUSY: return "busy";
-    case CL_ENOENT: return "not found";
-    case CL_ECANCELED: return "cancelled";
-    case CL_ECLOSING: return "closing";
-    case CL_EEXIST: return "already exists";
-    case CL_EIO: return "input/output or internal error";
-    case CL_EDECLINED: return "declined";
-    case CL_ETIMEDOUT: return "timed out";
-    case CL_EPERM: return "not permitted";
-    case CL_ETOOBIG: return "too big";
-    case CL_ESTATE: return "invalid state";
-    case CL_EUNAUTH: return "unauthenticated";
-    case CL_EUNAVAIL: return "unavailable";
-    default: return "unknown status";
-  }
-}
+const char* host_strerror(cl_status_t st) { return cloudlet::status_text(st); }
 
 void host_buf_free(cl_host_t*, cl_buf_t* buf) {
   if (!buf) return;
@@ -124,7 +136,10 @@ cl_status_t host_host_get(cl_host_t* h, cl_str_t key, cl_buf_t* out) {
   return CL_ENOENT;
 }
 
-uint64_t host_now_ms(cl_host_t* h) { return h ? h->svc->loop.now_ms() : 0; }
+uint64_t host_now_ms(cl_host_t* h) {
+  if (!h || !on_loop(h, "now_ms")) return 0;
+  return h->svc->loop.now_ms();
+}
 
 // ---- loop services ------------------------------------------------------------------------------------
 
@@ -132,8 +147,11 @@ cl_status_t host_timer_start(cl_host_t* h, uint64_t timeout_ms, uint64_t repeat_
                              cl_timer_id_t* out) {
   LOOP_ONLY(h, "timer_start");
   if (!cb) return CL_EINVAL;
+  if (!h->open()) return CL_ECANCELED;
   auto id = std::make_shared<uint64_t>(0);
-  *id = h->svc->loop.timer_start(timeout_ms, repeat_ms, [h, cb, ud, id, repeat_ms] {
+  std::shared_ptr<Life> life = h->life;
+  *id = h->svc->loop.timer_start(timeout_ms, repeat_ms, [h, cb, ud, id, repeat_ms, life] {
+    if (!before(life, cl_host_s::running)) return;
     if (repeat_ms == 0) h->timers.erase(*id);  // a one-shot timer is forgotten before its callback
     guard(h, "timer callback", [&] { cb(ud, *id); });
   });
@@ -151,24 +169,42 @@ cl_status_t host_timer_stop(cl_host_t* h, cl_timer_id_t id) {
 
 cl_status_t host_post(cl_host_t* h, cl_post_cb cb, void* ud) {
   if (!h || !cb) return CL_EINVAL;
-  std::shared_ptr<std::atomic<bool>> alive = h->alive;
-  bool ok = h->svc->loop.post([h, cb, ud, alive] {
-    if (alive->load()) guard(h, "post callback", [&] { cb(ud); });
+  std::shared_ptr<Life> life = h->life;
+  {
+    // Closed just before fini: every post accepted until then is delivered before fini runs.
+    std::lock_guard<std::mutex> lock(life->post_mutex);
+    if (!life->posts_open) return CL_ECANCELED;
+    life->posts_queued++;
+  }
+  bool ok = h->svc->loop.post([h, cb, ud, life] {
+    if (!before(life, cl_host_s::unloading)) return;  // abandoned with its manager: nothing is delivered
+    guard(h, "post callback", [&] { cb(ud); });
+    life->posts_queued--;
+    h->check_quiet();
   });
-  return ok ? CL_OK : CL_ECLOSING;
+  if (!ok) {
+    // The loop is closing, which happens only after every plugin is gone: nobody waits for this count.
+    life->posts_queued--;
+    return CL_ECLOSING;
+  }
+  return CL_OK;
 }
 
 cl_status_t host_work_queue(cl_host_t* h, cl_work_cb work, cl_done_cb done, void* ud, cl_work_id_t* out) {
   LOOP_ONLY(h, "work_queue");
   if (!work) return CL_EINVAL;
+  if (!h->open()) return CL_ECANCELED;
   auto id = std::make_shared<uint64_t>(0);
-  std::shared_ptr<std::atomic<bool>> alive = h->alive;
+  std::shared_ptr<Life> life = h->life;
+  h->owed++;
   *id = h->svc->loop.queue_work(
-      [h, work, ud] { guard(h, "work function", [&] { work(ud); }); },
-      [h, done, ud, id, alive](bool cancelled) {
-        if (!alive->load()) return;  // the host is gone too; its work set no longer exists
+      // A worker may take its time: only loop-thread hooks are timed (guard_worker does not time).
+      [h, work, ud] { guard_worker(h, "work function", [&] { work(ud); }); },
+      [h, done, ud, id, life](bool cancelled) {
+        if (!before(life, cl_host_s::unloading)) return;
         h->work.erase(*id);
         if (done) guard(h, "work completion", [&] { done(ud, cancelled ? CL_ECANCELED : CL_OK); });
+        h->settle();
       });
   h->work.insert(*id);
   if (out) *out = *id;
@@ -190,6 +226,7 @@ int uv_events_of(uint32_t events) {
 
 void on_poll(uv_poll_t* p, int status, int events) {
   auto* w = static_cast<cl_host_s::IoWatch*>(p->data);
+  if (!w->host->open()) return;
   uint32_t ev = 0;
   if (events & UV_READABLE) ev |= CL_IO_READABLE;
   if (events & UV_WRITABLE) ev |= CL_IO_WRITABLE;
@@ -201,6 +238,7 @@ void on_poll(uv_poll_t* p, int status, int events) {
 cl_status_t host_io_start(cl_host_t* h, int fd, uint32_t events, cl_io_cb cb, void* ud, cl_io_id_t* out) {
   LOOP_ONLY(h, "io_start");
   if (fd < 0 || !cb) return CL_EINVAL;
+  if (!h->open()) return CL_ECANCELED;
   for (const auto& [id, w] : h->io) {
     if (w->fd == fd) return CL_EEXIST;
   }
@@ -224,17 +262,11 @@ cl_status_t host_io_update(cl_host_t* h, cl_io_id_t id, uint32_t events) {
   return CL_OK;
 }
 
-void close_watch(cl_host_s::IoWatch* w) {
-  uv_poll_stop(&w->poll);
-  uv_close(reinterpret_cast<uv_handle_t*>(&w->poll),
-           [](uv_handle_t* p) { delete static_cast<cl_host_s::IoWatch*>(p->data); });
-}
-
 cl_status_t host_io_stop(cl_host_t* h, cl_io_id_t id) {
   LOOP_ONLY(h, "io_stop");
   auto it = h->io.find(id);
   if (it == h->io.end()) return CL_ENOENT;
-  close_watch(it->second);
+  cloudlet::close_io_watch(it->second);
   h->io.erase(it);
   return CL_OK;
 }
@@ -244,11 +276,12 @@ cl_status_t host_io_stop(cl_host_t* h, cl_io_id_t id) {
 cl_status_t host_event_subscribe(cl_host_t* h, cl_str_t topic, cl_event_cb cb, void* ud, cl_sub_id_t* out) {
   LOOP_ONLY(h, "event_subscribe");
   if (!cb) return CL_EINVAL;
-  std::shared_ptr<std::atomic<bool>> alive = h->alive;
+  if (!h->open()) return CL_ECANCELED;
+  std::shared_ptr<Life> life = h->life;
   uint64_t id = h->svc->events.subscribe(
       sv(topic),
-      [h, cb, ud, alive](std::string_view t, std::string_view payload) {
-        if (alive->load()) guard(h, "event callback", [&] { cb(ud, cs(t), cs(payload)); });
+      [h, cb, ud, life](std::string_view t, std::string_view payload) {
+        if (before(life, cl_host_s::running)) guard(h, "event callback", [&] { cb(ud, cs(t), cs(payload)); });
       },
       h);
   if (id == 0) return CL_EINVAL;
@@ -273,32 +306,27 @@ cl_status_t host_event_publish(cl_host_t* h, cl_str_t topic, cl_str_t payload) {
 
 // ---- operations ------------------------------------------------------------------------------------------
 
-// Every pending call, so a stale pointer (a second op_reply) is refused instead of dereferenced.
-std::unordered_set<cl_op_call_s*>& live_calls() {
-  static std::unordered_set<cl_op_call_s*> calls;
-  return calls;
-}
-
 cl_status_t host_op_register(cl_host_t* h, cl_str_t name, cl_op_cb cb, void* ud) {
   LOOP_ONLY(h, "op_register");
   if (!cb) return CL_EINVAL;
-  std::shared_ptr<std::atomic<bool>> alive = h->alive;
+  if (!h->open()) return CL_ECANCELED;
+  std::shared_ptr<Life> life = h->life;
   return h->svc->ops.add(
       sv(name),
-      [h, cb, ud, alive](std::string_view args, cloudlet::Operations::Reply reply) {
-        if (!alive->load()) {
+      [h, cb, ud, life](std::string_view args, cloudlet::Operations::Reply reply) {
+        if (!before(life, cl_host_s::running)) {
           reply.error(CL_EUNAVAIL, "the plugin providing this operation is unloading");
           return;
         }
         auto* call = new cl_op_call_s{h, reply};
         h->calls.insert(call);
-        live_calls().insert(call);
+        cloudlet::live_op_calls().insert(call);
         cl_status_t st = CL_EIO;
         if (!guard(h, "operation handler", [&] { st = cb(ud, call, cs(args)); })) st = CL_EIO;
         if (st != CL_OK && h->calls.count(call)) {
           // Refused (or threw): the handler's status is the answer; it must not reply itself.
           h->calls.erase(call);
-          live_calls().erase(call);
+          cloudlet::live_op_calls().erase(call);
           call->reply.error(st, std::string("operation failed: ") + host_strerror(st));
           delete call;
         }
@@ -309,20 +337,34 @@ cl_status_t host_op_register(cl_host_t* h, cl_str_t name, cl_op_cb cb, void* ud)
 cl_status_t host_op_call(cl_host_t* h, cl_str_t name, cl_str_t args, cl_op_done_cb cb, void* ud) {
   LOOP_ONLY(h, "op_call");
   if (!cb) return CL_EINVAL;
-  std::shared_ptr<std::atomic<bool>> alive = h->alive;
+  if (!h->open()) return CL_ECANCELED;
+  std::shared_ptr<Life> life = h->life;
+  auto awaited = std::make_shared<cl_host_s::Awaited>(cl_host_s::Awaited{cb, ud});
+  h->awaited.insert(awaited);
+  h->owed++;
   std::string_view a = sv(args);
-  return h->svc->ops.call(sv(name), a.empty() ? std::string_view("{}") : a,
-                          [h, cb, ud, alive](cl_status_t st, std::string_view result) {
-                            if (alive->load()) guard(h, "operation result", [&] { cb(ud, st, cs(result)); });
-                          });
+  cl_status_t st = h->svc->ops.call(sv(name), a.empty() ? std::string_view("{}") : a,
+                                    [h, awaited, life](cl_status_t s, std::string_view result) {
+                                      // Delivered already when unloading gave the plugin CL_ECANCELED.
+                                      if (awaited->delivered || !before(life, cl_host_s::unloading)) return;
+                                      awaited->delivered = true;
+                                      h->awaited.erase(awaited);
+                                      guard(h, "operation result", [&] { awaited->cb(awaited->ud, s, cs(result)); });
+                                      h->settle();
+                                    });
+  if (st != CL_OK) {
+    h->awaited.erase(awaited);
+    h->owed--;
+  }
+  return st;
 }
 
 cl_status_t host_op_reply(cl_op_call_t* call, cl_status_t status, cl_str_t result) {
-  if (!call || !live_calls().count(call)) return CL_ESTATE;
+  if (!call || !cloudlet::live_op_calls().count(call)) return CL_ESTATE;
   cl_host_s* h = call->host;
   LOOP_ONLY(h, "op_reply");
   if (h->calls.erase(call) == 0) return CL_ESTATE;
-  live_calls().erase(call);
+  cloudlet::live_op_calls().erase(call);
   call->reply(status, std::string(sv(result)));
   delete call;
   return CL_OK;
@@ -372,7 +414,9 @@ cl_status_t host_txn_begin(cl_host_t* h, cl_txn_t** out) {
   if (!txn) return st == CL_OK ? CL_EBUSY : st;
   h->txn = new cl_txn_s{h, std::move(txn)};
   // A transaction may not outlive the loop turn that opened it (that is what makes it atomic).
-  h->svc->loop.defer([h, t = h->txn] {
+  std::shared_ptr<Life> life = h->life;
+  h->svc->loop.defer([h, t = h->txn, life] {
+    if (!before(life, cl_host_s::finishing)) return;  // released with the host
     if (h->txn == t) {
       cloudlet::log::error(h->name(), "store transaction left open past its loop turn: aborted");
       delete t;
@@ -416,14 +460,22 @@ cl_status_t host_txn_commit(cl_txn_t* t, cl_commit_cb cb, void* ud) {
   h->txn = nullptr;
   std::unique_ptr<cloudlet::Store::Txn> txn = std::move(t->txn);
   delete t;
-  std::shared_ptr<std::atomic<bool>> alive = h->alive;
-  return h->svc->store->commit(std::move(txn), [h, cb, ud, alive](cl_status_t st) {
-    if (cb && alive->load()) guard(h, "commit callback", [&] { cb(ud, st); });
+  // A commit from fini still happens, but its callback could only arrive after fini: it is not owed.
+  bool owed = cb && h->owed_delivery();
+  if (owed) h->owed++;
+  std::shared_ptr<Life> life = h->life;
+  cl_status_t st = h->svc->store->commit(std::move(txn), [h, cb, ud, life, owed](cl_status_t s) {
+    if (!owed || !before(life, cl_host_s::unloading)) return;
+    guard(h, "commit callback", [&] { cb(ud, s); });
+    h->settle();
   });
+  if (st != CL_OK && owed) h->owed--;  // the store calls nothing on error
+  return st;
 }
 
 void host_txn_abort(cl_txn_t* t) {
   if (!txn_valid(t)) return;
+  if (!on_loop(t->host, "txn_abort")) return;  // the end of its loop turn aborts it
   t->host->txn = nullptr;
   delete t;
 }
@@ -439,7 +491,54 @@ bool prefix_granted(const cl_host_s* h, std::string_view pattern) {
   return false;
 }
 
-void request_finished(void* ud, cl_request_s* r) { static_cast<cl_host_s*>(ud)->requests.erase(r); }
+// The response of a request the plugin held is complete: completing it also ends its body stream (no more
+// body callbacks: rule of req_body_read), so that completion is no longer owed.
+void request_finished(void* ud, cl_request_s* r) {
+  auto* h = static_cast<cl_host_s*>(ud);
+  auto it = h->requests.find(r);
+  if (it == h->requests.end()) return;
+  bool body_owed = it->second.body_open;
+  h->requests.erase(it);
+  if (body_owed) h->settle();
+}
+
+// What the HTTP layer calls when a held request's client leaves (cl_request_s::close_cb).
+void request_closed(void* ud, cl_request_s* r) {
+  auto* h = static_cast<cl_host_s*>(ud);
+  auto it = h->requests.find(r);
+  if (it == h->requests.end() || !it->second.close_cb || !h->open()) return;
+  cl_req_close_cb cb = it->second.close_cb;
+  void* cb_ud = it->second.close_ud;
+  it->second.close_cb = nullptr;  // at most once
+  guard(h, "request close callback", [&] { cb(cb_ud, r); });
+}
+
+// What the HTTP layer calls with each body chunk of a held request (cl_request_s::body_cb).
+void request_body(void* ud, cl_request_s* r, cl_status_t st, cl_str_t chunk) {
+  auto* h = static_cast<cl_host_s*>(ud);
+  auto it = h->requests.find(r);
+  if (it == h->requests.end() || !it->second.body_open) return;
+  bool last = st != CL_OK || chunk.len == 0;
+  cl_body_cb cb = it->second.body_cb;
+  void* cb_ud = it->second.body_ud;
+  if (last) it->second.body_open = false;
+  if (h->owed_delivery()) guard(h, "body callback", [&] { cb(cb_ud, r, st, chunk); });
+  if (last) h->settle();
+}
+
+// What the HTTP layer calls when lent bytes are released (the free callback given to cl_request_s::write).
+void lent_write_done(void* ptr, void* hint) {
+  auto* w = static_cast<cl_host_s::LentWrite*>(hint);
+  std::shared_ptr<Life> life = std::move(w->life);
+  if (before(life, cl_host_s::unloading)) {
+    cl_host_s* h = w->host;
+    guard(h, "write completion", [&] { w->done(ptr, w->hint); });
+    delete w;
+    h->settle();
+    return;
+  }
+  delete w;  // abandoned with its manager: the plugin is not called any more
+}
 
 cl_status_t host_route_add(cl_host_t* h, const cl_route_desc_t* d) {
   LOOP_ONLY(h, "route_add");
@@ -447,7 +546,7 @@ cl_status_t host_route_add(cl_host_t* h, const cl_route_desc_t* d) {
       !d->listener) {
     return CL_EINVAL;
   }
-  if (!h->initializing) return CL_ESTATE;
+  if (h->phase() != cl_host_s::loading) return CL_ESTATE;
   cloudlet::http::Router* router = h->svc->server.router(d->listener);
   if (!router) return CL_ENOENT;
   if (!prefix_granted(h, d->pattern)) {
@@ -462,46 +561,63 @@ cl_status_t host_route_add(cl_host_t* h, const cl_route_desc_t* d) {
   route.owner = h;
   cl_route_cb cb = d->handler;
   void* ud = d->ud;
-  std::shared_ptr<std::atomic<bool>> alive = h->alive;
-  route.handler = [h, cb, ud, alive](cloudlet::http::Request& r) -> cl_status_t {
-    if (!alive->load()) return CL_EUNAVAIL;
-    h->requests.insert(&r);
+  std::shared_ptr<Life> life = h->life;
+  route.handler = [h, cb, ud, life](cloudlet::http::Request& r) -> cl_status_t {
+    if (!before(life, cl_host_s::running)) return CL_EUNAVAIL;
+    h->requests.emplace(&r, cl_host_s::Held{});
     r.done_hook = request_finished;
     r.done_hook_ud = h;
     cl_status_t st = CL_EIO;
     if (!guard(h, "route handler", [&] { st = cb(ud, &r); })) st = CL_EIO;
-    if (st != CL_OK && h->requests.count(&r)) {
+    auto it = h->requests.find(&r);
+    if (st != CL_OK && it != h->requests.end()) {
       // Declined or failed: the plugin does not own the request (the core answers or passes it on).
-      h->requests.erase(&r);
+      bool body_owed = it->second.body_open;
+      h->requests.erase(it);
       r.done_hook = nullptr;
+      r.close_cb = nullptr;
+      r.body_cb = nullptr;
+      if (body_owed) h->settle();
     }
     return st;
   };
   return router->add(std::move(route));
 }
 
-cl_str_t host_req_method(cl_request_t* r) { return r ? cs(r->method) : cl_str_t{nullptr, 0}; }
-cl_str_t host_req_path(cl_request_t* r) { return r ? cs(r->path) : cl_str_t{nullptr, 0}; }
-cl_str_t host_req_query(cl_request_t* r) { return r ? cs(r->query) : cl_str_t{nullptr, 0}; }
+cl_str_t host_req_method(cl_request_t* r) {
+  REQ_LOOP_ONLY(r, "req_method", kEmpty);
+  return cs(r->method);
+}
+cl_str_t host_req_path(cl_request_t* r) {
+  REQ_LOOP_ONLY(r, "req_path", kEmpty);
+  return cs(r->path);
+}
+cl_str_t host_req_query(cl_request_t* r) {
+  REQ_LOOP_ONLY(r, "req_query", kEmpty);
+  return cs(r->query);
+}
 
 cl_status_t host_req_header(cl_request_t* r, cl_str_t name, cl_str_t* out) {
-  if (!r || !out) return CL_EINVAL;
+  REQ_LOOP_ONLY(r, "req_header", CL_ESTATE);
+  if (!out) return CL_EINVAL;
   std::string_view v;
   cl_status_t st = r->header(sv(name), &v);
-  *out = st == CL_OK ? cs(v) : cl_str_t{nullptr, 0};
+  *out = st == CL_OK ? cs(v) : kEmpty;
   return st;
 }
 
 cl_status_t host_req_param(cl_request_t* r, cl_str_t name, cl_str_t* out) {
-  if (!r || !out) return CL_EINVAL;
+  REQ_LOOP_ONLY(r, "req_param", CL_ESTATE);
+  if (!out) return CL_EINVAL;
   std::string_view v;
   cl_status_t st = r->param(sv(name), &v);
-  *out = st == CL_OK ? cs(v) : cl_str_t{nullptr, 0};
+  *out = st == CL_OK ? cs(v) : kEmpty;
   return st;
 }
 
 cl_status_t host_req_param_at(cl_request_t* r, size_t index, cl_str_t* name, cl_str_t* value) {
-  if (!r || !name || !value) return CL_EINVAL;
+  REQ_LOOP_ONLY(r, "req_param_at", CL_ESTATE);
+  if (!name || !value) return CL_EINVAL;
   std::string_view n, v;
   cl_status_t st = r->param_at(index, &n, &v);
   if (st == CL_OK) {
@@ -511,91 +627,37 @@ cl_status_t host_req_param_at(cl_request_t* r, size_t index, cl_str_t* name, cl_
   return st;
 }
 
-cl_str_t host_req_body(cl_request_t* r) { return r ? cs(r->body) : cl_str_t{nullptr, 0}; }
+cl_str_t host_req_body(cl_request_t* r) {
+  REQ_LOOP_ONLY(r, "req_body", kEmpty);
+  return cs(r->body);
+}
 
 cl_status_t host_req_body_read(cl_request_t* r, cl_body_cb cb, void* ud) {
-  if (!r || !cb) return CL_EINVAL;
+  REQ_LOOP_ONLY(r, "req_body_read", CL_ESTATE);
+  if (!cb) return CL_EINVAL;
   auto* h = static_cast<cl_host_s*>(r->owner);
-  if (!h) return r->read_body(cb, ud);
-  // Route body chunks through the guard as well: they are plugin code.
-  struct Ctx {
-    cl_host_s* h;
-    cl_body_cb cb;
-    void* ud;
-  };
-  auto* ctx = new Ctx{h, cb, ud};
-  cl_status_t st = r->read_body(
-      [](void* p, cl_request_t* req, cl_status_t s, cl_str_t chunk) {
-        auto* c = static_cast<Ctx*>(p);
-        bool last = s != CL_OK || chunk.len == 0;
-        Ctx copy = *c;
-        if (last) delete c;
-        guard(copy.h, "body callback", [&] { copy.cb(copy.ud, req, s, chunk); });
-      },
-      ctx);
-  if (st != CL_OK) delete ctx;
-  return st;
-}
-
-cl_status_t host_req_body_pause(cl_request_t* r, int paused) { return r ? r->pause_body(paused != 0) : CL_EINVAL; }
-
-cl_status_t host_req_file_at(cl_request_t* r, size_t index, cl_file_info_t* out);
-cl_status_t host_req_file_take(cl_request_t* r, size_t index, cl_str_t dest);
-
-cl_status_t host_req_local_addr(cl_request_t* r, cl_str_t* ip, uint16_t* port) {
-  if (!r || !ip) return CL_EINVAL;
-  cl_status_t st = r->addresses();
+  auto it = h ? h->requests.find(r) : decltype(h->requests)::iterator();
+  if (!h || it == h->requests.end()) return CL_ESTATE;  // not a request this plugin holds
+  if (!h->open()) return CL_ECANCELED;
+  if (it->second.body_open) return CL_ESTATE;
+  // The HTTP layer calls request_body (core code), which runs the plugin's callback through the guard.
+  cl_status_t st = r->read_body(request_body, h);
   if (st != CL_OK) return st;
-  *ip = cs(r->local_ip);
-  if (port) *port = r->local_port;
+  it->second.body_cb = cb;
+  it->second.body_ud = ud;
+  it->second.body_open = true;
+  h->owed++;
   return CL_OK;
 }
 
-cl_status_t host_req_peer_addr(cl_request_t* r, cl_str_t* ip, uint16_t* port) {
-  if (!r || !ip) return CL_EINVAL;
-  cl_status_t st = r->addresses();
-  if (st != CL_OK) return st;
-  *ip = cs(r->peer_ip);
-  if (port) *port = r->peer_port;
-  return CL_OK;
+cl_status_t host_req_body_pause(cl_request_t* r, int paused) {
+  REQ_LOOP_ONLY(r, "req_body_pause", CL_ESTATE);
+  return r->pause_body(paused != 0);
 }
-
-cl_status_t host_req_on_close(cl_request_t* r, cl_req_close_cb cb, void* ud) {
-  if (!r) return CL_EINVAL;
-  r->close_cb = cb;
-  r->close_ud = ud;
-  return CL_OK;
-}
-
-cl_status_t host_resp_header_add(cl_request_t* r, cl_str_t name, cl_str_t value) {
-  return r ? r->add_header(sv(name), sv(value)) : CL_EINVAL;
-}
-cl_status_t host_resp_send(cl_request_t* r, uint32_t status, cl_str_t ctype, cl_str_t body) {
-  return r ? r->send(status, sv(ctype), sv(body)) : CL_EINVAL;
-}
-cl_status_t host_resp_start(cl_request_t* r, uint32_t status, int64_t len) { return r ? r->start(status, len) : CL_EINVAL; }
-cl_status_t host_resp_write(cl_request_t* r, const void* ptr, size_t len, cl_free_cb done, void* hint) {
-  if (!r || (!ptr && len)) return CL_EINVAL;
-  return r->write(ptr, len, done, hint);
-}
-cl_status_t host_resp_end(cl_request_t* r) { return r ? r->end() : CL_EINVAL; }
-
-cl_status_t host_resp_file(cl_request_t* r, cl_str_t path, cl_str_t ctype);
-
-cl_status_t host_sse_start(cl_request_t* r) { return r ? r->sse_start() : CL_EINVAL; }
-cl_status_t host_sse_send(cl_request_t* r, cl_str_t event, cl_str_t data) {
-  return r ? r->sse_send(sv(event), sv(data)) : CL_EINVAL;
-}
-
-}  // namespace
-
-// ---- files of form requests (need the form reader) ---------------------------------------------------------
-#include "http/form_reader.h"
-
-namespace {
 
 cl_status_t host_req_file_at(cl_request_t* r, size_t index, cl_file_info_t* out) {
-  if (!r || !out || out->struct_size < sizeof(uint32_t)) return CL_EINVAL;
+  REQ_LOOP_ONLY(r, "req_file_at", CL_ESTATE);
+  if (!out || out->struct_size < sizeof(uint32_t)) return CL_EINVAL;
   if (!r->form || index >= r->form->files().size()) return CL_ENOENT;
   const auto& f = r->form->files()[index];
   cl_file_info_t info;
@@ -627,7 +689,7 @@ bool safe_relative(std::string_view p) {
 }
 
 cl_status_t host_req_file_take(cl_request_t* r, size_t index, cl_str_t dest) {
-  if (!r) return CL_EINVAL;
+  REQ_LOOP_ONLY(r, "req_file_take", CL_ESTATE);
   auto* h = static_cast<cl_host_s*>(r->owner);
   if (!h) return CL_EINVAL;
   if (!r->form || index >= r->form->files().size()) return CL_ENOENT;
@@ -642,8 +704,73 @@ cl_status_t host_req_file_take(cl_request_t* r, size_t index, cl_str_t dest) {
   return st;
 }
 
+cl_status_t host_req_local_addr(cl_request_t* r, cl_str_t* ip, uint16_t* port) {
+  REQ_LOOP_ONLY(r, "req_local_addr", CL_ESTATE);
+  if (!ip) return CL_EINVAL;
+  cl_status_t st = r->addresses();
+  if (st != CL_OK) return st;
+  *ip = cs(r->local_ip);
+  if (port) *port = r->local_port;
+  return CL_OK;
+}
+
+cl_status_t host_req_peer_addr(cl_request_t* r, cl_str_t* ip, uint16_t* port) {
+  REQ_LOOP_ONLY(r, "req_peer_addr", CL_ESTATE);
+  if (!ip) return CL_EINVAL;
+  cl_status_t st = r->addresses();
+  if (st != CL_OK) return st;
+  *ip = cs(r->peer_ip);
+  if (port) *port = r->peer_port;
+  return CL_OK;
+}
+
+cl_status_t host_req_on_close(cl_request_t* r, cl_req_close_cb cb, void* ud) {
+  REQ_LOOP_ONLY(r, "req_on_close", CL_ESTATE);
+  auto* h = static_cast<cl_host_s*>(r->owner);
+  auto it = h ? h->requests.find(r) : decltype(h->requests)::iterator();
+  if (!h || it == h->requests.end()) return CL_ESTATE;
+  it->second.close_cb = cb;
+  it->second.close_ud = ud;
+  // The HTTP layer calls request_closed (core code), which checks the phase and runs cb through the guard.
+  r->close_cb = cb ? request_closed : nullptr;
+  r->close_ud = h;
+  return CL_OK;
+}
+
+cl_status_t host_resp_header_add(cl_request_t* r, cl_str_t name, cl_str_t value) {
+  REQ_LOOP_ONLY(r, "resp_header_add", CL_ESTATE);
+  return r->add_header(sv(name), sv(value));
+}
+
+cl_status_t host_resp_send(cl_request_t* r, uint32_t status, cl_str_t ctype, cl_str_t body) {
+  REQ_LOOP_ONLY(r, "resp_send", CL_ESTATE);
+  return r->send(status, sv(ctype), sv(body));
+}
+
+cl_status_t host_resp_start(cl_request_t* r, uint32_t status, int64_t len) {
+  REQ_LOOP_ONLY(r, "resp_start", CL_ESTATE);
+  return r->start(status, len);
+}
+
+cl_status_t host_resp_write(cl_request_t* r, const void* ptr, size_t len, cl_free_cb done, void* hint) {
+  REQ_LOOP_ONLY(r, "resp_write", CL_ESTATE);
+  if (!ptr && len) return CL_EINVAL;
+  auto* h = static_cast<cl_host_s*>(r->owner);
+  // Lent bytes come back through lent_write_done, counted as owed. From fini (or a request no plugin holds)
+  // nothing can be owed any more: the bytes are copied and done is not called.
+  if (!done || !h || !h->owed_delivery()) return r->write(ptr, len, nullptr, nullptr);
+  auto* w = new cl_host_s::LentWrite{h, h->life, done, hint};
+  h->owed++;
+  return r->write(ptr, len, lent_write_done, w);  // lent_write_done runs exactly once, also on error
+}
+
+cl_status_t host_resp_end(cl_request_t* r) {
+  REQ_LOOP_ONLY(r, "resp_end", CL_ESTATE);
+  return r->end();
+}
+
 cl_status_t host_resp_file(cl_request_t* r, cl_str_t path, cl_str_t ctype) {
-  if (!r) return CL_EINVAL;
+  REQ_LOOP_ONLY(r, "resp_file", CL_ESTATE);
   std::string p(sv(path));
   auto* h = static_cast<cl_host_s*>(r->owner);
   // Confine to the data directory or the listener's webroot (after resolving symlinks).
@@ -660,12 +787,49 @@ cl_status_t host_resp_file(cl_request_t* r, cl_str_t path, cl_str_t ctype) {
   return r->send_file(real, sv(ctype));
 }
 
+cl_status_t host_sse_start(cl_request_t* r) {
+  REQ_LOOP_ONLY(r, "sse_start", CL_ESTATE);
+  return r->sse_start();
+}
+
+cl_status_t host_sse_send(cl_request_t* r, cl_str_t event, cl_str_t data) {
+  REQ_LOOP_ONLY(r, "sse_send", CL_ESTATE);
+  return r->sse_send(sv(event), sv(data));
+}
+
+// ---- reading JSON (since 1.1) ----------------------------------------------------------------------------
+
+namespace pj = cloudlet::plugin_json;
+
+cl_status_t host_json_parse(cl_host_t* h, cl_str_t text, cl_json_t** out) {
+  if (!h) return CL_EINVAL;
+  cl_status_t st = pj::parse(sv(text), out);
+  if (st == CL_OK) h->json_docs++;
+  return st;
+}
+
+void host_json_free(cl_host_t* h, cl_json_t* doc) {
+  if (!doc) return;
+  pj::free(doc);
+  if (h) h->json_docs--;
+}
+
+cl_status_t host_json_type(const cl_json_t* d, cl_str_t path, int32_t* out) { return pj::type(d, sv(path), out); }
+cl_status_t host_json_get_str(const cl_json_t* d, cl_str_t path, cl_str_t* out) { return pj::get_str(d, sv(path), out); }
+cl_status_t host_json_get_int(const cl_json_t* d, cl_str_t path, int64_t* out) { return pj::get_int(d, sv(path), out); }
+cl_status_t host_json_get_num(const cl_json_t* d, cl_str_t path, double* out) { return pj::get_num(d, sv(path), out); }
+cl_status_t host_json_get_bool(const cl_json_t* d, cl_str_t path, int* out) { return pj::get_bool(d, sv(path), out); }
+cl_status_t host_json_get_len(const cl_json_t* d, cl_str_t path, size_t* out) { return pj::get_len(d, sv(path), out); }
+cl_status_t host_json_key_at(const cl_json_t* d, cl_str_t path, size_t i, cl_str_t* out) {
+  return pj::key_at(d, sv(path), i, out);
+}
+
 }  // namespace
 
 namespace cloudlet {
 
 const cl_host_api_t* host_api_table() {
-  // Filled once, in slot order. Appending a slot: add it here and to abi/cloudlet_plugin.h's end.
+  // Filled once, in slot order. Appending a slot: add it here and at the end of abi/cloudlet_plugin.h's table.
   static const cl_host_api_t table = [] {
     cl_host_api_t t;
     memset(&t, 0, sizeof t);
@@ -723,6 +887,15 @@ const cl_host_api_t* host_api_table() {
     t.resp_file = host_resp_file;
     t.sse_start = host_sse_start;
     t.sse_send = host_sse_send;
+    t.json_parse = host_json_parse;
+    t.json_free = host_json_free;
+    t.json_type = host_json_type;
+    t.json_get_str = host_json_get_str;
+    t.json_get_int = host_json_get_int;
+    t.json_get_num = host_json_get_num;
+    t.json_get_bool = host_json_get_bool;
+    t.json_get_len = host_json_get_len;
+    t.json_key_at = host_json_key_at;
     return t;
   }();
   return &table;
@@ -736,52 +909,21 @@ void report_slow_hook(const cl_host_s* h, const char* what, uint64_t ms) {
   log::warn(h->name(), "{} blocked the loop for {} ms (move slow work to work_queue)", what, ms);
 }
 
+std::unordered_set<cl_op_call_s*>& live_op_calls() {
+  static std::unordered_set<cl_op_call_s*> calls;
+  return calls;
+}
+
+void close_io_watch(cl_host_s::IoWatch* w) {
+  uv_poll_stop(&w->poll);
+  uv_close(reinterpret_cast<uv_handle_t*>(&w->poll),
+           [](uv_handle_t* p) { delete static_cast<cl_host_s::IoWatch*>(p->data); });
+}
+
 }  // namespace cloudlet
 
 std::string cl_host_s::collection(std::string_view coll) const {
   std::string out;
   cloudlet::Store::plugin_collection(spec.name, coll, &out);  // names were validated by the trampolines
   return out;
-}
-
-void cl_host_s::release_all() {
-  Loop& loop = svc->loop;
-  if (!timers.empty() || !io.empty() || !subs.empty() || !calls.empty() || !requests.empty()) {
-    cloudlet::log::info(name(), "released {} timer(s), {} watch(es), {} subscription(s), {} pending call(s), "
-                        "{} request(s)", timers.size(), io.size(), subs.size(), calls.size(), requests.size());
-  }
-  for (uint64_t id : timers) loop.timer_stop(id);
-  timers.clear();
-  for (auto& [id, w] : io) close_watch(w);
-  io.clear();
-  for (uint64_t id : subs) svc->events.unsubscribe(id);
-  subs.clear();
-  svc->events.remove_owner(this);
-  svc->ops.remove_owner(this);
-  svc->server.remove_routes(this);
-  for (cl_op_call_s* c : calls) {
-    live_calls().erase(c);
-    c->reply.error(CL_ECANCELED, "the plugin was unloaded before answering");
-    delete c;
-  }
-  calls.clear();
-  for (uint64_t id : work) loop.cancel_work(id);
-  if (txn) {
-    delete txn;
-    txn = nullptr;
-  }
-  // Requests still owned by the plugin: answer them (503) if their client waits, else free them.
-  std::set<cl_request_s*> left;
-  left.swap(requests);
-  for (cl_request_s* r : left) {
-    r->done_hook = nullptr;
-    r->close_cb = nullptr;
-    r->body_cb = nullptr;
-    if (r->resp == cl_request_s::Resp::none) {
-      r->send_error(503, "the plugin handling this request was unloaded");
-    } else if (r->resp == cl_request_s::Resp::started) {
-      r->keep_alive = false;
-      r->end();
-    }
-  }
 }

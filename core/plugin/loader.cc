@@ -24,7 +24,12 @@ bool valid_plugin_name(std::string_view n) {
 }  // namespace
 
 PluginManager::~PluginManager() {
-  if (!hosts_.empty()) unload_all(false);
+  if (progress_timer_) svc_.loop.timer_stop(progress_timer_);
+  if (hosts_.empty() && retiring_.empty()) return;
+  // Nothing may run the loop here: release without waiting, and keep the code mapped (work may still run).
+  log::warn("plugin", "plugin manager destroyed with {} plugin(s) loaded: abandoning them", hosts_.size() + retiring_.size());
+  for (auto it = hosts_.rbegin(); it != hosts_.rend(); ++it) (*it)->abandon();
+  for (auto& h : retiring_) h->abandon();
 }
 
 cl_status_t PluginManager::load(const PluginSpec& spec, std::string* error) {
@@ -89,49 +94,85 @@ cl_status_t PluginManager::load(const PluginSpec& spec, std::string* error) {
   if (h->spec.prefixes.empty()) h->spec.prefixes.push_back("/plugins/" + spec.name + "/");
   h->desc = desc;
   h->dl = dl;
-  h->initializing = true;
   cl_str_t config{spec.config_json.data(), spec.config_json.size()};
   cl_status_t rc = CL_EIO;
   bool returned = guard(h, "init", [&] { rc = desc->init(h, host_api_table(), config, &h->state); });
-  h->initializing = false;
   if (!returned || rc != CL_OK) {
-    // Undo everything init registered before failing (rule L4), then unmap the code.
-    h->alive->store(false);
-    h->release_all();
-    return fail(returned ? rc : CL_EIO, returned ? fmt::format("init failed: {} ({})", rc, [rc] {
-      const char* s = host_api_table()->strerror(rc);
-      return s;
-    }())
-                                                 : std::string("init threw an exception"));
+    *error = returned ? fmt::format("init failed: {} ({})", rc, host_api_table()->strerror(rc))
+                      : std::string("init threw an exception");
+    log::error("plugin", "plugin '{}' ({}) refused: {}", spec.name, spec.path, *error);
+    // Undo everything init registered (rule L4); what it started still completes before the code is unmapped.
+    retire(std::move(host), !(desc->flags & CL_PLUGIN_F_NO_UNLOAD), nullptr);
+    return returned ? rc : CL_EIO;
   }
-  h->active = true;
+  h->init_succeeded = true;
+  h->life->phase = cl_host_s::running;
   log::info("plugin", "loaded '{}' {} from {} (ABI {}.{})", spec.name, desc->version ? desc->version : "?", spec.path,
             desc->abi_major, desc->abi_minor);
   hosts_.push_back(std::move(host));
   return CL_OK;
 }
 
-void PluginManager::unload_all(bool dlclose_plugins) {
-  while (!hosts_.empty()) {
-    std::unique_ptr<cl_host_s> host = std::move(hosts_.back());
-    hosts_.pop_back();
-    cl_host_s* h = host.get();
-    if (h->desc->fini) guard(h, "fini", [&] { h->desc->fini(h, h->state); });
-    h->alive->store(false);
-    h->active = false;
-    h->release_all();
-    bool unload = dlclose_plugins && !(h->desc->flags & CL_PLUGIN_F_NO_UNLOAD);
-    if (!h->work.empty()) {
-      // Work functions run plugin code on worker threads: wait for them before unmapping anything.
-      log::info(h->name(), "waiting for {} work item(s) to finish", h->work.size());
-      uint64_t start = uv_hrtime();
-      while (svc_.loop.pending_work() > 0 && uv_hrtime() - start < 30ull * 1000000000) {
-        uv_run(svc_.loop.uv(), UV_RUN_ONCE);
+void PluginManager::retire(std::unique_ptr<cl_host_s> host, bool unmap, std::function<void()> then) {
+  cl_host_s* h = host.get();
+  retiring_.push_back(std::move(host));
+  h->on_quiet = [this, h, unmap, then = std::move(then)] {
+    h->finish();
+    void* dl = h->dl;
+    std::string name = h->name();
+    for (auto it = retiring_.begin(); it != retiring_.end(); ++it) {
+      if (it->get() == h) {
+        retiring_.erase(it);  // destroys h
+        break;
       }
     }
-    log::info("plugin", "unloaded '{}'", h->name());
-    if (unload) dlclose(h->dl);
+    if (unmap) dlclose(dl);
+    log::info("plugin", "unloaded '{}'{}", name, unmap ? "" : " (code stays mapped)");
+    if (then) then();
+    maybe_done();
+  };
+  h->begin_unload();
+}
+
+void PluginManager::unload_all(bool dlclose_plugins, std::function<void()> done) {
+  if (unloading_all_) {
+    log::warn("plugin", "unload_all already in progress");
+    return;
   }
+  unloading_all_ = true;
+  dlclose_all_ = dlclose_plugins;
+  all_done_ = std::move(done);
+  // A plugin may be owed nothing but a post still in flight from one of its threads, and the loop's wake-up
+  // handle does not keep the loop running: this timer does, and says what is being waited for.
+  progress_timer_ = svc_.loop.timer_start(5000, 5000, [this] {
+    for (const auto& h : retiring_) {
+      log::info("plugin", "unloading '{}': waiting for {} completion(s) and {} post(s)", h->name(), h->owed,
+                h->life->posts_queued.load());
+    }
+  });
+  unload_next();
+}
+
+void PluginManager::unload_next() {
+  if (hosts_.empty()) {
+    maybe_done();
+    return;
+  }
+  std::unique_ptr<cl_host_s> host = std::move(hosts_.back());
+  hosts_.pop_back();
+  bool unmap = dlclose_all_ && !(host->desc->flags & CL_PLUGIN_F_NO_UNLOAD);
+  // Last loaded first, one at a time: a plugin may use the operations of those loaded before it.
+  retire(std::move(host), unmap, [this] { unload_next(); });
+}
+
+void PluginManager::maybe_done() {
+  if (!unloading_all_ || !hosts_.empty() || !retiring_.empty() || !all_done_) return;
+  unloading_all_ = false;
+  svc_.loop.timer_stop(progress_timer_);
+  progress_timer_ = 0;
+  auto done = std::move(all_done_);
+  all_done_ = nullptr;
+  svc_.loop.defer(std::move(done));
 }
 
 std::vector<const cl_host_s*> PluginManager::plugins() const {

@@ -8,6 +8,7 @@
  *                   once the new count is durable (the pattern for anything a client must be able to trust)
  *   - an event:     "hello.greeted" {"name":"X","count":N} after each greeting
  *   - a timer:      a log line every `heartbeat_s` seconds when configured (config {"heartbeat_s": N})
+ *   - JSON input:   arguments and configuration read with the host's json_* slots (ABI 1.1)
  *
  * Rules worth copying: keep `h` and `api` in your state (no globals); every hook runs on the loop thread;
  * never block (use work_queue for slow work); copy anything borrowed you want to keep.
@@ -23,23 +24,6 @@ typedef struct hello_s {
   const cl_host_api_t *api;
   cl_timer_id_t heartbeat;
 } hello_t;
-
-/* Finds `"key":<integer>` in a JSON text that is not NUL-terminated; returns def if absent. */
-static long json_int(cl_str_t json, const char *key, long def) {
-  size_t klen = strlen(key), i;
-  for (i = 0; i + klen + 3 <= json.len; i++) {
-    if (json.ptr[i] == '"' && memcmp(json.ptr + i + 1, key, klen) == 0 && json.ptr[i + 1 + klen] == '"' &&
-        json.ptr[i + 2 + klen] == ':') {
-      long v = 0;
-      size_t j = i + 3 + klen;
-      while (j < json.len && json.ptr[j] == ' ') j++;
-      if (j >= json.len || json.ptr[j] < '0' || json.ptr[j] > '9') return def;
-      while (j < json.len && json.ptr[j] >= '0' && json.ptr[j] <= '9' && v < 1000000) v = v * 10 + (json.ptr[j++] - '0');
-      return v;
-    }
-  }
-  return def;
-}
 
 /* Names go into JSON and store keys: accept a conservative alphabet instead of escaping. */
 static int valid_name(cl_str_t n) {
@@ -136,28 +120,24 @@ static cl_status_t on_greet_route(void *ud, cl_request_t *req) {
   return greet(st, name, req, NULL); /* on error the core answers with the matching HTTP status */
 }
 
-/* Operation "hello.greet": args {"name":"X"}. A real plugin would use a JSON parser; this one only needs a
- * single string field and refuses anything else. */
+/* Operation "hello.greet": args {"name": "X"} (name optional). Arguments are read with the host's JSON
+ * slots: parse once, read by path, free. No hand-written parser, whatever the spacing or escaping. */
 static cl_status_t on_greet_op(void *ud, cl_op_call_t *call, cl_str_t args) {
   hello_t *st = ud;
-  const char *key = "\"name\":\"";
-  const char *p = NULL, *end;
+  const cl_host_api_t *api = st->api;
+  cl_json_t *doc;
   cl_str_t name = CL_STR_LIT("world");
-  size_t i, klen = strlen(key);
-  for (i = 0; i + klen <= args.len; i++) {
-    if (memcmp(args.ptr + i, key, klen) == 0) {
-      p = args.ptr + i + klen;
-      break;
-    }
+  cl_status_t rc = api->json_parse(st->h, args, &doc);
+  if (rc != CL_OK) return rc;
+  rc = api->json_get_str(doc, CL_STR_LIT("/name"), &name); /* borrowed from doc until json_free */
+  if (rc == CL_ENOENT) {
+    name = CL_STR_LIT("world");
+    rc = CL_OK;
   }
-  if (p) {
-    end = memchr(p, '"', args.len - (size_t)(p - args.ptr));
-    if (!end) return CL_EINVAL;
-    name.ptr = p;
-    name.len = (size_t)(end - p);
-  }
-  if (!valid_name(name)) return CL_EINVAL;
-  return greet(st, name, NULL, call);
+  if (rc == CL_OK && !valid_name(name)) rc = CL_EINVAL;
+  if (rc == CL_OK) rc = greet(st, name, NULL, call); /* greet copies the name */
+  api->json_free(st->h, doc);
+  return rc;
 }
 
 static void on_heartbeat(void *ud, cl_timer_id_t id) {
@@ -170,7 +150,8 @@ static cl_status_t hello_init(cl_host_t *h, const cl_host_api_t *api, cl_str_t c
   hello_t *st;
   cl_route_desc_t route;
   cl_status_t rc;
-  long heartbeat_s;
+  cl_json_t *cfg;
+  int64_t heartbeat_s = 0;
 
   st = calloc(1, sizeof *st);
   if (!st) return CL_ENOMEM;
@@ -192,7 +173,18 @@ static cl_status_t hello_init(cl_host_t *h, const cl_host_api_t *api, cl_str_t c
   }
 
   /* Optional heartbeat: config {"heartbeat_s": N}. */
-  heartbeat_s = json_int(config, "heartbeat_s", 0);
+  rc = api->json_parse(h, config, &cfg);
+  if (rc == CL_OK) {
+    rc = api->json_get_int(cfg, CL_STR_LIT("/heartbeat_s"), &heartbeat_s);
+    api->json_free(h, cfg);
+  }
+  if (rc == CL_ENOENT) {
+    heartbeat_s = 0; /* not configured */
+  } else if (rc != CL_OK || heartbeat_s < 0 || heartbeat_s > 86400) {
+    api->log(h, CL_LOG_ERROR, CL_STR_LIT("config: heartbeat_s must be an integer number of seconds (0..86400)"));
+    free(st); /* the core removes the route and operation registered above */
+    return CL_EINVAL;
+  }
   if (heartbeat_s > 0) {
     api->timer_start(h, (uint64_t)heartbeat_s * 1000, (uint64_t)heartbeat_s * 1000, on_heartbeat, st, &st->heartbeat);
   }
@@ -208,6 +200,6 @@ static void hello_fini(cl_host_t *h, void *state) {
 }
 
 static const cl_plugin_desc_t hello_desc = {
-    sizeof(cl_plugin_desc_t), CL_ABI_MAJOR, CL_ABI_MINOR, "hello", "1.0.0", 0, hello_init, hello_fini, {0}};
+    sizeof(cl_plugin_desc_t), CL_ABI_MAJOR, CL_ABI_MINOR, "hello", "1.1.0", 0, hello_init, hello_fini, {0}};
 
 CL_PLUGIN_DEFINE(hello_desc)

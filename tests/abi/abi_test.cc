@@ -3,8 +3,13 @@
 
 #include <gtest/gtest.h>
 
+#include <dirent.h>
+
 #include <cstddef>
+#include <cstdio>
 #include <fstream>
+#include <regex>
+#include <set>
 #include <sstream>
 
 #include "cloudlet_plugin.h"
@@ -78,8 +83,18 @@ TEST(Abi, HostTableLayoutIsFrozen) {
   SLOT(resp_file, 48)
   SLOT(sse_start, 49)
   SLOT(sse_send, 50)
+  // since 1.1
+  SLOT(json_parse, 51)
+  SLOT(json_free, 52)
+  SLOT(json_type, 53)
+  SLOT(json_get_str, 54)
+  SLOT(json_get_int, 55)
+  SLOT(json_get_num, 56)
+  SLOT(json_get_bool, 57)
+  SLOT(json_get_len, 58)
+  SLOT(json_key_at, 59)
 #undef SLOT
-  EXPECT_GE(sizeof(cl_host_api_t), 8u + 8u * 51);
+  EXPECT_EQ(sizeof(cl_host_api_t), 8u + 8u * 60);
 }
 
 TEST(Abi, StructLayoutsAreFrozen) {
@@ -123,6 +138,12 @@ TEST(Abi, StatusCodesAreFrozen) {
   EXPECT_EQ(CL_ESTATE, -14);
   EXPECT_EQ(CL_EUNAUTH, -15);
   EXPECT_EQ(CL_EUNAVAIL, -16);
+  EXPECT_EQ(CL_JSON_NULL, 1);
+  EXPECT_EQ(CL_JSON_BOOL, 2);
+  EXPECT_EQ(CL_JSON_NUMBER, 3);
+  EXPECT_EQ(CL_JSON_STRING, 4);
+  EXPECT_EQ(CL_JSON_ARRAY, 5);
+  EXPECT_EQ(CL_JSON_OBJECT, 6);
 }
 
 // Every slot of the core's table is filled, and CL_HAS sees them (from C and from C++).
@@ -175,6 +196,75 @@ TEST(Abi, HeaderHashIsRecorded) {
   EXPECT_NE(recorded.find(minor.str()), std::string::npos) << "abi/cloudlet_plugin.h.sha256 names another minor";
 }
 
+// Every slot's comment states who owns what (OWNERSHIP), which threads may call it (THREAD) and since when it
+// exists (SINCE), as abi/README.md promises.
+TEST(Abi, EverySlotDocumentsOwnershipThreadAndSince) {
+  std::string h = slurp(ABI_HEADER);
+  size_t begin = h.find("typedef struct cl_host_api_s {");
+  size_t end = h.find("} cl_host_api_t;");
+  ASSERT_NE(begin, std::string::npos);
+  ASSERT_NE(end, std::string::npos);
+  std::string table = h.substr(begin, end - begin);
+  std::regex slot(R"(\(\*(\w+)\)\()");
+  size_t comment_from = table.find("abi_minor;");
+  int slots = 0;
+  for (auto it = std::sregex_iterator(table.begin(), table.end(), slot); it != std::sregex_iterator(); ++it) {
+    size_t at = static_cast<size_t>(it->position(0));
+    std::string comment = table.substr(comment_from, at - comment_from);
+    std::string name = (*it)[1];
+    EXPECT_NE(comment.find("OWNERSHIP:"), std::string::npos) << name << " has no OWNERSHIP tag";
+    EXPECT_NE(comment.find("THREAD:"), std::string::npos) << name << " has no THREAD tag";
+    EXPECT_NE(comment.find("SINCE: 1."), std::string::npos) << name << " has no SINCE tag";
+    comment_from = table.find(';', at) + 1;
+    slots++;
+  }
+  EXPECT_EQ(slots, 60);
+}
+
+// The growth rule is the one a function table allows (SQLite's): new slots at the end of the struct only.
+TEST(Abi, GrowthRuleIsAppendAtTheEndOfTheStruct) {
+  std::string h = slurp(ABI_HEADER);
+  EXPECT_NE(h.find("appended at the end of the struct only"), std::string::npos);
+  EXPECT_EQ(h.find("end of their group"), std::string::npos);
+  std::string readme = slurp(ABI_README);
+  EXPECT_NE(readme.find("appended at the end of the struct only"), std::string::npos);
+  EXPECT_EQ(readme.find("end of their group"), std::string::npos);
+}
+
+// The dynamic symbol table of every plugin holds cloudlet_plugin_v1 alone (the version script of
+// cloudlet_add_plugin): no typeinfo, no template instances, nothing another plugin could bind to.
+TEST(Abi, EveryPluginExportsOnlyItsEntry) {
+  std::string build = getenv("CLOUDLET_BUILD_DIR");
+  std::vector<std::string> files;
+  for (std::string dir : {build + "/plugins", build + "/tests/fixtures"}) {
+    DIR* d = opendir(dir.c_str());
+    ASSERT_NE(d, nullptr) << dir;
+    while (dirent* e = readdir(d)) {
+      std::string n = e->d_name;
+      if (n.size() > 3 && n.compare(n.size() - 3, 3, ".so") == 0) files.push_back(dir + "/" + n);
+    }
+    closedir(d);
+  }
+  ASSERT_GE(files.size(), 10u);
+  for (const auto& f : files) {
+    FILE* p = popen(("nm -D --defined-only '" + f + "' 2>&1").c_str(), "r");
+    ASSERT_NE(p, nullptr);
+    std::set<std::string> symbols;
+    char line[1024];
+    while (fgets(line, sizeof line, p)) {
+      std::istringstream fields(line);
+      std::string addr, type, name;
+      if (fields >> addr >> type >> name) symbols.insert(name);
+    }
+    EXPECT_EQ(pclose(p), 0) << f;
+    std::set<std::string> want{"cloudlet_plugin_v1"};
+    if (f.find("fixture_no_entry.so") != std::string::npos) want.clear();  // it exports nothing on purpose
+    std::string got;
+    for (const auto& s : symbols) got += s + " ";
+    EXPECT_EQ(symbols, want) << f << " exports: " << got;
+  }
+}
+
 // A plugin built against the frozen 1.0 header loads into today's core and works.
 TEST(Abi, FrozenOneZeroPluginStillLoads) {
   cloudlet::Loop loop;
@@ -193,7 +283,10 @@ TEST(Abi, FrozenOneZeroPluginStillLoads) {
     ASSERT_EQ(ops.call("frozen.ping", "{}", [&](cl_status_t, std::string_view r) { result = r; }), CL_OK);
     loop.run();
     EXPECT_EQ(result, "{\"pong\":true}");
-    pm.unload_all(true);
+    bool unloaded = false;
+    pm.unload_all(true, [&] { unloaded = true; });
+    loop.run();
+    EXPECT_TRUE(unloaded);
   }
   EXPECT_EQ(loop.close(), 0);
 }

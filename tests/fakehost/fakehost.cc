@@ -3,14 +3,22 @@
 #include <dlfcn.h>
 #include <strings.h>
 
+#include <rapidjson/document.h>
+
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <optional>
 #include <set>
+#include <thread>
 
 #include "http/router.h"
 #include "http/url.h"
+#include "plugin/status_text.h"
+#if CL_ABI_MINOR >= 1
+#include "plugin/json_doc.h"
+#endif
 
 using cloudlet::test::FakeHost;
 
@@ -18,12 +26,15 @@ using cloudlet::test::FakeHost;
 struct cl_request_s {
   FakeHost* fh = nullptr;
   std::string method, path, query, body;
+  std::string stream_body;  // the body of a CL_ROUTE_F_STREAM_BODY route, delivered by req_body_read
   std::vector<std::pair<std::string, std::string>> headers;
   cloudlet::http::Params path_params, params;
-  FakeHost::Response* resp = nullptr;
-  bool started = false, ended = false, sse = false;
-  cl_req_close_cb close_cb = nullptr;
-  void* close_ud = nullptr;
+  std::shared_ptr<FakeHost::Response> resp;
+  uint32_t route_flags = 0;
+  bool started = false, sse = false, held = false;
+  bool body_open = false;  // req_body_read accepted, final call not delivered yet (owed)
+  int64_t content_length = -1;
+  uint64_t bytes_out = 0;
   std::string local_ip, peer_ip;
 };
 
@@ -42,12 +53,16 @@ struct cl_op_call_s {
 };
 
 struct FakeHost::Impl {
+  enum Phase { loading, running, unloading, finishing, gone };
+
   FakeHost* self;
   cl_host_s host{nullptr};
   const cl_plugin_desc_t* desc = nullptr;
   void* dl = nullptr;
   void* state = nullptr;
-  bool initializing = false;
+  std::thread::id loop_thread = std::this_thread::get_id();
+  int phase = gone;
+  size_t owed = 0;  // completions the plugin is owed (work, lent writes, op results, commits, body streams)
   uint64_t next_id = 1;
 
   struct Timer {
@@ -80,9 +95,10 @@ struct FakeHost::Impl {
   };
   std::map<uint64_t, Work*> work;
 
-  // post: a mutex-guarded queue plus uv_async (items never coalesce).
+  // post: a mutex-guarded queue plus uv_async (items never coalesce); closed just before fini.
   uv_async_t async;
   std::mutex post_mutex;
+  bool posts_open = true;
   std::vector<std::pair<cl_post_cb, void*>> posts;
 
   struct Sub {
@@ -99,77 +115,141 @@ struct FakeHost::Impl {
   };
   std::map<std::string, PluginOp> plugin_ops;
   std::map<std::string, OpHandler> provided_ops;
-  std::deque<std::function<void()>> deferred;  // async completions (op results)
+  std::set<cl_op_call_s*> calls;  // invocations of the plugin's operations not answered yet
+  struct Awaited {
+    cl_op_done_cb cb;
+    void* ud;
+    bool delivered = false;
+  };
+  std::set<std::shared_ptr<Awaited>> awaited;  // op_call results the plugin waits for
+  std::deque<std::function<void()>> deferred;  // asynchronous completions, run from a clean stack
 
-  cloudlet::http::Router router;  // one router per listener name, keyed below
-  std::map<std::string, cloudlet::http::Router> routers;
+  std::map<std::string, cloudlet::http::Router> routers;  // one per listener name
+  std::set<cl_request_s*> requests;                       // alive (response not complete)
 
   cl_txn_s* txn = nullptr;
+  std::atomic<int64_t> json_docs{0};
+
+  bool on_loop(const char* slot) {
+    if (std::this_thread::get_id() == loop_thread) return true;
+    std::lock_guard<std::mutex> lock(self->log_mutex);
+    self->logs.push_back({CL_LOG_ERROR, std::string(slot) + " called off the loop thread"});
+    return false;
+  }
+  bool open() const { return phase <= running; }
+  void settle() {
+    if (owed > 0) owed--;
+  }
+  void finish_request(cl_request_s* r) {
+    if (r->body_open) settle();  // completing the response ends the body stream (no more body callbacks)
+    r->resp->complete = true;
+    requests.erase(r);
+    delete r;
+  }
 };
 
 namespace {
 
+using Impl = FakeHost::Impl;
+
 std::string_view sv(cl_str_t s) { return std::string_view(s.ptr ? s.ptr : "", s.ptr ? s.len : 0); }
 cl_str_t cs(std::string_view s) { return cl_str_t{s.data(), s.size()}; }
 FakeHost* fh_of(cl_host_t* h) { return h->fh; }
+Impl* impl_of(cl_host_t* h) { return h->fh->impl.get(); }
+constexpr cl_str_t kEmpty{nullptr, 0};
+
+#define LOOP_ONLY(impl, slot)                     \
+  do {                                            \
+    if (!(impl)->on_loop(slot)) return CL_ESTATE; \
+  } while (0)
 
 cl_status_t copy_out(const std::string& v, cl_buf_t* out) {
   out->ptr = static_cast<char*>(malloc(v.size() + 1));
+  if (!out->ptr) return CL_ENOMEM;
   memcpy(out->ptr, v.data(), v.size());
   out->ptr[v.size()] = '\0';
   out->len = v.size();
   return CL_OK;
 }
 
+bool is_json(std::string_view text, bool object_only) {
+  rapidjson::Document d;
+  d.Parse(text.data(), text.size());
+  return !d.HasParseError() && (!object_only || d.IsObject());
+}
+
+bool name_chars(std::string_view s, size_t max) {
+  if (s.empty() || s.size() > max) return false;
+  for (char c : s) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-')) return false;
+  }
+  return true;
+}
+
 bool topic_matches(const std::string& pattern, std::string_view topic) {
   if (pattern == "*") return true;
   if (pattern.size() >= 2 && pattern.compare(pattern.size() - 2, 2, ".*") == 0) {
-    return topic.substr(0, pattern.size() - 1) == std::string_view(pattern).substr(0, pattern.size() - 1);
+    std::string_view prefix = std::string_view(pattern).substr(0, pattern.size() - 1);
+    return topic.size() > prefix.size() && topic.substr(0, prefix.size()) == prefix;
   }
   return pattern == topic;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
 }
 
 // ---- slots ----
 
 void f_log(cl_host_t* h, int32_t level, cl_str_t msg) {
   auto* fh = fh_of(h);
-  std::lock_guard<std::mutex> lock(fh->impl->post_mutex);
+  std::lock_guard<std::mutex> lock(fh->log_mutex);
   fh->logs.push_back({level, std::string(sv(msg))});
 }
 int f_log_enabled(cl_host_t*, int32_t) { return 1; }
-const char* f_strerror(cl_status_t st) { return st == CL_OK ? "ok" : "error"; }
+const char* f_strerror(cl_status_t st) { return cloudlet::status_text(st); }
 void f_buf_free(cl_host_t*, cl_buf_t* b) {
+  if (!b) return;
   free(b->ptr);
   b->ptr = nullptr;
   b->len = 0;
 }
 cl_status_t f_host_get(cl_host_t* h, cl_str_t key, cl_buf_t* out) {
+  LOOP_ONLY(impl_of(h), "host_get");
+  if (!out) return CL_EINVAL;
+  *out = cl_buf_t{nullptr, 0};
   auto* fh = fh_of(h);
   auto it = fh->facts.find(std::string(sv(key)));
   if (it == fh->facts.end()) return CL_ENOENT;
   return copy_out(it->second, out);
 }
-uint64_t f_now_ms(cl_host_t* h) { return uv_now(fh_of(h)->loop()); }
+uint64_t f_now_ms(cl_host_t* h) { return impl_of(h)->on_loop("now_ms") ? uv_now(fh_of(h)->loop()) : 0; }
+
+void close_timer(Impl::Timer* t) {
+  uv_timer_stop(&t->handle);
+  uv_close(reinterpret_cast<uv_handle_t*>(&t->handle), [](uv_handle_t* x) { delete static_cast<Impl::Timer*>(x->data); });
+}
 
 cl_status_t f_timer_start(cl_host_t* h, uint64_t timeout, uint64_t repeat, cl_timer_cb cb, void* ud,
                           cl_timer_id_t* out) {
-  auto* impl = fh_of(h)->impl.get();
+  auto* impl = impl_of(h);
+  LOOP_ONLY(impl, "timer_start");
   if (!cb) return CL_EINVAL;
-  auto* t = new FakeHost::Impl::Timer{{}, impl, impl->next_id++, cb, ud, repeat > 0};
+  if (!impl->open()) return CL_ECANCELED;
+  auto* t = new Impl::Timer{{}, impl, impl->next_id++, cb, ud, repeat > 0};
   uv_timer_init(fh_of(h)->loop(), &t->handle);
   t->handle.data = t;
   impl->timers[t->id] = t;
   uv_timer_start(
       &t->handle,
       [](uv_timer_t* handle) {
-        auto* timer = static_cast<FakeHost::Impl::Timer*>(handle->data);
+        auto* timer = static_cast<Impl::Timer*>(handle->data);
         uint64_t id = timer->id;
         cl_timer_cb fn = timer->cb;
         void* data = timer->ud;
         if (!timer->repeat) {
-          timer->impl->timers.erase(id);
-          uv_close(reinterpret_cast<uv_handle_t*>(handle),
-                   [](uv_handle_t* x) { delete static_cast<FakeHost::Impl::Timer*>(x->data); });
+          timer->impl->timers.erase(id);  // forgotten before its callback
+          close_timer(timer);
         }
         fn(data, id);
       },
@@ -179,20 +259,21 @@ cl_status_t f_timer_start(cl_host_t* h, uint64_t timeout, uint64_t repeat, cl_ti
 }
 
 cl_status_t f_timer_stop(cl_host_t* h, cl_timer_id_t id) {
-  auto* impl = fh_of(h)->impl.get();
+  auto* impl = impl_of(h);
+  LOOP_ONLY(impl, "timer_stop");
   auto it = impl->timers.find(id);
   if (it == impl->timers.end()) return CL_ENOENT;
-  uv_timer_stop(&it->second->handle);
-  uv_close(reinterpret_cast<uv_handle_t*>(&it->second->handle),
-           [](uv_handle_t* x) { delete static_cast<FakeHost::Impl::Timer*>(x->data); });
+  close_timer(it->second);
   impl->timers.erase(it);
   return CL_OK;
 }
 
 cl_status_t f_post(cl_host_t* h, cl_post_cb cb, void* ud) {
-  auto* impl = fh_of(h)->impl.get();
+  if (!h || !cb) return CL_EINVAL;
+  auto* impl = impl_of(h);
   {
     std::lock_guard<std::mutex> lock(impl->post_mutex);
+    if (!impl->posts_open) return CL_ECANCELED;
     impl->posts.emplace_back(cb, ud);
   }
   uv_async_send(&impl->async);
@@ -200,25 +281,33 @@ cl_status_t f_post(cl_host_t* h, cl_post_cb cb, void* ud) {
 }
 
 cl_status_t f_work_queue(cl_host_t* h, cl_work_cb work, cl_done_cb done, void* ud, cl_work_id_t* out) {
-  auto* impl = fh_of(h)->impl.get();
+  auto* impl = impl_of(h);
+  LOOP_ONLY(impl, "work_queue");
   if (!work) return CL_EINVAL;
-  auto* w = new FakeHost::Impl::Work{{}, impl, impl->next_id++, work, done, ud};
+  if (!impl->open()) return CL_ECANCELED;
+  auto* w = new Impl::Work{{}, impl, impl->next_id++, work, done, ud};
   w->req.data = w;
+  if (uv_queue_work(
+          fh_of(h)->loop(), &w->req, [](uv_work_t* r) { auto* x = static_cast<Impl::Work*>(r->data); x->work(x->ud); },
+          [](uv_work_t* r, int status) {
+            auto* x = static_cast<Impl::Work*>(r->data);
+            x->impl->work.erase(x->id);
+            if (x->done) x->done(x->ud, status == UV_ECANCELED ? CL_ECANCELED : CL_OK);
+            x->impl->settle();
+            delete x;
+          }) != 0) {
+    delete w;
+    return CL_EIO;
+  }
   impl->work[w->id] = w;
-  uv_queue_work(
-      fh_of(h)->loop(), &w->req, [](uv_work_t* r) { auto* x = static_cast<FakeHost::Impl::Work*>(r->data); x->work(x->ud); },
-      [](uv_work_t* r, int status) {
-        auto* x = static_cast<FakeHost::Impl::Work*>(r->data);
-        x->impl->work.erase(x->id);
-        if (x->done) x->done(x->ud, status == UV_ECANCELED ? CL_ECANCELED : CL_OK);
-        delete x;
-      });
+  impl->owed++;
   if (out) *out = w->id;
   return CL_OK;
 }
 
 cl_status_t f_work_cancel(cl_host_t* h, cl_work_id_t id) {
-  auto* impl = fh_of(h)->impl.get();
+  auto* impl = impl_of(h);
+  LOOP_ONLY(impl, "work_cancel");
   auto it = impl->work.find(id);
   if (it == impl->work.end()) return CL_ENOENT;
   return uv_cancel(reinterpret_cast<uv_req_t*>(&it->second->req)) == 0 ? CL_OK : CL_EBUSY;
@@ -228,20 +317,27 @@ int uv_events(uint32_t e) {
   return ((e & CL_IO_READABLE) ? UV_READABLE : 0) | ((e & CL_IO_WRITABLE) ? UV_WRITABLE : 0) | UV_DISCONNECT;
 }
 
+void close_watch(Impl::Watch* w) {
+  uv_poll_stop(&w->poll);
+  uv_close(reinterpret_cast<uv_handle_t*>(&w->poll), [](uv_handle_t* x) { delete static_cast<Impl::Watch*>(x->data); });
+}
+
 cl_status_t f_io_start(cl_host_t* h, int fd, uint32_t events, cl_io_cb cb, void* ud, cl_io_id_t* out) {
-  auto* impl = fh_of(h)->impl.get();
+  auto* impl = impl_of(h);
+  LOOP_ONLY(impl, "io_start");
   if (fd < 0 || !cb) return CL_EINVAL;
+  if (!impl->open()) return CL_ECANCELED;
   for (auto& [id, w] : impl->watches) {
     if (w->fd == fd) return CL_EEXIST;
   }
-  auto* w = new FakeHost::Impl::Watch{{}, impl, impl->next_id++, fd, cb, ud};
+  auto* w = new Impl::Watch{{}, impl, impl->next_id++, fd, cb, ud};
   if (uv_poll_init(fh_of(h)->loop(), &w->poll, fd) != 0) {
     delete w;
     return CL_EINVAL;
   }
   w->poll.data = w;
   uv_poll_start(&w->poll, uv_events(events), [](uv_poll_t* p, int status, int ev) {
-    auto* x = static_cast<FakeHost::Impl::Watch*>(p->data);
+    auto* x = static_cast<Impl::Watch*>(p->data);
     uint32_t e = ((ev & UV_READABLE) ? CL_IO_READABLE : 0) | ((ev & UV_WRITABLE) ? CL_IO_WRITABLE : 0) |
                  ((ev & UV_DISCONNECT) ? CL_IO_DISCONNECT : 0);
     x->cb(x->ud, x->id, status < 0 ? CL_EIO : CL_OK, e);
@@ -252,7 +348,8 @@ cl_status_t f_io_start(cl_host_t* h, int fd, uint32_t events, cl_io_cb cb, void*
 }
 
 cl_status_t f_io_update(cl_host_t* h, cl_io_id_t id, uint32_t events) {
-  auto* impl = fh_of(h)->impl.get();
+  auto* impl = impl_of(h);
+  LOOP_ONLY(impl, "io_update");
   auto it = impl->watches.find(id);
   if (it == impl->watches.end()) return CL_ENOENT;
   uv_poll_start(&it->second->poll, uv_events(events), it->second->poll.poll_cb);
@@ -260,77 +357,129 @@ cl_status_t f_io_update(cl_host_t* h, cl_io_id_t id, uint32_t events) {
 }
 
 cl_status_t f_io_stop(cl_host_t* h, cl_io_id_t id) {
-  auto* impl = fh_of(h)->impl.get();
+  auto* impl = impl_of(h);
+  LOOP_ONLY(impl, "io_stop");
   auto it = impl->watches.find(id);
   if (it == impl->watches.end()) return CL_ENOENT;
-  uv_poll_stop(&it->second->poll);
-  uv_close(reinterpret_cast<uv_handle_t*>(&it->second->poll),
-           [](uv_handle_t* x) { delete static_cast<FakeHost::Impl::Watch*>(x->data); });
+  close_watch(it->second);
   impl->watches.erase(it);
   return CL_OK;
 }
 
 cl_status_t f_event_subscribe(cl_host_t* h, cl_str_t topic, cl_event_cb cb, void* ud, cl_sub_id_t* out) {
-  auto* impl = fh_of(h)->impl.get();
-  if (!cb || topic.len == 0) return CL_EINVAL;
+  auto* impl = impl_of(h);
+  LOOP_ONLY(impl, "event_subscribe");
+  std::string_view t = sv(topic);
+  std::string_view base = t.size() >= 2 && t.substr(t.size() - 2) == ".*" ? t.substr(0, t.size() - 2) : t;
+  if (!cb || (t != "*" && !name_chars(base, 128))) return CL_EINVAL;
+  if (!impl->open()) return CL_ECANCELED;
   uint64_t id = impl->next_id++;
-  impl->subs[id] = {std::string(sv(topic)), cb, ud};
+  impl->subs[id] = {std::string(t), cb, ud};
   if (out) *out = id;
   return CL_OK;
 }
 
 cl_status_t f_event_unsubscribe(cl_host_t* h, cl_sub_id_t id) {
-  return fh_of(h)->impl->subs.erase(id) ? CL_OK : CL_ENOENT;
+  LOOP_ONLY(impl_of(h), "event_unsubscribe");
+  return impl_of(h)->subs.erase(id) ? CL_OK : CL_ENOENT;
 }
 
 cl_status_t f_event_publish(cl_host_t* h, cl_str_t topic, cl_str_t payload) {
   auto* fh = fh_of(h);
+  LOOP_ONLY(fh->impl, "event_publish");
+  if (!name_chars(sv(topic), 128) || !is_json(sv(payload), true)) return CL_EINVAL;
   fh->published.emplace_back(std::string(sv(topic)), std::string(sv(payload)));
   fh->impl->events.emplace_back(std::string(sv(topic)), std::string(sv(payload)));
   return CL_OK;
 }
 
+std::string error_object(cl_status_t st) {
+  return std::string("{\"error\":\"operation failed: ") + cloudlet::status_text(st) + "\"}";
+}
+
 cl_status_t f_op_register(cl_host_t* h, cl_str_t name, cl_op_cb cb, void* ud) {
-  auto* impl = fh_of(h)->impl.get();
+  auto* impl = impl_of(h);
+  LOOP_ONLY(impl, "op_register");
   std::string n(sv(name));
-  if (n.empty() || !cb) return CL_EINVAL;
+  if (!name_chars(n, 64) || !cb) return CL_EINVAL;
+  if (!impl->open()) return CL_ECANCELED;
   if (impl->plugin_ops.count(n) || impl->provided_ops.count(n)) return CL_EEXIST;
   impl->plugin_ops[n] = {cb, ud};
   return CL_OK;
 }
 
+// Every invocation not answered yet, across fake hosts: a second op_reply is refused without following the
+// dead pointer.
+std::set<cl_op_call_s*>& live_calls() {
+  static std::set<cl_op_call_s*> calls;
+  return calls;
+}
+
+// Invokes one of the plugin's operations; reply is called exactly once (by op_reply, or here on refusal).
+void invoke_plugin_op(Impl* impl, const Impl::PluginOp& op, const std::string& args,
+                      std::function<void(cl_status_t, std::string)> reply) {
+  auto* call = new cl_op_call_s{impl->self, std::move(reply)};
+  impl->calls.insert(call);
+  live_calls().insert(call);
+  cl_status_t st = op.cb(op.ud, call, cs(args));
+  if (st != CL_OK && impl->calls.erase(call)) {
+    live_calls().erase(call);
+    call->reply(st, error_object(st));
+    delete call;
+  }
+}
+
 cl_status_t f_op_call(cl_host_t* h, cl_str_t name, cl_str_t args, cl_op_done_cb cb, void* ud) {
-  auto* fh = fh_of(h);
-  auto* impl = fh->impl.get();
+  auto* impl = impl_of(h);
+  LOOP_ONLY(impl, "op_call");
   std::string n(sv(name)), a(sv(args));
+  if (a.empty()) a = "{}";
   if (!cb) return CL_EINVAL;
-  auto reply = [impl, cb, ud](cl_status_t st, std::string result) {
-    impl->deferred.push_back([cb, ud, st, result] { cb(ud, st, cs(result)); });
+  if (!impl->open()) return CL_ECANCELED;
+  auto provided = impl->provided_ops.find(n);
+  auto plugin = impl->plugin_ops.find(n);
+  if (provided == impl->provided_ops.end() && plugin == impl->plugin_ops.end()) return CL_ENOENT;
+  if (!is_json(a, true)) return CL_EINVAL;
+  auto awaited = std::make_shared<Impl::Awaited>(Impl::Awaited{cb, ud});
+  impl->awaited.insert(awaited);
+  impl->owed++;
+  auto reply = [impl, awaited](cl_status_t st, std::string result) {
+    if (st != CL_OK && !is_json(result, true)) result = error_object(st);
+    if (result.empty()) result = "{}";
+    impl->deferred.push_back([impl, awaited, st, result] {
+      if (awaited->delivered) return;  // CL_ECANCELED was delivered at unload
+      awaited->delivered = true;
+      impl->awaited.erase(awaited);
+      awaited->cb(awaited->ud, st, cs(result));
+      impl->settle();
+    });
   };
-  if (auto it = impl->provided_ops.find(n); it != impl->provided_ops.end()) {
-    it->second(a, reply);
-    return CL_OK;
+  if (provided != impl->provided_ops.end()) {
+    provided->second(a, reply);
+  } else {
+    invoke_plugin_op(impl, plugin->second, a, reply);
   }
-  if (auto it = impl->plugin_ops.find(n); it != impl->plugin_ops.end()) {
-    auto* call = new cl_op_call_s{fh, reply};
-    cl_status_t st = it->second.cb(it->second.ud, call, cs(a));
-    if (st != CL_OK) {
-      reply(st, "{\"error\":\"refused\"}");
-      delete call;
-    }
-    return CL_OK;
-  }
-  return CL_ENOENT;
+  return CL_OK;
 }
 
 cl_status_t f_op_reply(cl_op_call_t* call, cl_status_t st, cl_str_t result) {
-  if (!call) return CL_EINVAL;
+  if (!call || !live_calls().count(call)) return CL_ESTATE;  // answered already: compared, never followed
+  auto* impl = call->fh->impl.get();
+  LOOP_ONLY(impl, "op_reply");
+  impl->calls.erase(call);
+  live_calls().erase(call);
   call->reply(st, std::string(sv(result)));
   delete call;
   return CL_OK;
 }
 
+bool valid_collection(cl_str_t c) { return name_chars(sv(c), 64); }
+
 cl_status_t f_store_get(cl_host_t* h, cl_str_t coll, cl_str_t key, cl_buf_t* out) {
+  LOOP_ONLY(impl_of(h), "store_get");
+  if (!out) return CL_EINVAL;
+  *out = cl_buf_t{nullptr, 0};
+  if (!valid_collection(coll) || key.len == 0) return CL_EINVAL;
   auto& s = fh_of(h)->store;
   auto c = s.find(std::string(sv(coll)));
   if (c == s.end()) return CL_ENOENT;
@@ -340,6 +489,8 @@ cl_status_t f_store_get(cl_host_t* h, cl_str_t coll, cl_str_t key, cl_buf_t* out
 }
 
 cl_status_t f_store_scan(cl_host_t* h, cl_str_t coll, cl_str_t prefix, cl_scan_cb cb, void* ud) {
+  LOOP_ONLY(impl_of(h), "store_scan");
+  if (!cb || !valid_collection(coll)) return CL_EINVAL;
   auto& s = fh_of(h)->store;
   auto c = s.find(std::string(sv(coll)));
   if (c == s.end()) return CL_OK;
@@ -351,14 +502,31 @@ cl_status_t f_store_scan(cl_host_t* h, cl_str_t coll, cl_str_t prefix, cl_scan_c
 }
 
 cl_status_t f_txn_begin(cl_host_t* h, cl_txn_t** out) {
-  auto* impl = fh_of(h)->impl.get();
+  auto* impl = impl_of(h);
+  LOOP_ONLY(impl, "txn_begin");
+  if (!out) return CL_EINVAL;
+  *out = nullptr;
   if (impl->txn) return CL_EBUSY;
-  impl->txn = new cl_txn_s{fh_of(h), {}};
-  *out = impl->txn;
+  auto* t = new cl_txn_s{fh_of(h), {}};
+  impl->txn = t;
+  // Like the real store: a transaction may not outlive the loop turn that opened it.
+  impl->deferred.push_back([impl, t] {
+    if (impl->txn != t) return;
+    std::lock_guard<std::mutex> lock(impl->self->log_mutex);
+    impl->self->logs.push_back({CL_LOG_ERROR, "store transaction left open past its loop turn: aborted"});
+    delete t;
+    impl->txn = nullptr;
+  });
+  *out = t;
   return CL_OK;
 }
 
+bool txn_valid(cl_txn_t* t) { return t && t->fh->impl->txn == t; }
+
 cl_status_t f_txn_get(cl_txn_t* t, cl_str_t coll, cl_str_t key, cl_buf_t* out) {
+  if (!txn_valid(t) || !out) return CL_EINVAL;
+  LOOP_ONLY(t->fh->impl, "txn_get");
+  if (!valid_collection(coll) || key.len == 0) return CL_EINVAL;
   auto c = t->writes.find(std::string(sv(coll)));
   if (c != t->writes.end()) {
     auto k = c->second.find(std::string(sv(key)));
@@ -369,18 +537,26 @@ cl_status_t f_txn_get(cl_txn_t* t, cl_str_t coll, cl_str_t key, cl_buf_t* out) {
 }
 
 cl_status_t f_txn_put(cl_txn_t* t, cl_str_t coll, cl_str_t key, cl_str_t value) {
-  if (key.len == 0) return CL_EINVAL;
+  if (!txn_valid(t)) return CL_EINVAL;
+  LOOP_ONLY(t->fh->impl, "txn_put");
+  if (!valid_collection(coll) || key.len == 0 || key.len > 400 || !is_json(sv(value), false)) return CL_EINVAL;
   t->writes[std::string(sv(coll))][std::string(sv(key))] = std::string(sv(value));
   return CL_OK;
 }
 
 cl_status_t f_txn_del(cl_txn_t* t, cl_str_t coll, cl_str_t key) {
+  if (!txn_valid(t)) return CL_EINVAL;
+  LOOP_ONLY(t->fh->impl, "txn_del");
+  if (!valid_collection(coll) || key.len == 0) return CL_EINVAL;
   t->writes[std::string(sv(coll))][std::string(sv(key))] = std::nullopt;
   return CL_OK;
 }
 
 cl_status_t f_txn_commit(cl_txn_t* t, cl_commit_cb cb, void* ud) {
+  if (!txn_valid(t)) return CL_EINVAL;
   FakeHost* fh = t->fh;
+  auto* impl = fh->impl.get();
+  LOOP_ONLY(impl, "txn_commit");
   for (auto& [coll, kv] : t->writes) {
     for (auto& [k, v] : kv) {
       if (v) {
@@ -391,46 +567,78 @@ cl_status_t f_txn_commit(cl_txn_t* t, cl_commit_cb cb, void* ud) {
     }
   }
   fh->commits++;
-  fh->impl->txn = nullptr;
+  impl->txn = nullptr;
   delete t;
-  if (cb) fh->impl->deferred.push_back([cb, ud] { cb(ud, CL_OK); });
+  if (cb && impl->phase <= Impl::unloading) {
+    impl->owed++;
+    impl->deferred.push_back([impl, cb, ud] {
+      cb(ud, CL_OK);
+      impl->settle();
+    });
+  }
   return CL_OK;
 }
 
 void f_txn_abort(cl_txn_t* t) {
+  if (!txn_valid(t) || !t->fh->impl->on_loop("txn_abort")) return;
   t->fh->impl->txn = nullptr;
   delete t;
 }
 
 cl_status_t f_route_add(cl_host_t* h, const cl_route_desc_t* d) {
   auto* fh = fh_of(h);
-  if (!d || !d->pattern || !d->listener || !d->handler) return CL_EINVAL;
-  if (!fh->impl->initializing) return CL_ESTATE;
+  LOOP_ONLY(fh->impl, "route_add");
+  if (!d || d->struct_size < offsetof(cl_route_desc_t, ud) + sizeof(void*) || !d->pattern || !d->listener ||
+      !d->handler) {
+    return CL_EINVAL;
+  }
+  if (fh->impl->phase != Impl::loading) return CL_ESTATE;
   cloudlet::http::Route r;
   r.method = d->method ? d->method : "";
   r.pattern = d->pattern;
   r.flags = d->flags;
   cl_route_cb cb = d->handler;
   void* ud = d->ud;
-  r.handler = [cb, ud](cl_request_s& req) { return cb(ud, &req); };
+  Impl* impl = fh->impl.get();
+  r.handler = [impl, cb, ud](cl_request_s& req) { return impl->open() ? cb(ud, &req) : CL_EUNAVAIL; };
   cl_status_t st = fh->impl->routers[d->listener].add(std::move(r));
   if (st == CL_OK) fh->routes.push_back({d->listener, d->method ? d->method : "", d->pattern, d->flags});
   return st;
 }
 
-cl_str_t f_req_method(cl_request_t* r) { return cs(r->method); }
-cl_str_t f_req_path(cl_request_t* r) { return cs(r->path); }
-cl_str_t f_req_query(cl_request_t* r) { return cs(r->query); }
+#define REQ_LOOP_ONLY(r, slot, refused)                          \
+  do {                                                           \
+    if (!(r)) return refused;                                    \
+    if (!(r)->fh->impl->on_loop(slot)) return refused;           \
+  } while (0)
+
+cl_str_t f_req_method(cl_request_t* r) {
+  REQ_LOOP_ONLY(r, "req_method", kEmpty);
+  return cs(r->method);
+}
+cl_str_t f_req_path(cl_request_t* r) {
+  REQ_LOOP_ONLY(r, "req_path", kEmpty);
+  return cs(r->path);
+}
+cl_str_t f_req_query(cl_request_t* r) {
+  REQ_LOOP_ONLY(r, "req_query", kEmpty);
+  return cs(r->query);
+}
 cl_status_t f_req_header(cl_request_t* r, cl_str_t name, cl_str_t* out) {
+  REQ_LOOP_ONLY(r, "req_header", CL_ESTATE);
+  if (!out) return CL_EINVAL;
   for (auto& [k, v] : r->headers) {
-    if (k.size() == name.len && strncasecmp(k.data(), name.ptr, k.size()) == 0) {
+    if (iequals(k, sv(name))) {
       *out = cs(v);
       return CL_OK;
     }
   }
+  *out = kEmpty;
   return CL_ENOENT;
 }
 cl_status_t f_req_param(cl_request_t* r, cl_str_t name, cl_str_t* out) {
+  REQ_LOOP_ONLY(r, "req_param", CL_ESTATE);
+  if (!out) return CL_EINVAL;
   for (auto* list : {&r->path_params, &r->params}) {
     for (auto& [k, v] : *list) {
       if (k == sv(name)) {
@@ -439,69 +647,148 @@ cl_status_t f_req_param(cl_request_t* r, cl_str_t name, cl_str_t* out) {
       }
     }
   }
+  *out = kEmpty;
   return CL_ENOENT;
 }
 cl_status_t f_req_param_at(cl_request_t* r, size_t i, cl_str_t* name, cl_str_t* value) {
+  REQ_LOOP_ONLY(r, "req_param_at", CL_ESTATE);
+  if (!name || !value) return CL_EINVAL;
   if (i >= r->params.size()) return CL_ENOENT;
   *name = cs(r->params[i].first);
   *value = cs(r->params[i].second);
   return CL_OK;
 }
-cl_str_t f_req_body(cl_request_t* r) { return cs(r->body); }
-cl_status_t f_req_body_read(cl_request_t*, cl_body_cb, void*) { return CL_ESTATE; }
-cl_status_t f_req_body_pause(cl_request_t*, int) { return CL_ESTATE; }
-cl_status_t f_req_file_at(cl_request_t*, size_t, cl_file_info_t*) { return CL_ENOENT; }
-cl_status_t f_req_file_take(cl_request_t*, size_t, cl_str_t) { return CL_ENOENT; }
+cl_str_t f_req_body(cl_request_t* r) {
+  REQ_LOOP_ONLY(r, "req_body", kEmpty);
+  return cs(r->body);
+}
+cl_status_t f_req_body_read(cl_request_t* r, cl_body_cb cb, void* ud) {
+  REQ_LOOP_ONLY(r, "req_body_read", CL_ESTATE);
+  if (!cb) return CL_EINVAL;
+  auto* impl = r->fh->impl.get();
+  if (!(r->route_flags & CL_ROUTE_F_STREAM_BODY) || r->body_open || !r->held) return CL_ESTATE;
+  if (!impl->open()) return CL_ECANCELED;
+  r->body_open = true;
+  impl->owed++;
+  // The whole body arrived already: one chunk (if any), then the end; nothing once the response is complete.
+  impl->deferred.push_back([impl, r, cb, ud] {
+    if (!impl->requests.count(r) || !r->body_open) return;
+    if (!r->stream_body.empty()) {
+      std::string chunk = std::move(r->stream_body);
+      cb(ud, r, CL_OK, cs(chunk));
+      if (!impl->requests.count(r) || !r->body_open) return;
+    }
+    r->body_open = false;
+    cb(ud, r, CL_OK, kEmpty);
+    impl->settle();
+  });
+  return CL_OK;
+}
+cl_status_t f_req_body_pause(cl_request_t* r, int) {
+  REQ_LOOP_ONLY(r, "req_body_pause", CL_ESTATE);
+  return (r->route_flags & CL_ROUTE_F_STREAM_BODY) ? CL_OK : CL_ESTATE;
+}
+cl_status_t f_req_file_at(cl_request_t* r, size_t, cl_file_info_t*) {
+  REQ_LOOP_ONLY(r, "req_file_at", CL_ESTATE);
+  return CL_ENOENT;
+}
+cl_status_t f_req_file_take(cl_request_t* r, size_t, cl_str_t) {
+  REQ_LOOP_ONLY(r, "req_file_take", CL_ESTATE);
+  return CL_ENOENT;
+}
 cl_status_t f_req_local_addr(cl_request_t* r, cl_str_t* ip, uint16_t* port) {
+  REQ_LOOP_ONLY(r, "req_local_addr", CL_ESTATE);
+  if (!ip) return CL_EINVAL;
   *ip = cs(r->local_ip);
   if (port) *port = r->fh->local_port;
   return CL_OK;
 }
 cl_status_t f_req_peer_addr(cl_request_t* r, cl_str_t* ip, uint16_t* port) {
+  REQ_LOOP_ONLY(r, "req_peer_addr", CL_ESTATE);
+  if (!ip) return CL_EINVAL;
   *ip = cs(r->peer_ip);
   if (port) *port = 40000;
   return CL_OK;
 }
-cl_status_t f_req_on_close(cl_request_t* r, cl_req_close_cb cb, void* ud) {
-  r->close_cb = cb;
-  r->close_ud = ud;
-  return CL_OK;
+cl_status_t f_req_on_close(cl_request_t* r, cl_req_close_cb, void*) {
+  REQ_LOOP_ONLY(r, "req_on_close", CL_ESTATE);
+  return r->held ? CL_OK : CL_ESTATE;  // the fake's clients never leave early: the callback never runs
 }
+
+bool reserved_header(std::string_view n) {
+  return iequals(n, "content-length") || iequals(n, "transfer-encoding") || iequals(n, "connection") ||
+         iequals(n, "date") || iequals(n, "server");
+}
+bool valid_header_text(std::string_view s, bool name) {
+  for (unsigned char c : s) {
+    if (c == '\r' || c == '\n' || c == 0) return false;
+    if (name && (c <= ' ' || c == ':' || c >= 127)) return false;
+  }
+  return !(name && s.empty());
+}
+
 cl_status_t f_resp_header_add(cl_request_t* r, cl_str_t name, cl_str_t value) {
-  if (r->started || r->ended) return CL_ESTATE;
+  REQ_LOOP_ONLY(r, "resp_header_add", CL_ESTATE);
+  if (r->started) return CL_ESTATE;
+  if (!valid_header_text(sv(name), true) || !valid_header_text(sv(value), false) || reserved_header(sv(name))) {
+    return CL_EINVAL;
+  }
   r->resp->headers.emplace_back(std::string(sv(name)), std::string(sv(value)));
   return CL_OK;
 }
 cl_status_t f_resp_send(cl_request_t* r, uint32_t status, cl_str_t ctype, cl_str_t body) {
-  if (r->started || r->ended) return CL_ESTATE;
+  REQ_LOOP_ONLY(r, "resp_send", CL_ESTATE);
+  if (r->started) return CL_ESTATE;
+  if (status < 100 || status > 999) return CL_EINVAL;
   r->resp->status = status;
   if (ctype.len) r->resp->headers.emplace_back("Content-Type", std::string(sv(ctype)));
   r->resp->headers.emplace_back("Content-Length", std::to_string(body.len));
   r->resp->body.assign(sv(body));
-  r->resp->complete = true;
-  delete r;
+  r->fh->impl->finish_request(r);
   return CL_OK;
 }
 cl_status_t f_resp_start(cl_request_t* r, uint32_t status, int64_t len) {
-  if (r->started || r->ended) return CL_ESTATE;
+  REQ_LOOP_ONLY(r, "resp_start", CL_ESTATE);
+  if (r->started) return CL_ESTATE;
+  if (status < 100 || status > 999 || len < -1) return CL_EINVAL;
   r->started = true;
+  r->content_length = len;
   r->resp->status = status;
   if (len >= 0) r->resp->headers.emplace_back("Content-Length", std::to_string(len));
   return CL_OK;
 }
 cl_status_t f_resp_write(cl_request_t* r, const void* p, size_t len, cl_free_cb done, void* hint) {
-  if (!r->started) return CL_ESTATE;
-  r->resp->body.append(static_cast<const char*>(p), len);
-  if (done) r->fh->impl->deferred.push_back([done, p, hint] { done(const_cast<void*>(p), hint); });
-  return CL_OK;
+  REQ_LOOP_ONLY(r, "resp_write", CL_ESTATE);
+  if (!p && len) return CL_EINVAL;
+  auto* impl = r->fh->impl.get();
+  if (impl->phase > Impl::unloading) done = nullptr;  // from fini: copied, done not called (nothing owed)
+  cl_status_t st = CL_OK;
+  if (!r->started) {
+    st = CL_ESTATE;
+  } else if (r->content_length >= 0 && r->bytes_out + len > static_cast<uint64_t>(r->content_length)) {
+    st = CL_EINVAL;
+  } else {
+    r->bytes_out += len;
+    r->resp->body.append(static_cast<const char*>(p), len);
+  }
+  if (done) {
+    // Lent bytes come back exactly once, from a clean stack, also on error.
+    impl->owed++;
+    impl->deferred.push_back([impl, done, p, hint] {
+      done(const_cast<void*>(p), hint);
+      impl->settle();
+    });
+  }
+  return st;
 }
 cl_status_t f_resp_end(cl_request_t* r) {
+  REQ_LOOP_ONLY(r, "resp_end", CL_ESTATE);
   if (!r->started) return CL_ESTATE;
-  r->resp->complete = true;
-  delete r;
+  r->fh->impl->finish_request(r);
   return CL_OK;
 }
 cl_status_t f_resp_file(cl_request_t* r, cl_str_t path, cl_str_t ctype) {
+  REQ_LOOP_ONLY(r, "resp_file", CL_ESTATE);
   FILE* f = fopen(std::string(sv(path)).c_str(), "rb");
   if (!f) return CL_ENOENT;
   std::string data;
@@ -512,18 +799,54 @@ cl_status_t f_resp_file(cl_request_t* r, cl_str_t path, cl_str_t ctype) {
   return f_resp_send(r, 200, ctype, cs(data));
 }
 cl_status_t f_sse_start(cl_request_t* r) {
+  REQ_LOOP_ONLY(r, "sse_start", CL_ESTATE);
+  if (r->started) return CL_ESTATE;
   r->sse = true;
   r->resp->headers.emplace_back("Content-Type", "text/event-stream");
   return f_resp_start(r, 200, -1);
 }
 cl_status_t f_sse_send(cl_request_t* r, cl_str_t event, cl_str_t data) {
-  if (!r->sse) return CL_ESTATE;
+  REQ_LOOP_ONLY(r, "sse_send", CL_ESTATE);
+  if (!r->sse || !r->started) return CL_ESTATE;
+  std::string_view ev = sv(event), d = sv(data);
+  if (ev.find_first_of("\r\n") != std::string_view::npos) return CL_EINVAL;
   std::string msg;
-  if (event.len) msg += "event: " + std::string(sv(event)) + "\n";
-  msg += "data: " + std::string(sv(data)) + "\n\n";
+  if (!ev.empty()) msg.append("event: ").append(ev).append("\n");
+  size_t pos = 0;
+  for (;;) {
+    size_t nl = d.find('\n', pos);
+    std::string_view line = d.substr(pos, nl == std::string_view::npos ? std::string_view::npos : nl - pos);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    msg.append("data: ").append(line).append("\n");
+    if (nl == std::string_view::npos) break;
+    pos = nl + 1;
+  }
+  msg.append("\n");
   r->resp->body += msg;
   return CL_OK;
 }
+
+#if CL_ABI_MINOR >= 1
+namespace pj = cloudlet::plugin_json;
+cl_status_t f_json_parse(cl_host_t* h, cl_str_t text, cl_json_t** out) {
+  if (!h) return CL_EINVAL;
+  cl_status_t st = pj::parse(sv(text), out);
+  if (st == CL_OK) impl_of(h)->json_docs++;
+  return st;
+}
+void f_json_free(cl_host_t* h, cl_json_t* doc) {
+  if (!doc) return;
+  pj::free(doc);
+  if (h) impl_of(h)->json_docs--;
+}
+cl_status_t f_json_type(const cl_json_t* d, cl_str_t p, int32_t* out) { return pj::type(d, sv(p), out); }
+cl_status_t f_json_get_str(const cl_json_t* d, cl_str_t p, cl_str_t* out) { return pj::get_str(d, sv(p), out); }
+cl_status_t f_json_get_int(const cl_json_t* d, cl_str_t p, int64_t* out) { return pj::get_int(d, sv(p), out); }
+cl_status_t f_json_get_num(const cl_json_t* d, cl_str_t p, double* out) { return pj::get_num(d, sv(p), out); }
+cl_status_t f_json_get_bool(const cl_json_t* d, cl_str_t p, int* out) { return pj::get_bool(d, sv(p), out); }
+cl_status_t f_json_get_len(const cl_json_t* d, cl_str_t p, size_t* out) { return pj::get_len(d, sv(p), out); }
+cl_status_t f_json_key_at(const cl_json_t* d, cl_str_t p, size_t i, cl_str_t* out) { return pj::key_at(d, sv(p), i, out); }
+#endif
 
 const cl_host_api_t kTable = [] {
   cl_host_api_t t;
@@ -582,8 +905,52 @@ const cl_host_api_t kTable = [] {
   t.resp_file = f_resp_file;
   t.sse_start = f_sse_start;
   t.sse_send = f_sse_send;
+#if CL_ABI_MINOR >= 1
+  t.json_parse = f_json_parse;
+  t.json_free = f_json_free;
+  t.json_type = f_json_type;
+  t.json_get_str = f_json_get_str;
+  t.json_get_int = f_json_get_int;
+  t.json_get_num = f_json_get_num;
+  t.json_get_bool = f_json_get_bool;
+  t.json_get_len = f_json_get_len;
+  t.json_key_at = f_json_key_at;
+#endif
   return t;
 }();
+
+void drain_posts(Impl* i) {
+  std::vector<std::pair<cl_post_cb, void*>> batch;
+  {
+    std::lock_guard<std::mutex> lock(i->post_mutex);
+    batch.swap(i->posts);
+  }
+  for (auto& [cb, ud] : batch) {
+    if (i->phase <= Impl::unloading) cb(ud);
+  }
+}
+
+// Delivers queued events and deferred completions (both asynchronous by contract).
+void pump(Impl* impl) {
+  while (!impl->events.empty() || !impl->deferred.empty()) {
+    while (!impl->deferred.empty()) {
+      auto fn = std::move(impl->deferred.front());
+      impl->deferred.pop_front();
+      fn();
+    }
+    while (!impl->events.empty()) {
+      auto [topic, payload] = impl->events.front();
+      impl->events.pop_front();
+      std::vector<Impl::Sub> subs;
+      for (auto& [id, s] : impl->subs) {
+        if (topic_matches(s.pattern, topic)) subs.push_back(s);
+      }
+      for (auto& s : subs) {
+        if (impl->open()) s.cb(s.ud, cs(topic), cs(payload));
+      }
+    }
+  }
+}
 
 }  // namespace
 
@@ -591,7 +958,7 @@ namespace cloudlet::test {
 
 std::string FakeHost::Response::header(const std::string& name) const {
   for (auto& [k, v] : headers) {
-    if (k.size() == name.size() && strncasecmp(k.data(), name.data(), k.size()) == 0) return v;
+    if (iequals(k, name)) return v;
   }
   return "";
 }
@@ -600,15 +967,7 @@ FakeHost::FakeHost(std::string plugin_name) : impl(std::make_unique<Impl>()) {
   uv_loop_init(&loop_);
   impl->self = this;
   impl->host.fh = this;
-  uv_async_init(&loop_, &impl->async, [](uv_async_t* a) {
-    auto* i = static_cast<Impl*>(a->data);
-    std::vector<std::pair<cl_post_cb, void*>> batch;
-    {
-      std::lock_guard<std::mutex> lock(i->post_mutex);
-      batch.swap(i->posts);
-    }
-    for (auto& [cb, ud] : batch) cb(ud);
-  });
+  uv_async_init(&loop_, &impl->async, [](uv_async_t* a) { drain_posts(static_cast<Impl*>(a->data)); });
   impl->async.data = impl.get();
   uv_unref(reinterpret_cast<uv_handle_t*>(&impl->async));
   facts["version"] = "test";
@@ -621,6 +980,8 @@ FakeHost::FakeHost(std::string plugin_name) : impl(std::make_unique<Impl>()) {
 
 FakeHost::~FakeHost() {
   if (impl->desc) unload();
+  for (cl_request_s* r : impl->requests) delete r;
+  impl->requests.clear();
   uv_close(reinterpret_cast<uv_handle_t*>(&impl->async), nullptr);
   uv_run(&loop_, UV_RUN_DEFAULT);
   uv_loop_close(&loop_);
@@ -630,14 +991,37 @@ FakeHost::~FakeHost() {
 const cl_host_api_t* FakeHost::api() const { return &kTable; }
 cl_host_t* FakeHost::host() { return &impl->host; }
 
-cl_status_t FakeHost::init(const cl_plugin_desc_t* desc, const std::string& config_json) {
-  if (!desc || desc->abi_major != CL_ABI_MAJOR || desc->abi_minor > CL_ABI_MINOR || !desc->init) return CL_ENOTSUP;
+cl_status_t FakeHost::init(const cl_plugin_desc_t* desc, const std::string& config_json, std::string* error) {
+  auto refuse = [&](cl_status_t st, const std::string& why) {
+    if (error) *error = why;
+    return st;
+  };
+  if (!desc || !desc->init) return refuse(CL_EINVAL, "no descriptor or no init function");
+  if (desc->abi_major != CL_ABI_MAJOR) {
+    return refuse(CL_ENOTSUP, "built for plugin ABI " + std::to_string(desc->abi_major) + "." +
+                                  std::to_string(desc->abi_minor) + ", this host provides " +
+                                  std::to_string(CL_ABI_MAJOR) + "." + std::to_string(CL_ABI_MINOR) +
+                                  " (major must match)");
+  }
+  if (desc->abi_minor > CL_ABI_MINOR) {
+    return refuse(CL_ENOTSUP, "needs plugin ABI " + std::to_string(desc->abi_major) + "." +
+                                  std::to_string(desc->abi_minor) + ", this host provides " +
+                                  std::to_string(CL_ABI_MAJOR) + "." + std::to_string(CL_ABI_MINOR));
+  }
   impl->desc = desc;
-  impl->initializing = true;
+  impl->phase = Impl::loading;
+  {
+    std::lock_guard<std::mutex> lock(impl->post_mutex);
+    impl->posts_open = true;
+  }
   cl_status_t st = desc->init(host(), api(), cs(config_json), &impl->state);
-  impl->initializing = false;
-  if (st != CL_OK) impl->desc = nullptr;
-  return st;
+  if (st != CL_OK) {
+    // Like the real host: unloaded without fini, completions of what init started still delivered.
+    unload();
+    return refuse(st, std::string("init failed: ") + cloudlet::status_text(st));
+  }
+  impl->phase = Impl::running;
+  return CL_OK;
 }
 
 cl_status_t FakeHost::load(const std::string& so_path, const std::string& config_json, std::string* error) {
@@ -648,48 +1032,65 @@ cl_status_t FakeHost::load(const std::string& so_path, const std::string& config
   }
   auto entry = reinterpret_cast<cl_plugin_entry_v1_fn>(dlsym(impl->dl, CL_PLUGIN_ENTRY_V1));
   if (!entry) {
-    if (error) *error = "no entry symbol";
+    if (error) *error = "no '" CL_PLUGIN_ENTRY_V1 "' symbol";
     return CL_EINVAL;
   }
-  return init(entry(), config_json);
+  return init(entry(), config_json, error);
 }
 
 size_t FakeHost::unload() {
-  if (!impl->desc) return 0;
-  if (impl->desc->fini) impl->desc->fini(host(), impl->state);
-  impl->desc = nullptr;
-  run_for(10);
-  size_t left = impl->timers.size() + impl->watches.size() + impl->work.size();
-  for (auto& [id, t] : impl->timers) {
-    uv_close(reinterpret_cast<uv_handle_t*>(&t->handle), [](uv_handle_t* x) { delete static_cast<Impl::Timer*>(x->data); });
-  }
+  if (!impl->desc || impl->phase >= Impl::unloading) return 0;
+  bool init_succeeded = impl->phase == Impl::running;
+  impl->phase = Impl::unloading;
+  // Stop every new call into the plugin.
+  for (auto& [id, t] : impl->timers) close_timer(t);
   impl->timers.clear();
-  for (auto& [id, w] : impl->watches) {
-    uv_close(reinterpret_cast<uv_handle_t*>(&w->poll), [](uv_handle_t* x) { delete static_cast<Impl::Watch*>(x->data); });
-  }
+  for (auto& [id, w] : impl->watches) close_watch(w);
   impl->watches.clear();
-  while (!impl->work.empty()) uv_run(&loop_, UV_RUN_ONCE);
-  return left;
-}
-
-static void pump(FakeHost::Impl* impl) {
-  // Deliver queued events and deferred completions (both asynchronous by contract).
-  while (!impl->events.empty() || !impl->deferred.empty()) {
-    while (!impl->deferred.empty()) {
-      auto fn = std::move(impl->deferred.front());
-      impl->deferred.pop_front();
-      fn();
-    }
-    while (!impl->events.empty()) {
-      auto [topic, payload] = impl->events.front();
-      impl->events.pop_front();
-      std::vector<FakeHost::Impl::Sub> subs;
-      for (auto& [id, s] : impl->subs) {
-        if (topic_matches(s.pattern, topic)) subs.push_back(s);
-      }
-      for (auto& s : subs) s.cb(s.ud, cs(topic), cs(payload));
-    }
+  impl->subs.clear();
+  impl->plugin_ops.clear();
+  impl->routers.clear();
+  // Cancel what can be: queued work, awaited operation results, open body streams.
+  for (auto& [id, w] : impl->work) uv_cancel(reinterpret_cast<uv_req_t*>(&w->req));
+  for (const auto& a : impl->awaited) {
+    a->delivered = true;
+    impl->deferred.push_back([i = impl.get(), a] {
+      a->cb(a->ud, CL_ECANCELED, cs("{\"error\":\"the calling plugin is unloading\"}"));
+      i->settle();
+    });
   }
+  impl->awaited.clear();
+  for (cl_request_s* r : impl->requests) r->stream_body.clear();  // their final call becomes the end
+  // Wait for everything owed, then close post() and deliver what it accepted.
+  run_until([&] { return impl->owed == 0; }, 60000);
+  {
+    std::lock_guard<std::mutex> lock(impl->post_mutex);
+    impl->posts_open = false;
+  }
+  drain_posts(impl.get());
+  pump(impl.get());
+  impl->phase = Impl::finishing;
+  if (init_succeeded && impl->desc->fini) impl->desc->fini(host(), impl->state);
+  // Answer what the plugin left.
+  size_t left = impl->calls.size() + impl->requests.size() + (impl->txn ? 1 : 0) +
+                static_cast<size_t>(std::max<int64_t>(0, impl->json_docs.load()));
+  for (cl_op_call_s* c : impl->calls) {
+    live_calls().erase(c);
+    c->reply(CL_ECANCELED, "{\"error\":\"the plugin was unloaded before answering\"}");
+    delete c;
+  }
+  impl->calls.clear();
+  for (cl_request_s* r : std::set<cl_request_s*>(impl->requests)) {
+    if (!r->started) r->resp->status = 503;
+    r->body_open = false;
+    impl->finish_request(r);
+  }
+  delete impl->txn;
+  impl->txn = nullptr;
+  pump(impl.get());
+  impl->desc = nullptr;
+  impl->phase = Impl::gone;
+  return left;
 }
 
 bool FakeHost::run_until(const std::function<bool()>& cond, uint64_t timeout_ms) {
@@ -718,38 +1119,44 @@ FakeHost::Response FakeHost::request(const std::string& listener, const std::str
                                      const std::vector<std::pair<std::string, std::string>>& headers,
                                      uint64_t timeout_ms) {
   auto resp = std::make_shared<Response>();
-  auto* r = new cl_request_s;
-  r->fh = this;
-  r->method = method;
-  r->body = body;
-  r->headers = headers;
-  r->resp = resp.get();
-  r->local_ip = local_ip;
-  r->peer_ip = peer_ip;
+  std::string path, query;
   size_t q = target.find('?');
-  cloudlet::http::percent_decode(target.substr(0, q), &r->path, false);
-  if (q != std::string::npos) {
-    r->query = target.substr(q + 1);
-    cloudlet::http::parse_query(r->query, &r->params);
-  }
+  cloudlet::http::percent_decode(target.substr(0, q), &path, false);
+  if (q != std::string::npos) query = target.substr(q + 1);
   std::vector<cloudlet::http::Router::Match> matches;
   std::string allowed;
-  impl->routers[listener].match(method, r->path, &matches, &allowed);
+  if (impl->phase <= Impl::running) impl->routers[listener].match(method, path, &matches, &allowed);
   for (auto& m : matches) {
+    auto* r = new cl_request_s;
+    r->fh = this;
+    r->method = method;
+    r->path = path;
+    r->query = query;
+    if (!query.empty()) cloudlet::http::parse_query(query, &r->params);
+    r->route_flags = m.route->flags;
+    (r->route_flags & CL_ROUTE_F_STREAM_BODY ? r->stream_body : r->body) = body;
+    r->headers = headers;
+    r->resp = resp;
+    r->local_ip = local_ip;
+    r->peer_ip = peer_ip;
     r->path_params = m.params;
+    r->held = true;
+    impl->requests.insert(r);
     cl_status_t st = m.route->handler(*r);
-    if (st == CL_EDECLINED) continue;
-    if (st != CL_OK && !resp->complete) {
-      resp->status = st == CL_EINVAL ? 400 : st == CL_ENOENT ? 404 : 500;
-      resp->complete = true;
+    if (st != CL_OK && impl->requests.count(r)) {
+      // Declined or failed: the plugin does not own the request.
+      if (r->body_open) impl->settle();
+      impl->requests.erase(r);
       delete r;
+      if (st == CL_EDECLINED) continue;
+      resp->status = st == CL_EINVAL ? 400 : st == CL_ENOENT ? 404 : st == CL_EUNAVAIL ? 503 : 500;
+      resp->complete = true;
     }
     run_until([&] { return resp->complete; }, timeout_ms);
     return *resp;
   }
   resp->status = allowed.empty() ? 404 : 405;
   resp->complete = true;
-  delete r;
   return *resp;
 }
 
@@ -758,15 +1165,14 @@ std::pair<cl_status_t, std::string> FakeHost::call(const std::string& name, cons
   if (it == impl->plugin_ops.end()) return {CL_ENOENT, ""};
   auto result = std::make_shared<std::pair<cl_status_t, std::string>>(CL_EIO, "");
   auto done = std::make_shared<bool>(false);
-  auto* call = new cl_op_call_s{this, [result, done](cl_status_t st, std::string json) {
-                                  *result = {st, json};
-                                  *done = true;
-                                }};
-  cl_status_t st = it->second.cb(it->second.ud, call, cs(args));
-  if (st != CL_OK) {
-    delete call;
-    return {st, ""};
-  }
+  Impl* i = impl.get();
+  invoke_plugin_op(i, it->second, args, [i, result, done](cl_status_t st, std::string json) {
+    // Answered from a clean stack, like the real Operations.
+    i->deferred.push_back([result, done, st, json] {
+      *result = {st, json};
+      *done = true;
+    });
+  });
   if (!run_until([&] { return *done; }, timeout_ms)) return {CL_ETIMEDOUT, ""};
   return *result;
 }

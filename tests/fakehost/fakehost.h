@@ -4,9 +4,14 @@
 // HTTP are in memory and recorded, so a test can load a plugin .so, drive requests and operations into it, fake
 // the operations it calls (e.g. "instance.start"), and inspect what it stored, published and logged.
 //
-// It links no core code except the router and URL helpers, and defines its own cl_request_s, so a plugin under
-// test sees exactly the ABI and nothing else. Loop-thread rules are the same as the real host's: drive it from
-// the test thread only (post and log may come from any thread).
+// It is a second implementation of the ABI, written from the header: it links no core code except the router
+// and URL helpers and the pure slot helpers (core/plugin/json_doc.cc, status_text.cc), and defines its own
+// cl_request_s. tests/unit/core/plugin/conformance runs one suite against it and against the real host, so
+// the two keep the same contract: thread rule (loop-only slots refuse other threads with CL_ESTATE), status
+// codes, exactly-once completions and the unload sequence. Drive it from the thread that created it.
+//
+// Built twice: cl_fakehost against abi/cloudlet_plugin.h, and cl_fakehost_1_0 against the frozen 1.0 header
+// (tests/abi/headers), which is a host that provides ABI 1.0 only.
 #pragma once
 
 #include <uv.h>
@@ -52,11 +57,15 @@ class FakeHost {
   cl_host_t* host();
   uv_loop_t* loop() { return &loop_; }
 
-  // Loads a plugin .so (dlopen RTLD_NOW|RTLD_LOCAL), checks its descriptor and calls init with config.
+  // Loads a plugin .so (dlopen RTLD_NOW|RTLD_LOCAL), checks its descriptor as the real loader does (major,
+  // minor, name when given) and calls init with config. On failure *error says why, in the loader's words.
   cl_status_t load(const std::string& so_path, const std::string& config_json = "{}", std::string* error = nullptr);
   // Or initialise from a descriptor linked into the test.
-  cl_status_t init(const cl_plugin_desc_t* desc, const std::string& config_json = "{}");
-  // Calls fini, then checks that nothing is left running (timers, watches, work); returns the leftovers count.
+  cl_status_t init(const cl_plugin_desc_t* desc, const std::string& config_json = "{}", std::string* error = nullptr);
+  // Unloads as the real host does (abi/cloudlet_plugin.h, lifecycle): stops new calls, cancels and waits for
+  // every completion the plugin is owed (running the loop), calls fini, then answers what the plugin left.
+  // Returns how many things the plugin left behind after fini: unanswered requests and operation calls, an
+  // open transaction, JSON documents not freed. A clean plugin returns 0.
   size_t unload();
 
   // Runs the loop until cond() holds or timeout_ms passes; returns cond()'s final value.
@@ -79,13 +88,14 @@ class FakeHost {
   void provide(const std::string& name, OpHandler handler);
   bool has_operation(const std::string& name) const;
 
-  // Publishes an event to the plugin's subscriptions (delivered on the next loop turn).
+  // Publishes an event to the plugin's subscriptions (delivered on a later loop turn).
   void publish(const std::string& topic, const std::string& json);
 
   // What the plugin did.
   std::vector<Route> routes;
   std::vector<std::pair<std::string, std::string>> published;  // topic, payload
-  std::vector<LogLine> logs;
+  std::vector<LogLine> logs;  // guarded by log_mutex (plugins log from any thread)
+  std::mutex log_mutex;
   std::map<std::string, std::string> facts;  // host_get keys ("data_dir", "cloudlet_name", ...)
   // The store: collection -> key -> JSON value (the plugin's private namespace).
   std::map<std::string, std::map<std::string, std::string>> store;

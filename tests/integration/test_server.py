@@ -104,6 +104,41 @@ class Serving(harness.TestCase):
         self.assertEqual(status, 200)
         self.assertEqual(srv.stop(), 0)
 
+    def test_sigterm_unloads_a_plugin_holding_work_a_lent_write_and_a_body_stream(self):
+        """Issue 9: a plugin with slow work queued, 32 MiB lent to a client that does not read, and an upload
+        stopped half-way is unloaded at SIGTERM: every completion once, before fini, exit 0 (ASan build too)."""
+        fixture = os.path.join(harness.BUILD_DIR, "tests", "fixtures", "fixture_unload_pending.so")
+        srv = self.server(config={"plugins": [{"name": "unload_pending", "path": fixture}],
+                                  "shutdown_timeout_ms": 300, "plugins_dlclose": True}).start()
+        status, _, body = srv.get("manager", "/plugins/unload_pending/work")
+        self.assertEqual((status, json.loads(body)["queued"]), (200, 40))
+        down = socket.create_connection(("127.0.0.1", srv.port("manager")), timeout=10)
+        down.sendall(b"GET /plugins/unload_pending/big HTTP/1.1\r\nHost: x\r\n\r\n")  # never read
+        up = socket.create_connection(("127.0.0.1", srv.port("manager")), timeout=10)
+        up.sendall(b"POST /plugins/unload_pending/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nhalf")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            _, _, body = srv.get("manager", "/plugins/unload_pending/status")
+            state = json.loads(body)
+            if state["lent_pending"] == 1 and state["body_open"] == 1:
+                break
+            time.sleep(0.02)
+        self.assertEqual((state["lent_pending"], state["body_open"]), (1, 1), state)
+        self.assertEqual(srv.stop(), 0, srv.log_text())
+        down.close()
+        up.close()
+        log = srv.log_text()
+        tally = dict(kv.split("=") for kv in log[log.index("tally:"):].splitlines()[0].split()[1:])
+        tally = {k: int(v) for k, v in tally.items()}
+        self.assertEqual(tally["work_ok"] + tally["work_canceled"], 40, tally)
+        for key in ("work_twice", "lent_twice", "body_twice", "pending_at_fini"):
+            self.assertEqual(tally[key], 0, tally)
+        self.assertEqual((tally["lent_done"], tally["body_final"]), (1, 1), tally)
+        self.assertEqual(tally["posts_accepted"], tally["posts_delivered"], tally)
+        self.assertIn("unloaded 'unload_pending'", log)
+        self.assertLess(log.index("tally:"), log.index("shutdown complete"))
+        self.assertNotIn("ERROR", log)
+
     def test_live_events_stream_and_end_at_shutdown(self):
         srv = self.server().start()
         sock = socket.create_connection(("127.0.0.1", srv.port("manager")), timeout=10)

@@ -74,29 +74,49 @@ bool parse_response(const std::string& data, size_t* pos, HttpResponse* out, boo
   return true;
 }
 
-HttpResponse http_raw(const std::string& host, uint16_t port, const std::string& request, uint64_t timeout_ms,
-                      bool head) {
-  HttpResponse r;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+namespace {
+int connect_to(const std::string& host, uint16_t port) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(port);
   inet_pton(AF_INET, host.c_str(), &a.sin_addr);
   if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    r.error = std::string("connect: ") + strerror(errno);
+    int saved = errno;
     close(fd);
+    errno = saved;
+    return -1;
+  }
+  return fd;
+}
+}  // namespace
+
+int connect_loopback(uint16_t port) { return connect_to("127.0.0.1", port); }
+
+bool send_all(int fd, std::string_view data) {
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    off += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+HttpResponse http_raw(const std::string& host, uint16_t port, const std::string& request, uint64_t timeout_ms,
+                      bool head) {
+  HttpResponse r;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  int fd = connect_to(host, port);
+  if (fd < 0) {
+    r.error = std::string("connect: ") + strerror(errno);
     return r;
   }
-  size_t off = 0;
-  while (off < request.size()) {
-    ssize_t n = send(fd, request.data() + off, request.size() - off, MSG_NOSIGNAL);
-    if (n <= 0) {
-      r.error = "send failed";
-      close(fd);
-      return r;
-    }
-    off += static_cast<size_t>(n);
+  if (!send_all(fd, request)) {
+    r.error = "send failed";
+    close(fd);
+    return r;
   }
   std::string data;
   char buf[65536];

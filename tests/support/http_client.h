@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -22,6 +23,11 @@ struct HttpResponse {
 // Connects to host:port (IPv4), sends raw bytes, reads one response. timeout_ms bounds the whole exchange.
 HttpResponse http_raw(const std::string& host, uint16_t port, const std::string& request, uint64_t timeout_ms = 5000,
                       bool head = false);
+
+// A blocking TCP connection to 127.0.0.1:port, for tests that hold a connection open; -1 on error.
+int connect_loopback(uint16_t port);
+// Sends all of data (MSG_NOSIGNAL); false on error.
+bool send_all(int fd, std::string_view data);
 
 // GET path with "Connection: close".
 HttpResponse http_get(uint16_t port, const std::string& path, uint64_t timeout_ms = 5000);

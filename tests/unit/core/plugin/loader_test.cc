@@ -21,6 +21,9 @@
 #include "ops/operations.h"
 #include "plugin/host.h"
 #include "store/store.h"
+#include "plugin_core.h"
+#include "plugin_test_util.h"
+#include "uv_run_probe.h"
 
 namespace fs = std::filesystem;
 using namespace cloudlet;
@@ -30,113 +33,51 @@ namespace {
 std::string build_dir() { return getenv("CLOUDLET_BUILD_DIR"); }
 std::string fixture(const std::string& name) { return build_dir() + "/tests/fixtures/fixture_" + name + ".so"; }
 
-// Runs the loop until pred() holds (checked every ms) or timeout_ms passes.
-bool run_until(Loop& loop, const std::function<bool()>& pred, uint64_t timeout_ms = 5000) {
-  if (pred()) return true;
-  bool ok = false;
-  uint64_t start = uv_hrtime();
-  Loop::TimerId t = 0;
-  t = loop.timer_start(1, 1, [&] {
-    if (pred()) {
-      ok = true;
-      loop.timer_stop(t);
-      loop.stop();
-    } else if (uv_hrtime() - start > timeout_ms * 1000000) {
-      loop.timer_stop(t);
-      loop.stop();
-    }
-  });
-  loop.run();
-  return ok;
-}
+using test::run_until;
 
 class LoaderTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("cl-loader-" + std::to_string(getpid()) + "-" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_ / "tmp");
-    log_path_ = (dir_ / "log.txt").string();
-    ASSERT_TRUE(log::set_output_file(log_path_));
-    Store::Options so;
-    so.dir = (dir_ / "db").string();
-    std::string err;
-    store_ = Store::open(loop_, so, &err);
-    ASSERT_TRUE(store_) << err;
-    server_ = std::make_unique<http::Server>(loop_, (dir_ / "tmp").string());
-    http::ListenerOptions lo;
-    lo.name = "manager";
-    lo.host = "127.0.0.1";
-    lo.port = 0;
-    ASSERT_EQ(server_->listen(lo, &err), CL_OK) << err;
-    port_ = server_->listener("manager")->bound_port;
-    svc_ = std::make_unique<HostServices>(
-        HostServices{loop_, *server_, store_.get(), ops_, events_, "test", dir_.string(), "testlet", "open"});
-    pm_ = std::make_unique<PluginManager>(*svc_);
-    baseline_timers_ = loop_.active_timers();
-  }
+  LoaderTest() : core_(::testing::UnitTest::GetInstance()->current_test_info()->name()) {}
+
+  void SetUp() override { baseline_timers_ = loop_.active_timers(); }
 
   void TearDown() override {
-    pm_->unload_all(true);
+    EXPECT_TRUE(core_.unload_all());
     EXPECT_EQ(events_.subscriber_count(), 0u);
-    bool down = false;
-    server_->shutdown(1000, [&] { down = true; });
-    run_until(loop_, [&] { return down; });
-    store_->close();
-    server_.reset();
-    EXPECT_EQ(loop_.close(), 0);
-    log::set_output_file("/dev/stderr");
-    fs::remove_all(dir_);
+    EXPECT_EQ(core_.close(), 0);
+    EXPECT_EQ(test::uv_run_reentries(), 0);  // neither the core nor these tests ever re-enter uv_run
   }
 
+  void unload_all() { ASSERT_TRUE(core_.unload_all()); }
   cl_status_t load(const std::string& name, const std::string& path, std::vector<std::string> prefixes = {}) {
-    PluginSpec spec;
-    spec.name = name;
-    spec.path = path;
-    spec.prefixes = std::move(prefixes);
-    std::string error;
-    return pm_->load(spec, &error);
+    return core_.load(name, path, std::move(prefixes));
   }
-
-  // Performs an HTTP GET from another thread while the loop serves it.
-  test::HttpResponse get(const std::string& path) {
-    auto fut = std::async(std::launch::async, [&] { return test::http_get(port_, path, 5000); });
-    run_until(loop_, [&] { return fut.wait_for(std::chrono::seconds(0)) == std::future_status::ready; }, 6000);
-    return fut.get();
-  }
-
+  test::HttpResponse get(const std::string& path) { return core_.get(path); }
   std::pair<cl_status_t, std::string> call(const std::string& op, const std::string& args = "{}") {
-    bool done = false;
-    std::pair<cl_status_t, std::string> out{CL_EIO, ""};
-    cl_status_t st = ops_.call(op, args, [&](cl_status_t s, std::string_view r) {
-      out = {s, std::string(r)};
-      done = true;
-    });
-    if (st != CL_OK) return {st, ""};
-    EXPECT_TRUE(run_until(loop_, [&] { return done; }));
+    auto out = core_.call(op, args);
+    EXPECT_NE(out.first, CL_ETIMEDOUT) << op;
     return out;
   }
+  int log_lines_with(const std::string& needle) { return core_.log_lines_with(needle); }
 
-  // Log lines (after a test step) that contain `needle`.
-  int log_lines_with(const std::string& needle) {
-    std::ifstream in(log_path_);
-    std::string line;
-    int n = 0;
-    while (std::getline(in, line)) n += line.find(needle) != std::string::npos;
-    return n;
+  // Calls op until its result contains `want` (the loop turns between calls, never inside one).
+  bool poll_call(const std::string& op, const std::string& want, int tries = 500) {
+    for (int i = 0; i < tries; i++) {
+      if (call(op).second.find(want) != std::string::npos) return true;
+      run_until(loop_, [] { return false; }, 10);
+    }
+    return false;
   }
 
-  fs::path dir_;
-  std::string log_path_;
-  Loop loop_;
-  std::unique_ptr<Store> store_;
-  Operations ops_{loop_};
-  EventBus events_{loop_};
-  std::unique_ptr<http::Server> server_;
-  std::unique_ptr<HostServices> svc_;
-  std::unique_ptr<PluginManager> pm_;
-  uint16_t port_ = 0;
+  test::PluginCore core_;
+  Loop& loop_ = core_.loop;
+  Operations& ops_ = core_.ops;
+  EventBus& events_ = core_.events;
+  std::unique_ptr<Store>& store_ = core_.store;
+  std::unique_ptr<http::Server>& server_ = core_.server;
+  std::unique_ptr<PluginManager>& pm_ = core_.pm;
+  uint16_t& port_ = core_.port;
+  fs::path& dir_ = core_.dir;
   size_t baseline_timers_ = 0;
 };
 
@@ -209,6 +150,105 @@ TEST_F(LoaderTest, FailedInitLeavesNothingBehind) {
   EXPECT_EQ(get("/plugins/init_fails/x").status, 404);
 }
 
+// The work a failing init queued runs plugin code on a worker: the code stays mapped until that work is done
+// and its completion was delivered (exactly once), and only then is it unmapped.
+TEST_F(LoaderTest, FailedInitWaitsForItsWorkBeforeUnmapping) {
+  EXPECT_EQ(load("init_fails", fixture("init_fails")), CL_EIO);
+  EXPECT_EQ(pm_->retiring(), 1u);  // still mapped: its slow work is running
+  ASSERT_TRUE(run_until(loop_, [&] { return pm_->retiring() == 0; }));
+  EXPECT_EQ(log_lines_with("slow work done: status 0"), 1);
+  EXPECT_EQ(log_lines_with("unloaded 'init_fails'"), 1);
+}
+
+// A 50 ms work function is fine: only hooks on the loop thread may be reported as blocking it.
+TEST_F(LoaderTest, SlowWorkersAreNotReportedAsBlockingTheLoop) {
+  ASSERT_EQ(load("conformance", fixture("conformance")), CL_OK);
+  EXPECT_EQ(call("conf.slow_work").first, CL_OK);
+  EXPECT_EQ(log_lines_with("blocked the loop"), 0);
+}
+
+// Exceptions from a request's close callback and from the release of lent bytes stop at the boundary: the
+// HTTP layer calls the core's trampolines, which call the plugin through the guard.
+TEST_F(LoaderTest, ExceptionsFromCompletionCallbacksStopAtTheBoundary) {
+  ASSERT_EQ(load("throws", fixture("throws")), CL_OK);
+  ASSERT_EQ(load("hello", build_dir() + "/plugins/hello.so"), CL_OK);
+  auto r = get("/plugins/throws/lent");
+  EXPECT_EQ(r.status, 200) << r.error;
+  EXPECT_EQ(r.body, "lent bytes\n");
+  // A client that asks for /hold and leaves: the plugin's close callback runs (and throws).
+  auto fut = std::async(std::launch::async, [&] {
+    return test::http_raw("127.0.0.1", port_, "GET /plugins/throws/hold HTTP/1.1\r\nHost: x\r\n\r\n", 200);
+  });
+  ASSERT_TRUE(run_until(loop_, [&] { return fut.wait_for(std::chrono::seconds(0)) == std::future_status::ready; }));
+  ASSERT_TRUE(poll_call("throws.ticks", "\"closed\":1"));
+  std::string counts = call("throws.ticks").second;
+  EXPECT_NE(counts.find("\"released\":1"), std::string::npos) << counts;  // exactly once
+  EXPECT_EQ(log_lines_with("request close callback threw"), 1);
+  EXPECT_EQ(log_lines_with("write completion threw"), 1);
+  EXPECT_EQ(get("/plugins/hello/greet").status, 200);
+}
+
+// Request, response and SSE slots and txn_abort refuse other threads (rule T1) and do nothing.
+TEST_F(LoaderTest, RequestSlotsRefuseOtherThreads) {
+  ASSERT_EQ(load("misbehaves", fixture("misbehaves")), CL_OK);
+  auto r = get("/plugins/misbehaves/offthread");
+  ASSERT_EQ(r.status, 200) << r.error << r.body;
+  json::Document d;
+  ASSERT_TRUE(json::parse(r.body, &d, nullptr)) << r.body;
+  EXPECT_EQ(d["method_len"].GetInt(), 0);
+  for (const char* k : {"header", "param", "header_add", "start", "write", "lent", "sse_start", "sse_send",
+                        "body_read", "end", "send"}) {
+    EXPECT_EQ(d[k].GetInt(), CL_ESTATE) << k;
+  }
+  EXPECT_EQ(d["txn_still_open"].GetInt(), CL_EBUSY);  // the refused txn_abort did not abort
+  EXPECT_EQ(r.header("X-Off"), "");
+  EXPECT_EQ(log_lines_with("called off the loop thread"), 13);
+}
+
+// Unloading never runs the loop: it returns at once, and the plugin's completions arrive while the caller's
+// loop turns. A body stream still open ends with CL_ECANCELED at once; a lent write, the slow work and the
+// posts of the plugin's own thread are waited for; each completion arrives exactly once, all before fini.
+TEST_F(LoaderTest, UnloadIsAsynchronousAndDeliversEveryCompletionOnceBeforeFini) {
+  ASSERT_EQ(load("unload_pending", fixture("unload_pending")), CL_OK);
+  auto [st, queued] = call("unload_pending.work");
+  ASSERT_EQ(st, CL_OK);
+  EXPECT_EQ(queued, "{\"queued\":40}");
+  // A download the client does not read (the lent 32 MiB stay pending) and an upload that stops half-way.
+  int down = -1, up = -1;
+  ASSERT_TRUE(test::hold_download_and_upload(port_, &down, &up));
+  ASSERT_TRUE(poll_call("unload_pending.status", "\"lent_pending\":1,\"body_open\":1"));
+  int runs = test::uv_run_calls();
+  bool done = false;
+  pm_->unload_all(true, [&] { done = true; });
+  EXPECT_EQ(test::uv_run_calls(), runs);  // unload_all returned without running the loop
+  EXPECT_FALSE(done);
+  EXPECT_EQ(pm_->count(), 0u);
+  EXPECT_EQ(pm_->retiring(), 1u);
+  // The lent bytes are released once the client goes away; until then the plugin stays (fini not called).
+  ASSERT_FALSE(run_until(loop_, [&] { return done; }, 700));
+  EXPECT_EQ(log_lines_with("tally:"), 0);
+  close(down);
+  ASSERT_TRUE(run_until(loop_, [&] { return done; }, 20000));
+  close(up);
+  EXPECT_EQ(test::uv_run_reentries(), 0);
+  std::string tally = core_.log_line("tally:");
+  ASSERT_FALSE(tally.empty());
+  auto value = [&](const std::string& key) { return test::tally_value(tally, key); };
+  EXPECT_EQ(value("work_queued"), 40) << tally;
+  EXPECT_EQ(value("work_ok") + value("work_canceled"), 40) << tally;
+  EXPECT_GT(value("work_canceled"), 0) << tally;  // queued behind the busy workers: cancelled at unload
+  EXPECT_EQ(value("work_twice"), 0) << tally;
+  EXPECT_EQ(value("lent_done"), 1) << tally;
+  EXPECT_EQ(value("lent_twice"), 0) << tally;
+  EXPECT_EQ(value("body_final"), 1) << tally;
+  EXPECT_EQ(value("body_status"), CL_ECANCELED) << tally;
+  EXPECT_EQ(value("body_twice"), 0) << tally;
+  EXPECT_GT(value("posts_accepted"), 0) << tally;
+  EXPECT_EQ(value("posts_accepted"), value("posts_delivered")) << tally;
+  EXPECT_EQ(value("pending_at_fini"), 0) << tally;
+  EXPECT_EQ(log_lines_with("unloaded 'unload_pending'"), 1);
+}
+
 TEST_F(LoaderTest, ExceptionsStopAtTheBoundary) {
   ASSERT_EQ(load("throws", fixture("throws")), CL_OK);
   ASSERT_EQ(load("hello", build_dir() + "/plugins/hello.so"), CL_OK);
@@ -228,10 +268,10 @@ TEST_F(LoaderTest, LeftoversAreReleasedAfterFini) {
   ASSERT_EQ(load("leaks", fixture("leaks")), CL_OK);  // its init also checks route_add refused a foreign prefix
   EXPECT_GT(loop_.active_timers(), baseline_timers_);
   EXPECT_EQ(events_.subscriber_count(), 1u);
-  pm_->unload_all(true);
+  unload_all();
   EXPECT_EQ(loop_.active_timers(), baseline_timers_);
   EXPECT_EQ(events_.subscriber_count(), 0u);
-  EXPECT_EQ(log_lines_with("released 1 timer(s)"), 1);
+  EXPECT_EQ(log_lines_with("unloading: stopped 1 timer(s), 0 watch(es), 1 subscription(s)"), 1);
 }
 
 TEST_F(LoaderTest, PostsFromAPluginThreadAllArriveInOrder) {

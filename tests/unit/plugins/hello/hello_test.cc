@@ -1,6 +1,8 @@
 // The hello plugin against the fake host: no server, the plugin sees only the ABI.
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 #include "fakehost.h"
 
 using cloudlet::test::FakeHost;
@@ -67,4 +69,31 @@ TEST(Hello, HeartbeatTimerRunsAndStopsAtUnload) {
       },
       3000));
   EXPECT_EQ(fh.unload(), 0u);  // fini stopped its timer
+}
+
+// Arguments are read with the host's JSON slots, not scanned by hand: spacing, escapes and key order do not
+// matter, and a value of the wrong type is refused.
+TEST(Hello, OperationReadsItsJsonArgumentsProperly) {
+  FakeHost fh;
+  ASSERT_EQ(fh.load(plugin_path()), CL_OK);
+  auto [st, out] = fh.call("hello.greet", "{\"name\": \"bob\"}");
+  EXPECT_EQ(st, CL_OK);
+  EXPECT_EQ(out, "{\"greeting\":\"hello, bob\",\"count\":1}");
+  std::tie(st, out) = fh.call("hello.greet", "{ \"x\" : [1, {\"name\": \"no\"}], \"name\" : \"b\\u006fb\" }");
+  EXPECT_EQ(st, CL_OK);
+  EXPECT_EQ(out, "{\"greeting\":\"hello, bob\",\"count\":2}");
+  std::tie(st, out) = fh.call("hello.greet", "{}");
+  EXPECT_EQ(out, "{\"greeting\":\"hello, world\",\"count\":1}");
+  EXPECT_EQ(fh.call("hello.greet", "{\"name\": 5}").first, CL_EINVAL);
+  EXPECT_EQ(fh.call("hello.greet", "not json").first, CL_EINVAL);
+  EXPECT_EQ(fh.unload(), 0u);  // every parsed document was freed
+}
+
+TEST(Hello, BadHeartbeatConfigurationIsRefused) {
+  FakeHost fh;
+  std::string error;
+  EXPECT_EQ(fh.load(plugin_path(), "{\"heartbeat_s\": \"often\"}", &error), CL_EINVAL);
+  EXPECT_EQ(error, "init failed: invalid argument");
+  EXPECT_EQ(fh.request("manager", "GET", "/plugins/hello/greet").status, 404u);  // its route was removed
+  EXPECT_FALSE(fh.has_operation("hello.greet"));
 }

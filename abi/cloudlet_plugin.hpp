@@ -1,0 +1,406 @@
+/*
+ * cloudlet_plugin.hpp -- optional C++17 helpers over the C ABI (abi/cloudlet_plugin.h). Header-only.
+ *
+ * This file is NOT part of the ABI: it compiles into the plugin and calls only the table a plugin gets in
+ * init(). It adds no core types, no exceptions across the boundary and no std types in any call to the core.
+ * What it gives a C++ author:
+ *   - cl::str / cl::view:  std::string_view <-> cl_str_t (no copies);
+ *   - cl::Host:            the (h, api) pair with string_view methods;
+ *   - cl::Buf, cl::Json, cl::Txn: RAII owners of a cl_buf_t, a parsed JSON document, a store transaction;
+ *   - cl::Request:         a request's accessors and responses with string_view;
+ *   - cl::post, cl::queue_work, cl::op_call, cl::commit: completions as C++ callables. The ABI calls every
+ *     completion exactly once (rule E2), so each callable is heap-allocated when the slot accepts it and freed
+ *     right after it ran; when the slot refuses, it is freed at once and never called;
+ *   - cl::guarded:         runs a hook body and turns any exception into a status (rule E3).
+ * Every hook a plugin hands to the core must be noexcept: wrap its body in cl::guarded (or catch yourself).
+ */
+#ifndef CLOUDLET_PLUGIN_HPP
+#define CLOUDLET_PLUGIN_HPP
+
+#include <cstdint>
+#include <new>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "cloudlet_plugin.h"
+
+namespace cl {
+
+// ---- strings ---------------------------------------------------------------------------------------------
+
+/* A view of s as a cl_str_t: borrowed, valid as long as s is. */
+inline cl_str_t str(std::string_view s) noexcept { return cl_str_t{s.data(), s.size()}; }
+/* A view of a borrowed cl_str_t (ptr may be NULL when len is 0). */
+inline std::string_view view(cl_str_t s) noexcept { return s.ptr ? std::string_view(s.ptr, s.len) : std::string_view(); }
+
+// ---- exceptions stop here (rule E3) -----------------------------------------------------------------------
+
+/* Runs f() (returning cl_status_t) and returns its status; an exception becomes CL_ENOMEM (std::bad_alloc) or
+ * CL_EIO. Use it as the whole body of every hook that returns a status. */
+template <typename F>
+cl_status_t guarded(F&& f) noexcept {
+  try {
+    return std::forward<F>(f)();
+  } catch (const std::bad_alloc&) {
+    return CL_ENOMEM;
+  } catch (...) {
+    return CL_EIO;
+  }
+}
+
+/* Runs f() (returning nothing); an exception is swallowed. For callbacks that return void. */
+template <typename F>
+void guarded_void(F&& f) noexcept {
+  try {
+    std::forward<F>(f)();
+  } catch (...) {
+  }
+}
+
+// ---- the host ------------------------------------------------------------------------------------------
+
+/* The plugin's handle and table, as init() received them. Cheap to copy; valid until fini returns. */
+class Host {
+ public:
+  Host() noexcept = default;
+  Host(cl_host_t* h, const cl_host_api_t* api) noexcept : h_(h), api_(api) {}
+
+  cl_host_t* handle() const noexcept { return h_; }
+  const cl_host_api_t* api() const noexcept { return api_; }
+  /* True when the core's table has this slot (see CL_HAS): pass a pointer to member, &cl_host_api_t::json_parse. */
+  template <typename Slot>
+  bool has(Slot cl_host_api_t::*slot) const noexcept {
+    size_t end = static_cast<size_t>(reinterpret_cast<const char*>(&(api_->*slot)) -
+                                     reinterpret_cast<const char*>(api_)) + sizeof(Slot);
+    return api_->struct_size >= end && api_->*slot != nullptr;
+  }
+
+  void log(int32_t level, std::string_view msg) const noexcept { api_->log(h_, level, str(msg)); }
+  void error(std::string_view msg) const noexcept { log(CL_LOG_ERROR, msg); }
+  void warn(std::string_view msg) const noexcept { log(CL_LOG_WARN, msg); }
+  void info(std::string_view msg) const noexcept { log(CL_LOG_INFO, msg); }
+  void debug(std::string_view msg) const noexcept { log(CL_LOG_DEBUG, msg); }
+  const char* strerror(cl_status_t st) const noexcept { return api_->strerror(st); }
+
+  cl_status_t publish(std::string_view topic, std::string_view payload_json) const noexcept {
+    return api_->event_publish(h_, str(topic), str(payload_json));
+  }
+  cl_status_t reply(cl_op_call_t* call, cl_status_t st, std::string_view result_json) const noexcept {
+    return api_->op_reply(call, st, str(result_json));
+  }
+  /* Registers an operation whose handler is a plain function (ud is passed back untouched). */
+  cl_status_t op_register(std::string_view name, cl_op_cb cb, void* ud) const noexcept {
+    return api_->op_register(h_, str(name), cb, ud);
+  }
+  cl_status_t timer_start(uint64_t timeout_ms, uint64_t repeat_ms, cl_timer_cb cb, void* ud,
+                          cl_timer_id_t* out = nullptr) const noexcept {
+    return api_->timer_start(h_, timeout_ms, repeat_ms, cb, ud, out);
+  }
+  cl_status_t timer_stop(cl_timer_id_t id) const noexcept { return api_->timer_stop(h_, id); }
+
+ private:
+  cl_host_t* h_ = nullptr;
+  const cl_host_api_t* api_ = nullptr;
+};
+
+// ---- owners of what the core hands out ------------------------------------------------------------------
+
+/* Owns a cl_buf_t the core allocated (store_get, txn_get, host_get); releases it with buf_free. */
+class Buf {
+ public:
+  explicit Buf(const Host& host) noexcept : host_(host) {}
+  Buf(Buf&& o) noexcept : host_(o.host_), b_(o.b_) { o.b_ = cl_buf_t{nullptr, 0}; }
+  Buf& operator=(Buf&& o) noexcept {
+    if (this != &o) {
+      reset();
+      host_ = o.host_;
+      b_ = o.b_;
+      o.b_ = cl_buf_t{nullptr, 0};
+    }
+    return *this;
+  }
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+  ~Buf() { reset(); }
+
+  /* For the slot's out-parameter (releases what it held first). */
+  cl_buf_t* out() noexcept {
+    reset();
+    return &b_;
+  }
+  std::string_view view() const noexcept { return std::string_view(b_.ptr ? b_.ptr : "", b_.len); }
+  /* NUL-terminated (the core always terminates what it allocates). */
+  const char* c_str() const noexcept { return b_.ptr ? b_.ptr : ""; }
+  void reset() noexcept {
+    if (b_.ptr) host_.api()->buf_free(host_.handle(), &b_);
+  }
+
+ private:
+  Host host_;
+  cl_buf_t b_{nullptr, 0};
+};
+
+/* A parsed JSON document (ABI 1.1), read by JSON Pointer ("" the root, "/a/0/b"). Getters return
+ * std::nullopt when nothing is at the path or the value has another type; the status-returning forms tell
+ * the two apart (CL_ENOENT vs CL_EINVAL). Strings are views into the document: valid while it lives. */
+class Json {
+ public:
+  Json() noexcept = default;
+  Json(Json&& o) noexcept : host_(o.host_), doc_(o.doc_) { o.doc_ = nullptr; }
+  Json& operator=(Json&& o) noexcept {
+    if (this != &o) {
+      reset();
+      host_ = o.host_;
+      doc_ = o.doc_;
+      o.doc_ = nullptr;
+    }
+    return *this;
+  }
+  Json(const Json&) = delete;
+  Json& operator=(const Json&) = delete;
+  ~Json() { reset(); }
+
+  /* Parses text into *out: CL_OK, CL_EINVAL (not JSON), CL_ETOOBIG, CL_ENOMEM, or CL_ENOTSUP when the core
+   * predates ABI 1.1. */
+  static cl_status_t parse(const Host& host, std::string_view text, Json* out) noexcept {
+    if (!host.has(&cl_host_api_t::json_parse)) return CL_ENOTSUP;
+    cl_json_t* doc = nullptr;
+    cl_status_t st = host.api()->json_parse(host.handle(), str(text), &doc);
+    if (st != CL_OK) return st;
+    out->reset();
+    out->host_ = host;
+    out->doc_ = doc;
+    return CL_OK;
+  }
+
+  cl_status_t type(std::string_view path, int32_t* out) const noexcept { return api()->json_type(doc_, str(path), out); }
+  cl_status_t get(std::string_view path, std::string_view* out) const noexcept {
+    cl_str_t s{nullptr, 0};
+    cl_status_t st = api()->json_get_str(doc_, str(path), &s);
+    if (st == CL_OK) *out = view(s);
+    return st;
+  }
+  cl_status_t get(std::string_view path, int64_t* out) const noexcept {
+    return api()->json_get_int(doc_, str(path), out);
+  }
+  cl_status_t get(std::string_view path, double* out) const noexcept {
+    return api()->json_get_num(doc_, str(path), out);
+  }
+  cl_status_t get(std::string_view path, bool* out) const noexcept {
+    int b = 0;
+    cl_status_t st = api()->json_get_bool(doc_, str(path), &b);
+    if (st == CL_OK) *out = b != 0;
+    return st;
+  }
+  cl_status_t size(std::string_view path, size_t* out) const noexcept {
+    return api()->json_get_len(doc_, str(path), out);
+  }
+  cl_status_t key_at(std::string_view path, size_t index, std::string_view* out) const noexcept {
+    cl_str_t s{nullptr, 0};
+    cl_status_t st = api()->json_key_at(doc_, str(path), index, &s);
+    if (st == CL_OK) *out = view(s);
+    return st;
+  }
+
+  std::optional<std::string_view> string(std::string_view path) const noexcept { return opt<std::string_view>(path); }
+  std::optional<int64_t> integer(std::string_view path) const noexcept { return opt<int64_t>(path); }
+  std::optional<double> number(std::string_view path) const noexcept { return opt<double>(path); }
+  std::optional<bool> boolean(std::string_view path) const noexcept { return opt<bool>(path); }
+
+  explicit operator bool() const noexcept { return doc_ != nullptr; }
+  void reset() noexcept {
+    if (doc_) host_.api()->json_free(host_.handle(), doc_);
+    doc_ = nullptr;
+  }
+
+ private:
+  const cl_host_api_t* api() const noexcept { return host_.api(); }
+  template <typename T>
+  std::optional<T> opt(std::string_view path) const noexcept {
+    T v{};
+    if (!doc_ || get(path, &v) != CL_OK) return std::nullopt;
+    return v;
+  }
+
+  Host host_;
+  cl_json_t* doc_ = nullptr;
+};
+
+/* A store write transaction: aborted when destroyed unless committed. Open it, use it and commit it within
+ * one hook (the core aborts a transaction left open past its loop turn). */
+class Txn {
+ public:
+  Txn() noexcept = default;
+  Txn(Txn&& o) noexcept : host_(o.host_), t_(o.t_) { o.t_ = nullptr; }
+  Txn& operator=(Txn&&) = delete;
+  Txn(const Txn&) = delete;
+  Txn& operator=(const Txn&) = delete;
+  ~Txn() {
+    if (t_) host_.api()->txn_abort(t_);
+  }
+
+  static cl_status_t begin(const Host& host, Txn* out) noexcept {
+    if (out->t_) return CL_EBUSY;
+    out->host_ = host;
+    return host.api()->txn_begin(host.handle(), &out->t_);
+  }
+  /* CL_OK with the document in *out, or CL_ENOENT. */
+  cl_status_t get(std::string_view coll, std::string_view key, Buf* out) const noexcept {
+    return host_.api()->txn_get(t_, str(coll), str(key), out->out());
+  }
+  cl_status_t put(std::string_view coll, std::string_view key, std::string_view json) const noexcept {
+    return host_.api()->txn_put(t_, str(coll), str(key), str(json));
+  }
+  cl_status_t del(std::string_view coll, std::string_view key) const noexcept {
+    return host_.api()->txn_del(t_, str(coll), str(key));
+  }
+  /* Commits; done(status) runs once the writes are durable (see cl::commit for a callable). */
+  cl_status_t commit(cl_commit_cb done = nullptr, void* ud = nullptr) noexcept {
+    cl_txn_t* t = t_;
+    t_ = nullptr;  // dead after txn_commit, whatever it returns
+    return host_.api()->txn_commit(t, done, ud);
+  }
+  cl_txn_t* handle() const noexcept { return t_; }
+
+ private:
+  Host host_;
+  cl_txn_t* t_ = nullptr;
+};
+
+// ---- requests ------------------------------------------------------------------------------------------
+
+/* A view of a cl_request_t with string_view accessors. It does not own the request: after a call that
+ * completes the response (send, end, file) the request is dead. */
+class Request {
+ public:
+  Request(const Host& host, cl_request_t* r) noexcept : api_(host.api()), r_(r) {}
+
+  cl_request_t* handle() const noexcept { return r_; }
+  std::string_view method() const noexcept { return view(api_->req_method(r_)); }
+  std::string_view path() const noexcept { return view(api_->req_path(r_)); }
+  std::string_view query() const noexcept { return view(api_->req_query(r_)); }
+  std::string_view body() const noexcept { return view(api_->req_body(r_)); }
+  std::optional<std::string_view> header(std::string_view name) const noexcept {
+    cl_str_t v{nullptr, 0};
+    if (api_->req_header(r_, str(name), &v) != CL_OK) return std::nullopt;
+    return view(v);
+  }
+  std::optional<std::string_view> param(std::string_view name) const noexcept {
+    cl_str_t v{nullptr, 0};
+    if (api_->req_param(r_, str(name), &v) != CL_OK) return std::nullopt;
+    return view(v);
+  }
+
+  cl_status_t add_header(std::string_view name, std::string_view value) const noexcept {
+    return api_->resp_header_add(r_, str(name), str(value));
+  }
+  cl_status_t send(uint32_t status, std::string_view content_type, std::string_view body) const noexcept {
+    return api_->resp_send(r_, status, str(content_type), str(body));
+  }
+  cl_status_t send_json(uint32_t status, std::string_view json) const noexcept {
+    return send(status, "application/json", json);
+  }
+  cl_status_t start(uint32_t status, int64_t content_length = -1) const noexcept {
+    return api_->resp_start(r_, status, content_length);
+  }
+  /* Writes a copy of bytes (for lent writes call api->resp_write with a cl_free_cb). */
+  cl_status_t write(std::string_view bytes) const noexcept {
+    return api_->resp_write(r_, bytes.data(), bytes.size(), nullptr, nullptr);
+  }
+  cl_status_t end() const noexcept { return api_->resp_end(r_); }
+  cl_status_t sse_start() const noexcept { return api_->sse_start(r_); }
+  cl_status_t sse_send(std::string_view event, std::string_view data) const noexcept {
+    return api_->sse_send(r_, str(event), str(data));
+  }
+
+ private:
+  const cl_host_api_t* api_;
+  cl_request_t* r_;
+};
+
+// ---- completions as callables ----------------------------------------------------------------------------
+
+namespace detail {
+template <typename F>
+struct Boxed {
+  F fn;
+};
+}  // namespace detail
+
+/* Runs fn() on the loop thread (any thread may call this). CL_OK: fn runs exactly once, before fini. */
+template <typename F>
+cl_status_t post(const Host& host, F fn) noexcept {
+  auto* box = new (std::nothrow) detail::Boxed<F>{std::move(fn)};
+  if (!box) return CL_ENOMEM;
+  cl_status_t st = host.api()->post(
+      host.handle(),
+      [](void* ud) {
+        auto* b = static_cast<detail::Boxed<F>*>(ud);
+        guarded_void([&] { b->fn(); });
+        delete b;
+      },
+      box);
+  if (st != CL_OK) delete box;
+  return st;
+}
+
+/* Runs work() on a worker thread, then done(status) on the loop (CL_OK, or CL_ECANCELED if it never ran).
+ * CL_OK: done runs exactly once, before fini. */
+template <typename W, typename D>
+cl_status_t queue_work(const Host& host, W work, D done, cl_work_id_t* id = nullptr) noexcept {
+  struct Job {
+    W work;
+    D done;
+  };
+  auto* job = new (std::nothrow) Job{std::move(work), std::move(done)};
+  if (!job) return CL_ENOMEM;
+  cl_status_t st = host.api()->work_queue(
+      host.handle(), [](void* ud) { guarded_void([&] { static_cast<Job*>(ud)->work(); }); },
+      [](void* ud, cl_status_t s) {
+        auto* j = static_cast<Job*>(ud);
+        guarded_void([&] { j->done(s); });
+        delete j;
+      },
+      job, id);
+  if (st != CL_OK) delete job;
+  return st;
+}
+
+/* Calls an operation; done(status, result_json) runs exactly once (CL_ECANCELED if unloading first). */
+template <typename D>
+cl_status_t op_call(const Host& host, std::string_view name, std::string_view args_json, D done) noexcept {
+  auto* box = new (std::nothrow) detail::Boxed<D>{std::move(done)};
+  if (!box) return CL_ENOMEM;
+  cl_status_t st = host.api()->op_call(
+      host.handle(), str(name), str(args_json),
+      [](void* ud, cl_status_t s, cl_str_t result) {
+        auto* b = static_cast<detail::Boxed<D>*>(ud);
+        guarded_void([&] { b->fn(s, view(result)); });
+        delete b;
+      },
+      box);
+  if (st != CL_OK) delete box;
+  return st;
+}
+
+/* Commits txn; done(status) runs exactly once when the writes are durable (or failed). */
+template <typename D>
+cl_status_t commit(Txn& txn, D done) noexcept {
+  auto* box = new (std::nothrow) detail::Boxed<D>{std::move(done)};
+  if (!box) return CL_ENOMEM;
+  cl_status_t st = txn.commit(
+      [](void* ud, cl_status_t s) {
+        auto* b = static_cast<detail::Boxed<D>*>(ud);
+        guarded_void([&] { b->fn(s); });
+        delete b;
+      },
+      box);
+  if (st != CL_OK) delete box;
+  return st;
+}
+
+}  // namespace cl
+
+#endif /* CLOUDLET_PLUGIN_HPP */

@@ -1,0 +1,146 @@
+// abi/cloudlet_plugin.hpp against the fake host: the RAII owners release what the core handed out, the
+// completion helpers run each callable exactly once (and never when the slot refused), exceptions stop in
+// cl::guarded, and Host::has sees the slots of a shorter (older) table as absent.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <stdexcept>
+#include <thread>
+
+#include "cloudlet_plugin.hpp"
+#include "fakehost.h"
+
+using cloudlet::test::FakeHost;
+
+namespace {
+
+cl_status_t noop_init(cl_host_t*, const cl_host_api_t*, cl_str_t, void** state) {
+  *state = nullptr;
+  return CL_OK;
+}
+const cl_plugin_desc_t kDesc = {sizeof(cl_plugin_desc_t), CL_ABI_MAJOR, CL_ABI_MINOR, "hpp", "1", 0, noop_init,
+                                nullptr, {nullptr, nullptr, nullptr, nullptr}};
+
+class Hpp : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_EQ(fh_.init(&kDesc), CL_OK); }
+  FakeHost fh_;
+  cl::Host host_{fh_.host(), fh_.api()};
+};
+
+TEST_F(Hpp, StringsConvertWithoutCopies) {
+  std::string s = "abc";
+  cl_str_t c = cl::str(s);
+  EXPECT_EQ(c.ptr, s.data());
+  EXPECT_EQ(c.len, 3u);
+  EXPECT_EQ(cl::view(c), "abc");
+  EXPECT_EQ(cl::view(cl_str_t{nullptr, 0}), "");
+}
+
+TEST_F(Hpp, HasSeesSlotsOfTheTable) {
+  EXPECT_TRUE(host_.has(&cl_host_api_t::json_parse));
+  EXPECT_TRUE(host_.has(&cl_host_api_t::log));
+  cl_host_api_t old = *fh_.api();
+  old.struct_size = offsetof(cl_host_api_t, json_parse);  // a 1.0 core
+  cl::Host older(fh_.host(), &old);
+  EXPECT_FALSE(older.has(&cl_host_api_t::json_parse));
+  EXPECT_TRUE(older.has(&cl_host_api_t::sse_send));
+  cl::Json doc;
+  EXPECT_EQ(cl::Json::parse(older, "{}", &doc), CL_ENOTSUP);
+}
+
+TEST_F(Hpp, JsonReadsByPathAndFreesItsDocument) {
+  {
+    cl::Json doc;
+    ASSERT_EQ(cl::Json::parse(host_, "{\"name\": \"bob\", \"n\": 2, \"ok\": false, \"a\": [1, 2.5]}", &doc), CL_OK);
+    EXPECT_EQ(doc.string("/name").value_or(""), "bob");
+    EXPECT_EQ(doc.integer("/n").value_or(-1), 2);
+    EXPECT_EQ(doc.boolean("/ok").value_or(true), false);
+    EXPECT_EQ(doc.number("/a/1").value_or(0), 2.5);
+    EXPECT_FALSE(doc.string("/n"));       // wrong type
+    EXPECT_FALSE(doc.integer("/absent"));  // absent
+    std::string_view s;
+    EXPECT_EQ(doc.get("/n", &s), CL_EINVAL);
+    EXPECT_EQ(doc.get("/absent", &s), CL_ENOENT);
+    size_t n = 0;
+    EXPECT_EQ(doc.size("/a", &n), CL_OK);
+    EXPECT_EQ(n, 2u);
+    EXPECT_EQ(doc.key_at("", 3, &s), CL_OK);
+    EXPECT_EQ(s, "a");
+    cl::Json moved = std::move(doc);
+    EXPECT_FALSE(doc);
+    EXPECT_TRUE(moved);
+  }
+  EXPECT_EQ(fh_.unload(), 0u);  // every document was freed
+}
+
+TEST_F(Hpp, BufReleasesAndTxnAbortsUnlessCommitted) {
+  cl::Buf buf(host_);
+  ASSERT_EQ(fh_.api()->host_get(fh_.host(), cl::str("cloudlet_name"), buf.out()), CL_OK);
+  EXPECT_EQ(buf.view(), "testlet");
+  EXPECT_STREQ(buf.c_str(), "testlet");
+  {
+    cl::Txn t;
+    ASSERT_EQ(cl::Txn::begin(host_, &t), CL_OK);
+    EXPECT_EQ(t.put("c", "k", "1"), CL_OK);
+  }  // aborted
+  cl::Txn t2;
+  ASSERT_EQ(cl::Txn::begin(host_, &t2), CL_OK);  // the first one is gone
+  EXPECT_EQ(t2.get("c", "k", &buf), CL_ENOENT);
+  int durable = 0;
+  EXPECT_EQ(t2.put("c", "k", "2"), CL_OK);
+  EXPECT_EQ(cl::commit(t2, [&](cl_status_t st) { durable += st == CL_OK; }), CL_OK);
+  EXPECT_EQ(t2.handle(), nullptr);
+  ASSERT_TRUE(fh_.run_until([&] { return durable > 0; }));
+  fh_.run_for(10);
+  EXPECT_EQ(durable, 1);
+  EXPECT_EQ(fh_.store["c"]["k"], "2");
+}
+
+TEST_F(Hpp, CompletionsRunExactlyOnce) {
+  std::atomic<int> posted{0};
+  std::thread([&] { EXPECT_EQ(cl::post(host_, [&] { posted++; }), CL_OK); }).join();
+  int worked = 0, done = 0;
+  cl_status_t done_status = CL_EIO;
+  EXPECT_EQ(cl::queue_work(host_, [&] { worked++; }, [&](cl_status_t st) {
+              done++;
+              done_status = st;
+            }),
+            CL_OK);
+  fh_.provide("other.op", [](const std::string& args, std::function<void(cl_status_t, std::string)> reply) {
+    reply(CL_OK, args);
+  });
+  int answered = 0;
+  std::string result;
+  EXPECT_EQ(cl::op_call(host_, "other.op", "{\"a\":1}", [&](cl_status_t, std::string_view r) {
+              answered++;
+              result = r;
+            }),
+            CL_OK);
+  // A refused slot never runs (and frees) its callable.
+  int never = 0;
+  EXPECT_EQ(cl::op_call(host_, "no.such.op", "{}", [&](cl_status_t, std::string_view) { never++; }), CL_ENOENT);
+  ASSERT_TRUE(fh_.run_until([&] { return posted == 1 && done == 1 && answered == 1; }));
+  fh_.run_for(20);
+  EXPECT_EQ(posted, 1);
+  EXPECT_EQ(worked, 1);
+  EXPECT_EQ(done, 1);
+  EXPECT_EQ(done_status, CL_OK);
+  EXPECT_EQ(answered, 1);
+  EXPECT_EQ(result, "{\"a\":1}");
+  EXPECT_EQ(never, 0);
+}
+
+TEST_F(Hpp, GuardedTurnsExceptionsIntoStatuses) {
+  EXPECT_EQ(cl::guarded([]() -> cl_status_t { return CL_EBUSY; }), CL_EBUSY);
+  EXPECT_EQ(cl::guarded([]() -> cl_status_t { throw std::runtime_error("x"); }), CL_EIO);
+  EXPECT_EQ(cl::guarded([]() -> cl_status_t { throw std::bad_alloc(); }), CL_ENOMEM);
+  bool reached = false;
+  cl::guarded_void([&] {
+    reached = true;
+    throw 42;
+  });
+  EXPECT_TRUE(reached);
+}
+
+}  // namespace

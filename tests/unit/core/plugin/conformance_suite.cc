@@ -1,0 +1,316 @@
+// One conformance suite for the plugin ABI, run against the real host (test_plugin_conformance_real) and the
+// fake host (test_plugin_conformance_fake). The conformance plugin (tests/fixtures/conformance.cc) exercises
+// the slots and reports what it saw; every expectation here is what abi/cloudlet_plugin.h promises, so a host
+// that passes behaves as the header says. Slots added later get their scenario in the plugin and their
+// expectations here, and both hosts must pass them.
+#include <strings.h>
+
+#include <gtest/gtest.h>
+#include <rapidjson/document.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "conformance_host.h"
+
+namespace cloudlet::test {
+
+std::string ConfResponse::header(const std::string& name) const {
+  for (const auto& [k, v] : headers) {
+    if (k.size() == name.size() && strncasecmp(k.data(), name.data(), k.size()) == 0) return v;
+  }
+  return "";
+}
+
+namespace {
+
+std::string fixture() { return std::string(getenv("CLOUDLET_BUILD_DIR")) + "/tests/fixtures/fixture_conformance.so"; }
+
+// A flat report ({"key": number|bool|string}) from the conformance plugin.
+class Report {
+ public:
+  explicit Report(const std::string& json) : text_(json) { doc_.Parse(json.c_str(), json.size()); }
+  bool ok() const { return !doc_.HasParseError() && doc_.IsObject(); }
+  long long num(const char* k) const {
+    auto it = doc_.FindMember(k);
+    return it != doc_.MemberEnd() && it->value.IsInt64() ? it->value.GetInt64() : -999999;
+  }
+  bool flag(const char* k) const {
+    auto it = doc_.FindMember(k);
+    return it != doc_.MemberEnd() && it->value.IsBool() && it->value.GetBool();
+  }
+  std::string text(const char* k) const {
+    auto it = doc_.FindMember(k);
+    return it != doc_.MemberEnd() && it->value.IsString() ? it->value.GetString() : "<absent>";
+  }
+  const std::string& str() const { return text_; }
+
+ private:
+  std::string text_;
+  rapidjson::Document doc_;
+};
+
+class Conformance : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    host_ = make_conformance_host();
+    host_->provide("host.fake", [](const std::string& args) {
+      rapidjson::Document d;
+      d.Parse(args.c_str(), args.size());
+      return "{\"fake\":" + std::to_string(d.IsObject() && d.HasMember("a") ? d["a"].GetInt() : -1) + "}";
+    });
+    std::string error;
+    ASSERT_EQ(host_->load(fixture(), &error), CL_OK) << error;
+  }
+
+  Report run(const std::string& op) {
+    auto [st, out] = host_->call(op);
+    EXPECT_EQ(st, CL_OK) << op << ": " << out;
+    Report r(out);
+    EXPECT_TRUE(r.ok()) << op << ": " << out;
+    return r;
+  }
+
+  std::unique_ptr<ConformanceHost> host_;
+};
+
+TEST_F(Conformance, Timers) {
+  Report r = run("conf.timers");
+  EXPECT_EQ(r.num("null_cb"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("stop_unknown"), CL_ENOENT) << r.str();
+  EXPECT_EQ(r.num("oneshot"), 1) << r.str();
+  EXPECT_EQ(r.num("oneshot_stop_in_cb"), CL_ENOENT) << r.str();  // forgotten before its callback
+  EXPECT_EQ(r.num("repeat"), 3) << r.str();                      // stopped in its third call: no fourth
+  EXPECT_EQ(r.num("repeat_stop"), CL_OK) << r.str();
+}
+
+TEST_F(Conformance, PostsFromAnotherThreadArriveOnceInOrderOnTheLoop) {
+  Report r = run("conf.post");
+  EXPECT_EQ(r.num("null_cb"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("accepted"), 1000) << r.str();
+  EXPECT_EQ(r.num("delivered"), 1000) << r.str();
+  EXPECT_TRUE(r.flag("in_order")) << r.str();
+  EXPECT_TRUE(r.flag("on_loop")) << r.str();
+}
+
+TEST_F(Conformance, WorkRunsOffTheLoopAndCompletesExactlyOnce) {
+  Report r = run("conf.work");
+  EXPECT_EQ(r.num("null_work"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("cancel_unknown"), CL_ENOENT) << r.str();
+  EXPECT_EQ(r.num("first_status"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("done"), 33) << r.str();
+  EXPECT_EQ(r.num("twice"), 0) << r.str();
+  EXPECT_TRUE(r.flag("cancel_ok_is_canceled")) << r.str();  // each successful cancel: done(CL_ECANCELED)
+  EXPECT_TRUE(r.flag("off_loop")) << r.str();
+  EXPECT_TRUE(r.flag("done_on_loop")) << r.str();
+}
+
+TEST_F(Conformance, FdWatches) {
+  Report r = run("conf.io");
+  EXPECT_EQ(r.num("bad_fd"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("start"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("dup"), CL_EEXIST) << r.str();
+  EXPECT_EQ(r.num("update_unknown"), CL_ENOENT) << r.str();
+  EXPECT_EQ(r.num("status"), CL_OK) << r.str();
+  EXPECT_TRUE(r.flag("readable")) << r.str();
+  EXPECT_EQ(r.num("stop"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("stop_again"), CL_ENOENT) << r.str();
+  EXPECT_EQ(r.num("calls"), 1) << r.str();
+  EXPECT_EQ(r.num("after_stop"), 0) << r.str();
+}
+
+TEST_F(Conformance, Events) {
+  Report r = run("conf.events");
+  EXPECT_EQ(r.num("bad_pattern"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("subscribe"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("bad_topic"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("not_object"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("not_json"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("publish"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("got"), 1) << r.str();
+  EXPECT_TRUE(r.flag("async")) << r.str();  // never inside event_publish
+  EXPECT_EQ(r.text("topic"), "conf.a") << r.str();
+  EXPECT_TRUE(r.flag("payload_ok")) << r.str();
+  EXPECT_EQ(r.num("unsubscribe"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("unsubscribe_again"), CL_ENOENT) << r.str();
+  EXPECT_EQ(r.num("after_unsub"), 0) << r.str();
+}
+
+TEST_F(Conformance, EventsFromTheHost) {
+  host_->publish("host.ping", "{\"k\":1}");
+  host_->publish("other.ping", "{\"k\":2}");  // not subscribed
+  host_->run_for(20);
+  auto [st, out] = host_->call("conf.host_events");
+  EXPECT_EQ(st, CL_OK);
+  EXPECT_EQ(out, "{\"events\":[{\"topic\":\"host.ping\",\"payload\":{\"k\":1}}]}");
+}
+
+TEST_F(Conformance, Operations) {
+  Report r = run("conf.ops");
+  EXPECT_EQ(r.num("bad_name"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("dup"), CL_EEXIST) << r.str();
+  EXPECT_EQ(r.num("null_cb"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("unknown"), CL_ENOENT) << r.str();
+  EXPECT_EQ(r.num("not_object"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("echo"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("echo_status"), CL_OK) << r.str();
+  EXPECT_TRUE(r.flag("echo_result")) << r.str();
+  EXPECT_TRUE(r.flag("async")) << r.str();  // results never arrive inside op_call
+  EXPECT_EQ(r.num("refuse_status"), CL_EPERM) << r.str();
+  EXPECT_TRUE(r.flag("refuse_error_object")) << r.str();
+  EXPECT_EQ(r.num("twice_status"), CL_OK) << r.str();
+  EXPECT_TRUE(r.flag("twice_first")) << r.str();
+  EXPECT_EQ(r.num("second_reply"), CL_ESTATE) << r.str();
+  EXPECT_EQ(r.num("fake_status"), CL_OK) << r.str();
+  EXPECT_TRUE(r.flag("fake_result")) << r.str();
+  // The host calling the plugin's operation: an operation that refuses answers with its status.
+  auto [st, out] = host_->call("conf.refuse");
+  EXPECT_EQ(st, CL_EPERM);
+  EXPECT_NE(out.find("\"error\""), std::string::npos) << out;
+}
+
+TEST_F(Conformance, Store) {
+  Report r = run("conf.store");
+  EXPECT_EQ(r.num("get_missing"), CL_ENOENT) << r.str();
+  EXPECT_EQ(r.num("get_bad_coll"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("begin"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("second_begin"), CL_EBUSY) << r.str();
+  EXPECT_EQ(r.num("put"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("put_bad_json"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("put_bad_coll"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("put_empty_key"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("txn_get"), CL_OK) << r.str();
+  EXPECT_TRUE(r.flag("txn_get_own_write")) << r.str();
+  EXPECT_EQ(r.num("commit"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("durable"), CL_OK) << r.str();
+  EXPECT_TRUE(r.flag("async")) << r.str();
+  EXPECT_EQ(r.num("get_after"), CL_OK) << r.str();
+  EXPECT_TRUE(r.flag("get_value")) << r.str();
+  EXPECT_EQ(r.text("scan_keys"), "k1;k2;") << r.str();
+  EXPECT_EQ(r.num("scan_stopped_at"), 1) << r.str();
+  EXPECT_EQ(r.num("txn_get_deleted"), CL_ENOENT) << r.str();
+  EXPECT_EQ(r.num("get_after_abort"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("begin_after_leak"), CL_OK) << r.str();
+  EXPECT_EQ(host_->log_lines_with("left open past its loop turn"), 1);
+}
+
+TEST_F(Conformance, ReadingJson) {
+  Report r = run("conf.json");
+  EXPECT_EQ(r.num("parse"), CL_OK) << r.str();
+  EXPECT_EQ(r.text("name_value"), "bob") << r.str();
+  EXPECT_EQ(r.num("n_value"), 3) << r.str();
+  EXPECT_EQ(r.num("neg_value"), -7) << r.str();
+  EXPECT_TRUE(r.flag("big_value")) << r.str();
+  EXPECT_EQ(r.num("f_as_int"), CL_EINVAL) << r.str();
+  EXPECT_TRUE(r.flag("f_value")) << r.str();
+  EXPECT_EQ(r.num("e_as_int"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("e_value"), 1000) << r.str();
+  EXPECT_TRUE(r.flag("n_num_value")) << r.str();
+  EXPECT_TRUE(r.flag("b_value")) << r.str();
+  EXPECT_EQ(r.num("str_as_bool"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("int_as_str"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("nul_type_value"), CL_JSON_NULL) << r.str();
+  EXPECT_EQ(r.num("root_type"), CL_JSON_OBJECT) << r.str();
+  EXPECT_EQ(r.num("arr_type"), CL_JSON_ARRAY) << r.str();
+  EXPECT_EQ(r.num("arr_len_value"), 3) << r.str();
+  EXPECT_EQ(r.num("root_len"), 12) << r.str();
+  EXPECT_EQ(r.num("len_of_str"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.text("nested_value"), "v") << r.str();
+  EXPECT_EQ(r.num("index_out"), CL_ENOENT) << r.str();
+  EXPECT_EQ(r.num("index_leading_zero"), CL_ENOENT) << r.str();
+  EXPECT_EQ(r.num("index_dash"), CL_ENOENT) << r.str();
+  EXPECT_EQ(r.num("index_on_object"), CL_ENOENT) << r.str();
+  EXPECT_EQ(r.num("escaped_slash"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("escaped_tilde"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("bad_escape"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("no_leading_slash"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("missing"), CL_ENOENT) << r.str();
+  EXPECT_EQ(r.num("missing_deep"), CL_ENOENT) << r.str();
+  EXPECT_EQ(r.num("esc_len"), 4) << r.str();
+  EXPECT_TRUE(r.flag("esc_value")) << r.str();
+  EXPECT_TRUE(r.flag("esc_nul_terminated")) << r.str();
+  EXPECT_EQ(r.text("key0_value"), "name") << r.str();
+  EXPECT_EQ(r.num("key_past"), CL_ENOENT) << r.str();
+  EXPECT_EQ(r.num("key_of_array"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("unterminated"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("trailing"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("empty"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("bad_utf8"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("depth_64"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("depth_65"), CL_ETOOBIG) << r.str();
+  EXPECT_EQ(r.num("too_big"), CL_ETOOBIG) << r.str();
+  EXPECT_TRUE(r.flag("bad_is_null")) << r.str();
+  EXPECT_EQ(r.num("off_thread"), CL_OK) << r.str();
+}
+
+TEST_F(Conformance, LoopOnlySlotsRefuseOtherThreads) {
+  Report r = run("conf.thread");
+  EXPECT_EQ(r.num("timer_start"), CL_ESTATE) << r.str();
+  EXPECT_EQ(r.num("store_get"), CL_ESTATE) << r.str();
+  EXPECT_EQ(r.num("event_publish"), CL_ESTATE) << r.str();
+  EXPECT_EQ(r.num("host_get"), CL_ESTATE) << r.str();
+  EXPECT_EQ(r.num("now_ms"), 0) << r.str();
+  EXPECT_TRUE(r.flag("strerror")) << r.str();
+  EXPECT_EQ(host_->log_lines_with("called off the loop thread"), 5);
+  EXPECT_EQ(host_->log_lines_with("logging from another thread is allowed"), 1);
+}
+
+TEST_F(Conformance, HttpRequestAndResponse) {
+  ConfResponse r = host_->request("GET", "/plugins/conformance/echo?x=a%20b&y=2", "", {{"X-Test", "yes"}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("Content-Type"), "application/json");
+  EXPECT_EQ(r.header("X-Conf"), "1");
+  Report e(r.body);
+  EXPECT_EQ(e.text("method"), "GET") << r.body;
+  EXPECT_EQ(e.text("path"), "/plugins/conformance/echo") << r.body;
+  EXPECT_EQ(e.text("query"), "x=a%20b&y=2") << r.body;
+  EXPECT_EQ(e.text("x"), "a b") << r.body;
+  EXPECT_EQ(e.text("h"), "yes") << r.body;
+  EXPECT_EQ(e.num("hdr_reserved"), CL_EINVAL) << r.body;
+  EXPECT_EQ(e.num("hdr_bad"), CL_EINVAL) << r.body;
+
+  r = host_->request("POST", "/plugins/conformance/body", "hello body");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "hello body");
+
+  r = host_->request("GET", "/plugins/conformance/pass");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "second");  // the GET route declined: the next matching route answered
+
+  EXPECT_EQ(host_->request("GET", "/plugins/conformance/nothing").status, 404);
+  EXPECT_EQ(host_->request("DELETE", "/plugins/conformance/echo").status, 405);
+}
+
+TEST_F(Conformance, HttpStreamedAndEventStreamResponses) {
+  ConfResponse r = host_->request("GET", "/plugins/conformance/stream");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "abcdef");
+  r = host_->request("GET", "/plugins/conformance/sse");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.header("Content-Type"), "text/event-stream");
+  EXPECT_EQ(r.body, "event: tick\ndata: a\ndata: b\n\ndata: c\n\n");
+  host_->run_for(20);  // lent bytes are released from a clean stack
+  Report s = run("conf.http_stats");
+  EXPECT_EQ(s.num("early_write"), CL_ESTATE) << s.str();
+  EXPECT_EQ(s.num("lent_done"), 2) << s.str();  // also the refused write's bytes came back, once
+  EXPECT_EQ(s.num("sse_bad_event"), CL_EINVAL) << s.str();
+  EXPECT_EQ(s.num("late_route"), CL_ESTATE) << s.str();
+}
+
+TEST_F(Conformance, HttpStreamedRequestBody) {
+  ConfResponse r = host_->request("POST", "/plugins/conformance/upload", "streamed bytes");
+  ASSERT_EQ(r.status, 200) << r.body;
+  Report u(r.body);
+  EXPECT_EQ(u.num("final"), CL_OK) << r.body;
+  EXPECT_EQ(u.text("data"), "streamed bytes") << r.body;
+  EXPECT_TRUE(u.flag("chunked")) << r.body;
+}
+
+TEST_F(Conformance, UnloadStopsNewCalls) {
+  host_->unload();
+  EXPECT_NE(host_->call("conf.echo").first, CL_OK);  // operations are gone
+  EXPECT_EQ(host_->request("GET", "/plugins/conformance/echo").status, 404);
+}
+
+}  // namespace
+}  // namespace cloudlet::test
