@@ -46,9 +46,14 @@ struct Answer {
   std::string file_path;  // set: send this file instead of body (an app's APK)
   std::string file_name;
   std::function<void()> undelivered;  // runs when the client left before the answer reached it
+  // The error text is fixed (constants, at most the X-Device-ID header's device id): it can be sent as is after
+  // a tunnel command was decrypted. Every other error text may quote the command (its parameters, or an
+  // operation's message about them) and is replaced in the tunnel by a fixed text for its status.
+  bool fixed_text = false;
 
   static Answer json(std::string body);
   static Answer error(uint32_t status, std::string_view message);
+  static Answer fixed_error(uint32_t status, std::string_view message);
 };
 
 using AnswerDone = std::function<void(Answer)>;

@@ -86,3 +86,14 @@ TEST(Config, HostPort) {
   EXPECT_FALSE(parse_host_port("host:65536", &h, &p));
   EXPECT_FALSE(parse_host_port("noport", &h, &p));
 }
+
+// A config file nested absurdly deep (here inside a plugin's free-form config) is refused with the reason, not
+// a stack overflow.
+TEST(Config, DeepNestingIsAClearError) {
+  std::string deep(100000, '[');
+  Config c = default_config();
+  std::string err;
+  EXPECT_FALSE(load_config_file(write(R"({"plugins": [{"name": "a", "config": )" + deep + "}]}"), &c, &err));
+  EXPECT_NE(err.find("not valid JSON: line 1 column"), std::string::npos) << err;
+  EXPECT_NE(err.find("nesting deeper than 128"), std::string::npos) << err;
+}
