@@ -5,6 +5,7 @@
 #include <rapidjson/encodedstream.h>
 #include <rapidjson/reader.h>
 
+#include <cmath>
 #include <vector>
 
 namespace cloudlet::json {
@@ -18,12 +19,14 @@ constexpr unsigned kConfigFlags =
     rapidjson::kParseIterativeFlag | rapidjson::kParseCommentsFlag | rapidjson::kParseTrailingCommasFlag;
 
 // Passes SAX events on to `next` (a Document building its DOM, or a sink that only validates) and stops the
-// parse once arrays and objects nest deeper than kMaxDepth.
+// parse once arrays and objects nest deeper than kMaxDepth, or at a number beyond a double's range: RapidJSON 1.1
+// turns some of those (1.5e309 written with a fraction) into infinity, which no JSON writer can write back.
 template <typename Next>
 class DepthGuard {
  public:
   explicit DepthGuard(Next& next) : next_(next) {}
   bool too_deep() const { return too_deep_; }
+  bool too_big() const { return too_big_; }
   bool root_is_object() const { return root_ == rapidjson::kObjectType; }
 
   bool Null() { return scalar(rapidjson::kNullType) && next_.Null(); }
@@ -32,7 +35,13 @@ class DepthGuard {
   bool Uint(unsigned u) { return scalar(rapidjson::kNumberType) && next_.Uint(u); }
   bool Int64(int64_t i) { return scalar(rapidjson::kNumberType) && next_.Int64(i); }
   bool Uint64(uint64_t u) { return scalar(rapidjson::kNumberType) && next_.Uint64(u); }
-  bool Double(double d) { return scalar(rapidjson::kNumberType) && next_.Double(d); }
+  bool Double(double d) {
+    if (!std::isfinite(d)) {
+      too_big_ = true;
+      return false;
+    }
+    return scalar(rapidjson::kNumberType) && next_.Double(d);
+  }
   bool RawNumber(const char* s, rapidjson::SizeType n, bool copy) {
     return scalar(rapidjson::kNumberType) && next_.RawNumber(s, n, copy);
   }
@@ -68,6 +77,7 @@ class DepthGuard {
   Next& next_;
   int depth_ = 0;
   bool too_deep_ = false;
+  bool too_big_ = false;
   rapidjson::Type root_ = rapidjson::kNullType;
 };
 
@@ -104,11 +114,12 @@ void position(std::string_view text, size_t offset, size_t* line, size_t* col) {
 bool parse(std::string_view text, Document* doc, std::string* error, bool allow_comments) {
   doc->SetNull();
   rapidjson::ParseResult result;
-  bool too_deep = false;
+  bool too_deep = false, too_big = false;
   auto fill = [&](Document& d) {
     DepthGuard<Document> guard(d);
     result = allow_comments ? read<kConfigFlags>(text, guard) : read<kStrictFlags>(text, guard);
     too_deep = guard.too_deep();
+    too_big = guard.too_big();
     return !result.IsError();
   };
   doc->Populate(fill);
@@ -117,10 +128,11 @@ bool parse(std::string_view text, Document* doc, std::string* error, bool allow_
   if (error) {
     size_t line, col;
     position(text, result.Offset(), &line, &col);
-    *error = "line " + std::to_string(line) + " column " + std::to_string(col) + ": " +
-             (too_deep                       ? "nesting deeper than " + std::to_string(kMaxDepth)
-              : nul_at(text, result.Offset()) ? std::string("a NUL byte")
-                                              : std::string(rapidjson::GetParseError_En(result.Code())));
+    std::string reason = too_deep  ? "nesting deeper than " + std::to_string(kMaxDepth)
+                         : too_big ? rapidjson::GetParseError_En(rapidjson::kParseErrorNumberTooBig)
+                         : nul_at(text, result.Offset()) ? "a NUL byte"
+                                                         : rapidjson::GetParseError_En(result.Code());
+    *error = "line " + std::to_string(line) + " column " + std::to_string(col) + ": " + reason;
   }
   return false;
 }

@@ -55,6 +55,8 @@ TEST(Config, ErrorsNameTheKey) {
       {R"({"discovery": {"extra_txt": [1]}})", "'discovery.extra_txt'"},
       {R"({"listeners": {"Bad-Name": {}}})", "'listeners.Bad-Name'"},
       {R"({"nope": 1})", "'nope'"},
+      {R"({"no\npe\u001b[31m": 1})", "'no?pe?[31m'"},  // control characters from the file stay out
+      {R"({"discovery": {"extra_txt": ["a\nb"]}})", "'discovery.extra_txt'"},
   };
   for (const auto& tc : cases) {
     Config c = default_config();

@@ -91,6 +91,22 @@ TEST(Json, ParseKeepsItsErrorsAndTypes) {
   EXPECT_TRUE(d[0].GetBool());
 }
 
+// Found by fuzz_json: RapidJSON 1.1 read some numbers beyond a double's range as infinity (no error), which
+// stringify then could not write, so a stored document came back as invalid JSON.
+TEST(Json, NumbersBeyondADoubleAreRefused) {
+  for (const char* text : {"[92233720361.5e300]", "[1e309]", "[-1.5e400]", "{\"a\":123456789.0e305}"}) {
+    json::Document d;
+    std::string err;
+    EXPECT_FALSE(json::parse(text, &d, &err)) << text << " -> " << json::stringify(d);
+    EXPECT_NE(err.find("Number too big"), std::string::npos) << err;
+    EXPECT_FALSE(json::valid(text)) << text;
+  }
+  json::Document d;
+  ASSERT_TRUE(json::parse("[1.7976931348623157e308,-1.7976931348623157e308,1e-400]", &d, nullptr));
+  std::string out = json::stringify(d);
+  EXPECT_TRUE(json::parse(out, &d, nullptr)) << out;
+}
+
 TEST(Json, ValidAndIsObject) {
   EXPECT_TRUE(json::valid("1"));
   EXPECT_TRUE(json::valid(" \"s\" "));
