@@ -30,7 +30,9 @@ inline constexpr int kMaxDepth = 128;
 
 // Parses text into *doc. With allow_comments, // and /* */ comments and trailing commas are accepted (config
 // files). On failure returns false, leaves *doc null and sets *error to "line L column C: <reason>"; input
-// nested deeper than kMaxDepth fails with the reason "nesting deeper than 128".
+// nested deeper than kMaxDepth fails with the reason "nesting deeper than 128". Also refused: a raw NUL byte
+// (RapidJSON alone would stop reading there) and numbers beyond a double's range (RapidJSON 1.1 read some as
+// infinity, which no writer can write back).
 bool parse(std::string_view text, Document* doc, std::string* error, bool allow_comments = false);
 
 // parse, and the value must be an object: else false with *error "not a JSON object" or the parse error.
