@@ -3,11 +3,10 @@
 // multipart parsing, static files with Range). The pure parsers that path uses (percent-decoding, query
 // strings, route matching, multipart) also get the input directly, which is much faster per byte.
 //
-// FUZZ_HTTP_SHOW=1 fuzz_http FILE... prints what the server answered.
-//
 // Per input: write everything (reading answers as they come), wait until the server has been quiet for a
-// moment with no work on its workers (form uploads are spooled there), half-close, and wait for the server to close the connection. A server that keeps a connection open
-// after its client's EOF for longer than kCloseDeadlineMs is a finding (abort).
+// moment with no work on its workers (form uploads are spooled there), half-close, and wait for the server to
+// close the connection. A server that keeps a connection open after its client's EOF for longer than
+// kCloseDeadlineMs is a finding (abort). FUZZ_HTTP_SHOW=1 fuzz_http FILE... prints what the server answered.
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -120,7 +119,8 @@ struct Harness {
   }
 
   void add_routes(http::Router& router) {
-    auto add = [&](const char* method, const char* pattern, uint32_t flags, std::function<cl_status_t(http::Request&)> fn) {
+    auto add = [&](const char* method, const char* pattern, uint32_t flags,
+                   std::function<cl_status_t(http::Request&)> fn) {
       http::Route r;
       r.method = method;
       r.pattern = pattern;
@@ -134,11 +134,14 @@ struct Harness {
     add("POST", "/json", 0, [](http::Request& r) {
       cloudlet::json::Document d;
       std::string err;
-      if (!cloudlet::json::parse(r.body, &d, &err)) return r.send(400, "application/json", cloudlet::json::error_object(err));
+      if (!cloudlet::json::parse(r.body, &d, &err)) {
+        return r.send(400, "application/json", cloudlet::json::error_object(err));
+      }
       return r.send(200, "application/json", cloudlet::json::stringify(d));
     });
     add("POST", "/form", CL_ROUTE_F_FORM, answer_params);
-    add("PUT", "/stream/{name}", CL_ROUTE_F_STREAM_BODY, [](http::Request& r) { return r.read_body(on_body, nullptr); });
+    add("PUT", "/stream/{name}", CL_ROUTE_F_STREAM_BODY,
+        [](http::Request& r) { return r.read_body(on_body, nullptr); });
     add("GET", "/events", 0, [](http::Request& r) {
       r.sse_start();
       r.sse_send("hello", "one\ntwo");

@@ -45,7 +45,9 @@ uint16_t port_block(uint16_t count) {
     auto [first, last] = spans[rng() % spans.size()];
     int start = std::uniform_int_distribution<int>(first, last)(rng);
     bool free = true;
-    for (int p = start; p < start + count && free; p++) free = PortAllocator::bind_test("127.0.0.1", static_cast<uint16_t>(p));
+    for (int p = start; p < start + count && free; p++) {
+      free = PortAllocator::bind_test("127.0.0.1", static_cast<uint16_t>(p));
+    }
     if (free) return static_cast<uint16_t>(start);
   }
   return 0;
