@@ -4,14 +4,19 @@ BUILD      ?= build
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 CTEST_ARGS ?=
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 45
+FUZZ_TARGETS ?=
+FUZZ_CMAKE_ARGS ?=
 
-.PHONY: all deps configure build run test asan tsan bench bench-http clean help
+.PHONY: all deps configure build run test suite fuzz asan tsan bench bench-http clean help
 
 all: build
 
 help:
 	@echo "make run     install dependencies, build, start cloudletd in the foreground (demo service, loopback)"
-	@echo "make test    install dependencies, build, run every test (ctest summary at the end)"
+	@echo "make test    install dependencies, build, run every test (ctest), then the fuzzers (make fuzz)"
+	@echo "make fuzz    build the libFuzzer targets with clang (build-fuzz/) and run each FUZZ_SECONDS (45)"
 	@echo "make asan    the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/)"
 	@echo "make tsan    the threaded tests (label tsan) under ThreadSanitizer (build-tsan/)"
 	@echo "make bench   benchmarks against baselines measured in the same run (bench/README.md)"
@@ -31,15 +36,27 @@ build: configure
 run: build
 	$(BUILD)/cloudletd --demo
 
-test: build
+test: suite
+	$(MAKE) fuzz
+
+# The ctest suite alone (what asan and tsan run in their own builds).
+suite: build
 	cd $(BUILD) && ctest --output-on-failure --timeout 1800 $(CTEST_ARGS)
 
+# libFuzzer needs clang: its own build directory, every library instrumented (tests/fuzz/README.md).
+fuzz: deps
+	@cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 -DCLOUDLET_FUZZ=ON \
+	  -DCLOUDLET_BUILD_TESTS=OFF $(FUZZ_CMAKE_ARGS) > $(FUZZ_BUILD).configure.log 2>&1 || \
+	  (cat $(FUZZ_BUILD).configure.log; exit 1)
+	cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzzers
+	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 asan:
-	$(MAKE) test BUILD=build-asan CMAKE_ARGS="-DCLOUDLET_SANITIZE=address -DCMAKE_BUILD_TYPE=Debug" \
+	$(MAKE) suite BUILD=build-asan CMAKE_ARGS="-DCLOUDLET_SANITIZE=address -DCMAKE_BUILD_TYPE=Debug" \
 	  CTEST_ARGS="$(CTEST_ARGS)"
 
 tsan:
-	$(MAKE) test BUILD=build-tsan CMAKE_ARGS="-DCLOUDLET_SANITIZE=thread -DCMAKE_BUILD_TYPE=Debug" \
+	$(MAKE) suite BUILD=build-tsan CMAKE_ARGS="-DCLOUDLET_SANITIZE=thread -DCMAKE_BUILD_TYPE=Debug" \
 	  CTEST_ARGS="-L tsan $(CTEST_ARGS)"
 
 bench: build
@@ -49,4 +66,5 @@ bench-http: build
 	bench/http/run.sh $(BUILD)
 
 clean:
-	rm -rf build build-asan build-tsan build.configure.log build-asan.configure.log build-tsan.configure.log
+	rm -rf build build-asan build-tsan build-fuzz build.configure.log build-asan.configure.log \
+	  build-tsan.configure.log build-fuzz.configure.log

@@ -4,7 +4,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=${1:-$here/../build}
-for b in http api adb_push svm_start; do
+for b in json http api adb_push svm_start; do
   if [ -x "$here/$b/run.sh" ]; then
     echo "=== bench/$b"
     "$here/$b/run.sh" "$build"

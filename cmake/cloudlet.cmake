@@ -1,17 +1,39 @@
 # Shared compiler settings and the helpers every directory uses.
 
-set(CLOUDLET_WARNINGS -Wall -Wextra -Wshadow=local -Wno-unused-parameter -Wno-missing-field-initializers)
+set(CLOUDLET_WARNINGS -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers)
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+  list(APPEND CLOUDLET_WARNINGS -Wshadow=local)
+else()
+  # clang (the fuzz build): the same shadowing check; RapidJSON 1.1's iterator comparisons predate C++20.
+  list(APPEND CLOUDLET_WARNINGS -Wshadow-uncaptured-local -Wno-ambiguous-reversed-operator)
+endif()
 if(CLOUDLET_WERROR)
   list(APPEND CLOUDLET_WARNINGS -Werror)
 endif()
+# C++ code linked into a plugin must not define GNU unique symbols (abi/: they would pin the plugin in memory).
+# GCC makes them for inline statics; clang never does and has no such option.
+set(CLOUDLET_NO_GNU_UNIQUE $<$<AND:$<COMPILE_LANGUAGE:CXX>,$<CXX_COMPILER_ID:GNU>>:-fno-gnu-unique>)
 
 set(CLOUDLET_SANITIZE_FLAGS "")
+set(asan_flags -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
 if(CLOUDLET_SANITIZE STREQUAL "address")
-  set(CLOUDLET_SANITIZE_FLAGS -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+  set(CLOUDLET_SANITIZE_FLAGS ${asan_flags})
 elseif(CLOUDLET_SANITIZE STREQUAL "thread")
   set(CLOUDLET_SANITIZE_FLAGS -fsanitize=thread -fno-omit-frame-pointer)
 elseif(NOT CLOUDLET_SANITIZE STREQUAL "")
   message(FATAL_ERROR "CLOUDLET_SANITIZE must be '', 'address' or 'thread'")
+endif()
+if(CLOUDLET_FUZZ)
+  # libFuzzer (clang only): every library gets coverage instrumentation, and ASan+UBSan unless another
+  # sanitizer was asked for; the fuzz targets link the fuzzer's main (tests/fuzz).
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "CLOUDLET_FUZZ needs clang (make fuzz sets CC=clang-14 CXX=clang++-14)")
+  endif()
+  if(NOT CLOUDLET_SANITIZE_FLAGS)
+    set(CLOUDLET_SANITIZE_FLAGS ${asan_flags})
+  endif()
+  list(APPEND CLOUDLET_SANITIZE_FLAGS -fsanitize=fuzzer-no-link
+       -fsanitize-ignorelist=${PROJECT_SOURCE_DIR}/tests/fuzz/ubsan_ignore.txt)
 endif()
 if(CLOUDLET_SANITIZE_FLAGS)
   add_compile_options(${CLOUDLET_SANITIZE_FLAGS})
@@ -42,7 +64,7 @@ function(cloudlet_add_plugin name)
     CXX_VISIBILITY_PRESET hidden
     VISIBILITY_INLINES_HIDDEN ON)
   target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/abi)
-  target_compile_options(${name} PRIVATE ${CLOUDLET_WARNINGS} $<$<COMPILE_LANGUAGE:CXX>:-fno-gnu-unique>)
+  target_compile_options(${name} PRIVATE ${CLOUDLET_WARNINGS} ${CLOUDLET_NO_GNU_UNIQUE})
   if(NOT CLOUDLET_SANITIZE_FLAGS)
     # Sanitizer runtimes live in the executable, so -z defs cannot hold for sanitized plugins.
     target_link_options(${name} PRIVATE -Wl,-z,defs)

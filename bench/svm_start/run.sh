@@ -42,6 +42,9 @@ trap cleanup EXIT
 port_of() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 api_port=$(port_of)
 mgr_port=$(port_of)
+# The instances' forwarded ports: a free block outside the kernel's ephemeral range (tests/integration/harness.py).
+read -r vport_min vport_max < <(python3 -c "import sys; sys.path.insert(0, '$root/tests/integration'); import harness
+print(*harness.port_block(200))")
 mkdir -p "$work/data"
 cat > "$work/cloudletd.json" <<JSON
 {
@@ -52,7 +55,7 @@ cat > "$work/cloudletd.json" <<JSON
     "manager": { "host": "127.0.0.1", "port": $mgr_port }
   },
   "discovery": { "enabled": false },
-  "virt": { "domain_type": "qemu", "forward_address": "127.0.0.1", "port_min": 45000, "port_max": 45199,
+  "virt": { "domain_type": "qemu", "forward_address": "127.0.0.1", "port_min": $vport_min, "port_max": $vport_max,
             "ready_timeout_ms": 60000, "demo_dir": "$build/demo-guest" },
   "plugins": []
 }

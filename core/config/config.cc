@@ -24,7 +24,12 @@ class Reader {
   Reader(std::string file, std::string base_dir) : file_(std::move(file)), base_(std::move(base_dir)) {}
 
   bool fail(const std::string& key, const std::string& why) {
-    if (error_.empty()) error_ = fmt::format("{}: key '{}': {}", file_, key, why);
+    if (!error_.empty()) return false;
+    error_ = fmt::format("{}: key '{}': {}", file_, key, why);
+    // Key names and quoted values come from the file: one line, whatever they contain (fuzz_config checks it).
+    for (char& c : error_) {
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+    }
     return false;
   }
   const std::string& error() const { return error_; }

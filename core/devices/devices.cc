@@ -411,6 +411,8 @@ void Devices::start() {
         if (!it->value.IsString()) return reply.error(CL_EINVAL, "params values must be strings (phones read them so)");
       }
     }
+    const json::Value* secret = json::member(a, "secret");
+    if (secret && !secret->IsBool()) return reply.error(CL_EINVAL, "secret must be true or false");
     if (args.size() > kMaxMessageBytes) return reply.error(CL_ETOOBIG, "message too large");
     // Keys sort by time, so a fetch returns messages in the order they were posted.
     static uint64_t seq = 0;
@@ -418,6 +420,7 @@ void Devices::start() {
     std::string value = "{\"message\":";
     json::append_quoted(&value, *msg);
     value += ",\"params\":" + (params ? json::stringify(*params) : std::string("{}"));
+    if (secret && secret->GetBool()) value += ",\"secret\":true";
     value += fmt::format(",\"read\":false,\"created_ms\":{}}}", wall_ms());
     std::string answer = "{\"id\":";
     json::append_quoted(&answer, key);
@@ -428,6 +431,7 @@ void Devices::start() {
     json::Document a = args_of(args);
     auto dev = json::get_string(a, "device_id");
     auto svc = json::get_string(a, "service_id");
+    bool secure = json::get_bool(a, "secure").value_or(false);
     if (!dev || !valid_device_id(*dev)) return reply.error(CL_EINVAL, "device_id must be [A-Za-z0-9._:-]{1,128}");
     if (!svc || !valid_service_id(*svc)) return reply.error(CL_EINVAL, "service_id must be [A-Za-z0-9._-]{1,128}");
     cl_status_t st = CL_OK;
@@ -444,6 +448,8 @@ void Devices::start() {
         if (now - m["created_ms"].GetInt64() > kKeepReadMessagesMs) txn->del(kMessages, key);
         return true;
       }
+      // A message with secrets waits for the device's authenticated channel; the open API only has an id.
+      if (!secure && json::get_bool(m, "secret").value_or(false)) return true;
       if (!first) out += ",";
       first = false;
       out += "{\"message\":" + json::stringify(m["message"]) + ",\"params\":" + json::stringify(m["params"]) + "}";
@@ -475,8 +481,10 @@ void Devices::add_routes(http::Server& server) {
     return http::answer_with_operation(ops_, r, "device.list", "{}");
   });
   add("POST", "/manager/api/devices", [this](http::Request& r) {
-    if (!json::is_object(r.body)) {
-      return r.send(400, "application/json", json::error_object("the body must be a JSON object"));
+    json::Document body;
+    std::string error;
+    if (!json::parse_object(r.body, &body, &error)) {
+      return r.send(400, "application/json", json::error_object("the body must be a JSON object: " + error));
     }
     return http::answer_with_operation(ops_, r, "device.pair", r.body, 201);
   });

@@ -44,16 +44,18 @@ bool txt_encryption(AvahiStringList* txt) {
   return on;
 }
 
-AvahiStringList* txt_list(bool encrypted, const std::vector<std::string>& extra) {
-  std::vector<std::string> txt = discovery_txt(encrypted, extra);
-  std::vector<const char*> ptrs;
-  for (const auto& s : txt) ptrs.push_back(s.c_str());
-  return avahi_string_list_new_from_array(ptrs.data(), static_cast<int>(ptrs.size()));
-}
-
 const char* client_error(AvahiClient* c) { return avahi_strerror(avahi_client_errno(c)); }
 
 }  // namespace
+
+AvahiStringList* discovery_txt_record(bool encrypted, const std::vector<std::string>& extra) {
+  std::vector<std::string> txt = discovery_txt(encrypted, extra);
+  std::vector<const char*> ptrs;
+  for (const auto& s : txt) ptrs.push_back(s.c_str());
+  // Avahi keeps string lists newest first and reverses them when it serialises the record (and the client
+  // library when it sends them to the daemon), so the array's order is the order on the wire.
+  return avahi_string_list_new_from_array(ptrs.data(), static_cast<int>(ptrs.size()));
+}
 
 struct Discovery::Item {
   Discovery* owner;
@@ -291,7 +293,7 @@ void Discovery::publish() {
 
 // Adds the service to the (empty) group, renaming while the name is taken on this host.
 bool Discovery::add_service() {
-  AvahiStringList* txt = txt_list(options_.encrypted, options_.extra_txt);
+  AvahiStringList* txt = discovery_txt_record(options_.encrypted, options_.extra_txt);
   int rc = 0;
   for (int i = 0; i <= kMaxLocalRenames; ++i) {
     rc = avahi_entry_group_add_service_strlst(group_, AVAHI_IF_UNSPEC, AVAHI_PROTO_UNSPEC, AvahiPublishFlags(0),
@@ -356,7 +358,7 @@ void Discovery::set_encrypted(bool encrypted) {
   if (options_.encrypted == encrypted) return;
   options_.encrypted = encrypted;
   if (!group_ || !group_filled_) return;  // the next registration uses the new value
-  AvahiStringList* txt = txt_list(encrypted, options_.extra_txt);
+  AvahiStringList* txt = discovery_txt_record(encrypted, options_.extra_txt);
   uint64_t t0 = uv_hrtime();
   int rc = avahi_entry_group_update_service_txt_strlst(group_, AVAHI_IF_UNSPEC, AVAHI_PROTO_UNSPEC,
                                                        AvahiPublishFlags(0), name_.c_str(), kCloudletServiceType,

@@ -31,10 +31,16 @@
 
 struct AvahiClient;
 struct AvahiEntryGroup;
+struct AvahiStringList;
 struct AvahiServiceBrowser;
 struct AvahiServiceResolver;
 
 namespace cloudlet {
+
+// The TXT record as published: discovery_txt(encrypted, extra) as an Avahi string list, "encryption=..." first
+// on the wire whatever the extras (phones that read one TXT string split the first on '='). The caller frees it
+// with avahi_string_list_free.
+AvahiStringList* discovery_txt_record(bool encrypted, const std::vector<std::string>& extra);
 
 class Discovery {
  public:

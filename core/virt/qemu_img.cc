@@ -4,11 +4,11 @@
 #include <unistd.h>
 
 #include <fmt/format.h>
-#include <rapidjson/document.h>
 
 #include <memory>
 #include <mutex>
 
+#include "json/json.h"
 #include "log/log.h"
 #include "virt/process.h"
 
@@ -81,9 +81,8 @@ std::string create_sync(const std::string& path, const std::string& format, uint
 }
 
 std::string parse_info_json(const std::string& json, Info* out) {
-  rapidjson::Document d;
-  d.Parse(json.c_str(), json.size());
-  if (d.HasParseError() || !d.IsObject()) return "qemu-img info printed no JSON object";
+  cloudlet::json::Document d;  // depth-limited like every JSON input
+  if (!cloudlet::json::parse(json, &d, nullptr) || !d.IsObject()) return "qemu-img info printed no JSON object";
   auto str = [&](const char* k) -> std::string {
     auto it = d.FindMember(k);
     return it != d.MemberEnd() && it->value.IsString() ? std::string(it->value.GetString()) : std::string();

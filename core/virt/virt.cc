@@ -36,12 +36,13 @@ std::string domain_tag(Store& store) {
   return tag;
 }
 
-// The request's JSON body (or {}), with `key` set to the path parameter `param`.
-bool body_with(http::Request& r, const char* key, const char* param, std::string* out) {
+// The request's JSON body (or {}), with `key` set to the path parameter `param`. False with *error saying why
+// when the body is not a JSON object.
+bool body_with(http::Request& r, const char* key, const char* param, std::string* out, std::string* error) {
   json::Document d;
   if (r.body.empty()) {
     d.SetObject();
-  } else if (!json::parse(r.body, &d, nullptr) || !d.IsObject()) {
+  } else if (!json::parse_object(r.body, &d, error)) {
     return false;
   }
   if (key) {
@@ -125,9 +126,9 @@ void Virt::add_routes(http::Server& server) {
     r.json_body = true;
     std::string name = op;
     r.handler = [this, name, key, param](http::Request& req) -> cl_status_t {
-      std::string args;
-      if (!body_with(req, key, param, &args)) {
-        return req.send(400, "application/json", json::error_object("the body must be a JSON object"));
+      std::string args, error;
+      if (!body_with(req, key, param, &args, &error)) {
+        return req.send(400, "application/json", json::error_object("the body must be a JSON object: " + error));
       }
       return http::answer_with_operation(ops_, req, name, std::move(args));
     };

@@ -90,6 +90,31 @@ void seal_file_done(void* ud, cl_status_t status) {
 
 }  // namespace
 
+const char* sealed_error_text(uint32_t status) {
+  switch (status) {
+    case 400:
+      return "The command has a missing or invalid parameter";
+    case 401:
+      return "The device is not paired to this cloudlet";
+    case 403:
+      return "The command is not allowed for this device";
+    case 404:
+      return "What the command names was not found";
+    case 409:
+      return "The command conflicts with the current state";
+    case 413:
+      return "The command asks for too much";
+    case 501:
+      return "The command is not supported by this cloudlet";
+    case 503:
+      return "The command cannot be carried out now";
+    case 504:
+      return "The command timed out";
+    default:
+      return "The command failed";
+  }
+}
+
 void answer_send(Plugin& p, cl_request_t* req, Answer a) {
   if (!a.file_path.empty()) {
     std::string disposition = "attachment; filename=\"" + header_safe_name(a.file_name) + "\"";
@@ -103,7 +128,12 @@ void answer_send(Plugin& p, cl_request_t* req, Answer a) {
 }
 
 void answer_send_sealed(Plugin& p, cl_request_t* req, Answer a, const TunnelKey& key) {
-  if (a.status != 200) return send(p, req, a);
+  if (a.status != 200) {
+    // The command was decrypted: an error that may quote it (a parameter, an operation's message about one)
+    // would hand its plaintext to whoever forged it by flipping IV bits of a captured command.
+    if (!a.fixed_text) a.body = error_body(a.status, sealed_error_text(a.status));
+    return send(p, req, a);
+  }
   TunnelIv iv;
   if (!tunnel_random_iv(&iv)) return send(p, req, Answer::error(500, "No randomness available to encrypt the reply"));
   if (!a.file_path.empty()) {

@@ -1,12 +1,10 @@
 // POST /api/command: the encrypted tunnel (../shared/reference/mobile-clients.md 1.3, pycloud-security.md 3).
 // Checks, in pycloud's order: the device (401 unknown, 403 revoked or expired), then the command (400 when it
-// cannot be decoded, decrypted or parsed; 404 when it names no command). Errors are in clear and never quote
-// decrypted text: with no MAC in the protocol, echoing it would let anyone decrypt captured traffic.
-#include <rapidjson/document.h>
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
-
+// cannot be decoded, decrypted or parsed; 404 when it names no command; 400 when it reuses a ciphertext block
+// the device already sent, replay.h). Errors are in clear and never quote decrypted text: with no MAC in the
+// protocol, echoing it would let anyone decrypt captured traffic (answer.h).
 #include "answer.h"
+#include "json/json.h"
 #include "plugin.h"
 #include "routes.h"
 #include "wire.h"
@@ -26,23 +24,22 @@ void reply(Plugin& p, cl_request_t* req, uint32_t status, std::string_view messa
   p.api->resp_send(req, a.status, cs(a.content_type), cs(a.body));
 }
 
-std::string member_string(const rapidjson::Document& d, const char* name) {
-  auto it = d.FindMember(name);
-  return it != d.MemberEnd() && it->value.IsString() ? std::string(it->value.GetString(), it->value.GetStringLength())
-                                                     : std::string();
-}
-
 // The device is authorized: decrypt, parse and run the command.
 void run_sealed(Plugin& p, cl_request_t* req, const std::string& device, const std::string& command,
                 const TunnelKey& key) {
-  std::string plaintext;
-  OpenError e = tunnel_open(command, key, &plaintext);
+  std::string plaintext, ciphertext;
+  OpenError e = tunnel_open(command, key, &plaintext, &ciphertext);
   if (e != OpenError::none) return reply(p, req, 400, tunnel_error_text(e));
   Call c;
   std::string path, error;
   if (!parse_command(plaintext, &path, &c.params, &error)) return reply(p, req, 400, error);
   std::optional<Command> cmd = command_of(path);
   if (!cmd) return reply(p, req, 404, "Command not found");
+  // Only real commands are remembered, so garbage cannot push a device's history out of the cache.
+  if (!p.replays.admit(device, tunnel_key_id(key), ciphertext)) {
+    p.log(CL_LOG_WARN, "refused a replayed command from device " + quote_safe(device));
+    return reply(p, req, 400, "This command was already received (replayed commands are refused)");
+  }
   c.command = *cmd;
   c.device_id = device;
   c.authenticated = true;
@@ -80,13 +77,9 @@ cl_status_t on_command_route(void* ud, cl_request_t* req) noexcept {
       reply(p, req, 413, "The command is too large (at most " + std::to_string(kMaxCommandBytes) + " bytes)");
       return CL_OK;
     }
-    rapidjson::StringBuffer b;
-    rapidjson::Writer<rapidjson::StringBuffer> w(b);
-    w.StartObject();
-    w.Key("device_id");
-    w.String(device.data(), static_cast<rapidjson::SizeType>(device.size()));
-    w.EndObject();
-    p.call("device.auth", std::string(b.GetString(), b.GetSize()),
+    std::string args = "{\"device_id\":";
+    json::append_quoted(&args, device);
+    p.call("device.auth", args + "}",
            [&p, req, device, command](cl_status_t st, std::string_view r, bool missing) {
              std::string who = quote_safe(device);
              if (st == CL_ENOENT && !missing) {
@@ -96,11 +89,11 @@ cl_status_t on_command_route(void* ud, cl_request_t* req) noexcept {
                return reply(p, req, missing ? 503 : http_status(st),
                             missing ? "Device authorization is not available" : op_error_message(r, st));
              }
-             rapidjson::Document d;
-             d.Parse(r.data(), r.size());
-             if (d.HasParseError() || !d.IsObject())
+             json::Document d;
+             if (!json::parse(r, &d, nullptr) || !d.IsObject())
                return reply(p, req, 500, "device.auth returned an unexpected result");
-             std::string state = member_string(d, "state"), password = member_string(d, "api_password");
+             std::string state(json::get_string(d, "state").value_or(""));
+             std::string password(json::get_string(d, "api_password").value_or(""));
              if (state == "revoked")
                return reply(p, req, 403, "Authorization has been revoked for device with id " + who);
              if (state == "expired") return reply(p, req, 403, "Authorization has expired for device with id " + who);

@@ -1,43 +1,13 @@
 #include "commands.h"
 
-#include <rapidjson/document.h>
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
-
 #include <memory>
 #include <vector>
 
+#include "json/json.h"
 #include "plugin.h"
 #include "wire.h"
 
 namespace cloudlet::offload {
-
-const CommandPath kCommandPaths[8] = {
-    {Command::services, "/api/services", "services", ""},
-    {Command::service_get, "/api/services/get", "services", "get"},
-    {Command::start, "/api/servicevm/start", "servicevm", "start"},
-    {Command::stop, "/api/servicevm/stop", "servicevm", "stop"},
-    {Command::apps, "/api/apps", "apps", ""},
-    {Command::app_get, "/api/apps/get", "apps", "get"},
-    {Command::system, "/api/system", "system", ""},
-    {Command::messages, "/api/system/get_messages", "system", "get_messages"},
-};
-
-std::optional<Command> command_of(std::string_view path) {
-  std::vector<std::string_view> words;
-  while (true) {
-    size_t slash = path.find('/');
-    words.push_back(path.substr(0, slash));
-    if (slash == std::string_view::npos) break;
-    path.remove_prefix(slash + 1);
-  }
-  if (words.size() < 2 || words.size() > 3) return std::nullopt;
-  std::string_view controller = words[1], action = words.size() > 2 ? words[2] : std::string_view();
-  for (const auto& c : kCommandPaths) {
-    if (controller == c.controller && action == c.action) return c.command;
-  }
-  return std::nullopt;
-}
 
 Answer Answer::json(std::string body) {
   Answer a;
@@ -50,6 +20,12 @@ Answer Answer::error(uint32_t status, std::string_view message) {
   a.status = status;
   a.content_type = "text/plain; charset=utf-8";
   a.body = error_body(status, message);
+  return a;
+}
+
+Answer Answer::fixed_error(uint32_t status, std::string_view message) {
+  Answer a = error(status, message);
+  a.fixed_text = true;
   return a;
 }
 
@@ -93,18 +69,20 @@ class Args {
 
 // An operation failed: its status and message, or 503 when nothing provides it.
 Answer op_failed(const char* op, cl_status_t st, std::string_view result, bool missing) {
-  if (missing) return Answer::error(503, std::string(op) + " is not available on this cloudlet");
+  if (missing) return Answer::fixed_error(503, std::string(op) + " is not available on this cloudlet");
   return Answer::error(http_status(st), op_error_message(result, st));
 }
 
-Answer bad_result(const char* op) { return Answer::error(500, std::string(op) + " returned an unexpected result"); }
+Answer bad_result(const char* op) {
+  return Answer::fixed_error(500, std::string(op) + " returned an unexpected result");
+}
 
 // A required identifier parameter: absent -> pycloud's "Must provide ..." (400); malformed -> 400 naming it.
 const std::string* require_id(const Call& c, const char* name, size_t max, const char* missing_text,
                               const AnswerDone& done) {
   const std::string* v = c.params.get(name);
   if (!v || v->empty()) {
-    done(Answer::error(400, missing_text));
+    done(Answer::fixed_error(400, missing_text));
     return nullptr;
   }
   if (!valid_id(*v, max)) {
@@ -129,11 +107,9 @@ void stop_instance(Plugin& p, const std::string& id, const std::string& device_i
 }
 
 std::string state_of(std::string_view device_auth_json) {
-  rapidjson::Document d;
-  d.Parse(device_auth_json.data(), device_auth_json.size());
-  if (d.HasParseError() || !d.IsObject()) return "";
-  auto it = d.FindMember("state");
-  return it != d.MemberEnd() && it->value.IsString() ? it->value.GetString() : "";
+  json::Document d;
+  if (!json::parse(device_auth_json, &d, nullptr)) return "";
+  return std::string(json::get_string(d, "state").value_or(""));
 }
 
 void run_services(Plugin& p, Call, AnswerDone done) {
@@ -167,7 +143,7 @@ void attach_to_device(Plugin& p, std::string id, std::string body, std::string d
     if (st != CL_OK) {
       stop_instance(p, id, device, "it could not be tied to its device");
       return done(st == CL_ENOENT && !missing
-                      ? Answer::error(401, "Device with id " + device + " is not paired to this cloudlet")
+                      ? Answer::fixed_error(401, "Device with id " + device + " is not paired to this cloudlet")
                       : op_failed("device.attach", st, r, missing));
     }
     p.call("device.auth", Args().str("device_id", device).done(),
@@ -176,10 +152,10 @@ void attach_to_device(Plugin& p, std::string id, std::string body, std::string d
              if (state != "ok") {
                stop_instance(p, id, device, "its device is no longer authorized");
                if (state == "revoked")
-                 return done(Answer::error(403, "Authorization has been revoked for device with id " + device));
+                 return done(Answer::fixed_error(403, "Authorization has been revoked for device with id " + device));
                if (state == "expired")
-                 return done(Answer::error(403, "Authorization has expired for device with id " + device));
-               return done(Answer::error(401, "Device with id " + device + " is not paired to this cloudlet"));
+                 return done(Answer::fixed_error(403, "Authorization has expired for device with id " + device));
+               return done(Answer::fixed_error(401, "Device with id " + device + " is not paired to this cloudlet"));
              }
              Answer a = Answer::json(body);
              a.undelivered = [&p, id, device] { stop_instance(p, id, device, "its client left before the reply"); };
@@ -319,14 +295,17 @@ void run_system(Plugin& p, Call c, AnswerDone done) {
 }
 
 void run_messages(Plugin& p, Call c, AnswerDone done) {
-  if (c.device_id.empty()) return done(Answer::error(400, "Must provide the X-Device-ID header"));
+  if (c.device_id.empty()) return done(Answer::fixed_error(400, "Must provide the X-Device-ID header"));
   if (!valid_id(c.device_id, kMaxDeviceId, ":")) {
     return done(Answer::error(400, "Invalid X-Device-ID '" + quote_safe(c.device_id) + "'"));
   }
   const std::string* sid = require_id(c, "serviceId", kMaxServiceId, "Must provide service id", done);
   if (!sid) return;
   std::string device = c.device_id, service = *sid;
-  std::string args = Args().str("device_id", device).str("service_id", service).done();
+  // Through the tunnel the device proved its key: only then are messages with secrets handed out. On the open
+  // route anyone can send any device's id.
+  std::string args =
+      Args().str("device_id", device).str("service_id", service).boolean("secure", c.authenticated).done();
   p.call("message.fetch", args, [device, service, done](cl_status_t st, std::string_view r, bool missing) {
     if (st != CL_OK) return done(op_failed("message.fetch", st, r, missing));
     std::string body;
@@ -356,7 +335,7 @@ void command_run(Plugin& p, Call call, AnswerDone done) {
     case Command::messages:
       return run_messages(p, std::move(call), std::move(done));
   }
-  done(Answer::error(404, "Command not found"));
+  done(Answer::fixed_error(404, "Command not found"));
 }
 
 }  // namespace cloudlet::offload

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cloudlet_plugin.h"
+#include "replay.h"
 #include "services_cache.h"
 
 namespace cloudlet::offload {
@@ -32,6 +33,7 @@ struct Plugin {
   std::shared_ptr<bool> alive = std::make_shared<bool>(true);  // false after fini (late work completions)
   ServicesCache services;
   cl_sub_id_t services_sub = 0;
+  ReplayCache replays;  // ciphertext blocks of the tunnel commands each device sent
 
   void log(int32_t level, std::string_view text) const { api->log(h, level, cs(text)); }
   // Calls an operation. done runs exactly once: later, or at once when the call cannot be made.

@@ -116,8 +116,9 @@ std::string tunnel_seal(std::string_view plaintext, const TunnelKey& key, const 
   return base64_encode(raw);
 }
 
-OpenError tunnel_open(std::string_view wire, const TunnelKey& key, std::string* plaintext) {
+OpenError tunnel_open(std::string_view wire, const TunnelKey& key, std::string* plaintext, std::string* ciphertext) {
   plaintext->clear();
+  if (ciphertext) ciphertext->clear();
   std::string raw;
   if (!base64_decode(wire, &raw)) return OpenError::base64;
   // The IV and at least one block; CBC works on whole blocks.
@@ -148,7 +149,17 @@ OpenError tunnel_open(std::string_view wire, const TunnelKey& key, std::string* 
   }
   out.resize(static_cast<size_t>(ct_len) - pad);
   *plaintext = std::move(out);
+  if (ciphertext) ciphertext->assign(raw, kIvBytes, std::string::npos);
   return OpenError::none;
+}
+
+uint64_t tunnel_key_id(const TunnelKey& key) {
+  unsigned char md[32];
+  unsigned int len = 0;
+  EVP_Digest(key.data(), key.size(), md, &len, EVP_sha256(), nullptr);
+  uint64_t id = 0;
+  for (int i = 0; i < 8; i++) id = (id << 8) | md[i];
+  return id;
 }
 
 const char* tunnel_error_text(OpenError e) {

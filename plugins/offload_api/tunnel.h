@@ -5,6 +5,7 @@
 #pragma once
 
 #include <array>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -32,8 +33,14 @@ bool tunnel_random_iv(TunnelIv* iv);
 
 enum class OpenError { none, base64, length, padding };
 
-// Decrypts a wire-format command. On error nothing about the plaintext is returned.
-OpenError tunnel_open(std::string_view wire, const TunnelKey& key, std::string* plaintext);
+// Decrypts a wire-format command. On error nothing about the plaintext is returned. With ciphertext, the
+// command's ciphertext blocks (after the IV) are returned too, for the replay check (replay.h).
+OpenError tunnel_open(std::string_view wire, const TunnelKey& key, std::string* plaintext,
+                      std::string* ciphertext = nullptr);
+
+// A short fingerprint of a key (SHA-256 of it, first 8 bytes): tells when a device's key changed without
+// keeping the key.
+uint64_t tunnel_key_id(const TunnelKey& key);
 
 // A human message for an OpenError (never mentions plaintext).
 const char* tunnel_error_text(OpenError e);

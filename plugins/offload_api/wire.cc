@@ -1,29 +1,21 @@
 #include "wire.h"
 
-#include <rapidjson/document.h>
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
-
 #include <cmath>
 #include <cstdlib>
+
+#include "json/json.h"
 
 namespace cloudlet::offload {
 
 namespace {
 
-using Value = rapidjson::Value;
-using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
+using json::member;
+using json::put_string;
+using json::Value;
+using json::Writer;
 
-bool parse(std::string_view text, rapidjson::Document* d) {
-  d->Parse(text.data(), text.size());
-  return !d->HasParseError() && d->IsObject();
-}
-
-const Value* member(const Value& obj, const char* name) {
-  if (!obj.IsObject()) return nullptr;
-  auto it = obj.FindMember(name);
-  return it == obj.MemberEnd() ? nullptr : &it->value;
-}
+// An operation result: a JSON object (core/json: iterative, depth-limited).
+bool parse(std::string_view text, json::Document* d) { return json::parse(text, d, nullptr) && d->IsObject(); }
 
 // Any scalar as text: phones call getString, and desktop org.json returns null for non-strings.
 std::string text_of(const Value* v) {
@@ -44,11 +36,6 @@ std::string text_of(const Value* v) {
 void put_string(Writer& w, const char* key, const Value* v) {
   w.Key(key);
   std::string s = text_of(v);
-  w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
-}
-
-void put_string(Writer& w, const char* key, std::string_view s) {
-  w.Key(key);
   w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
 }
 
@@ -132,7 +119,7 @@ std::string done(const rapidjson::StringBuffer& b) { return std::string(b.GetStr
 }  // namespace
 
 bool services_array(std::string_view service_list_json, std::string* out) {
-  rapidjson::Document d;
+  json::Document d;
   if (!parse(service_list_json, &d)) return false;
   const Value* list = member(d, "services");
   if (!list || !list->IsArray()) return false;
@@ -146,7 +133,7 @@ bool services_array(std::string_view service_list_json, std::string* out) {
 }
 
 bool service_object(std::string_view service_json, std::string* out) {
-  rapidjson::Document d;
+  json::Document d;
   if (!parse(service_json, &d)) return false;
   rapidjson::StringBuffer b;
   Writer w(b);
@@ -157,7 +144,7 @@ bool service_object(std::string_view service_json, std::string* out) {
 
 bool start_body(std::string_view instance_json, std::string_view ip_address, std::string* out,
                 std::string* instance_id) {
-  rapidjson::Document d;
+  json::Document d;
   if (!parse(instance_json, &d)) return false;
   std::string id = text_of(member(d, "id"));
   if (id.empty()) id = text_of(member(d, "_id"));
@@ -185,7 +172,7 @@ bool start_body(std::string_view instance_json, std::string_view ip_address, std
 }
 
 bool apps_array(std::string_view app_list_json, std::string* out) {
-  rapidjson::Document d;
+  json::Document d;
   if (!parse(app_list_json, &d)) return false;
   const Value* list = member(d, "apps");
   if (!list || !list->IsArray()) return false;
@@ -201,7 +188,7 @@ bool apps_array(std::string_view app_list_json, std::string* out) {
 }
 
 bool app_file(std::string_view app_json, std::string* path, std::string* file_name) {
-  rapidjson::Document d;
+  json::Document d;
   if (!parse(app_json, &d)) return false;
   *path = text_of(member(d, "file_path"));
   if (path->empty() || (*path)[0] != '/') return false;
@@ -214,7 +201,7 @@ bool app_file(std::string_view app_json, std::string* path, std::string* file_na
 }
 
 bool system_body(std::string_view system_json, const std::string* services, const std::string* apps, std::string* out) {
-  rapidjson::Document d;
+  json::Document d;
   if (!parse(system_json, &d)) return false;
   const Value* cpu = member(d, "cpu_info");
   const Value* mem = member(d, "memory_info");
@@ -256,7 +243,7 @@ bool system_body(std::string_view system_json, const std::string* services, cons
 
 bool messages_body(std::string_view fetch_json, std::string_view device_id, std::string_view service_id,
                    std::string* out) {
-  rapidjson::Document d;
+  json::Document d;
   if (!parse(fetch_json, &d)) return false;
   const Value* list = member(d, "messages");
   if (!list || !list->IsArray()) return false;
@@ -322,7 +309,7 @@ uint32_t http_status(cl_status_t status) {
 }
 
 std::string op_error_message(std::string_view result_json, cl_status_t status) {
-  rapidjson::Document d;
+  json::Document d;
   if (parse(result_json, &d)) {
     const Value* e = member(d, "error");
     if (e && e->IsString() && e->GetStringLength() > 0) return std::string(e->GetString(), e->GetStringLength());

@@ -6,6 +6,7 @@ in tearDown, also when a test fails.
 import http.client
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -35,6 +36,41 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def ephemeral_range():
+    """The kernel's ephemeral port range (net.ipv4.ip_local_port_range): ports it hands to outgoing connections."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+            return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def port_block(size):
+    """(first, last) of `size` consecutive ports nobody listens on, outside the ephemeral range (fixed ports inside
+    it get taken by outgoing connections after heavy loopback traffic), at random so that concurrent runs rarely
+    meet."""
+    lo, hi = ephemeral_range()
+    spans = [(a, b) for a, b in ((10000, lo - size), (hi + 1, 65536 - size)) if a <= b]
+    rng = random.Random()
+    for _ in range(200):
+        first, last = rng.choice(spans)
+        base = rng.randint(first, last)
+        if all(port_free(p) for p in range(base, base + size)):
+            return base, base + size - 1
+    raise RuntimeError(f"no {size} free ports outside the ephemeral range {lo}-{hi}")
+
+
+def port_free(port):
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 def rss_kib(pid):

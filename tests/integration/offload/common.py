@@ -46,10 +46,12 @@ def revoke(srv, device_id):
     assert status == 200, (status, body)
 
 
-def post_message(srv, device_id, service_id, message, params):
+def post_message(srv, device_id, service_id, message, params, secret=False):
+    args = {"device_id": device_id, "service_id": service_id, "message": message, "params": params}
+    if secret:
+        args["secret"] = True
     status, _, body = srv.request("manager", "POST", "/plugins/mailbox_poster/post",
-                                  body=json.dumps({"device_id": device_id, "service_id": service_id,
-                                                   "message": message, "params": params}),
+                                  body=json.dumps(args),
                                   headers={"Content-Type": "application/json"})
     assert status == 200, (status, body)
 

@@ -211,7 +211,8 @@ class EncryptedMode(harness.TestCase):
         with self.assertRaises(cl.CloudletError) as e:
             phone.get_app("app-1")
         self.assertEqual(e.exception.status, 404)
-        self.assertEqual(e.exception.message, "App app-1 not found")  # errors travel in clear
+        # Errors travel in clear, with fixed texts: nothing decrypted is quoted (the open API names the app).
+        self.assertEqual(e.exception.message, "What the command names was not found")
         common.post_message(self.srv, "phone-enc-1", "svc.one", "hello", {"k": "v=1&2"})
         self.assertEqual(phone.get_messages("svc.one"), [("hello", {"k": "v=1&2"})])
         self.assertEqual(phone.get_messages("svc.one"), [])
@@ -310,6 +311,46 @@ class EncryptedMode(harness.TestCase):
         self.assertGreater(common.cloudlet(self.srv, "phone-bad", password).get_system_info()["max_cores"], 0)
 
 
+    def test_forged_commands_get_no_decrypted_bytes_back(self):
+        """Issue 15, defect 5: with CBC and no MAC, flipping IV bits of a captured command rewrites its first
+        block; the error then quoted the rest of the decrypted text (a service name, an instance id)."""
+        password = common.pair(self.srv, "phone-cap")
+        forgeries = [
+            (b"/system/get_messages&serviceId=secret.service.name", b"/services/get&a=", (b"secret", b"ages")),
+            (b"/system/get_messages&serviceId=secret.service.name", b"/apps/get&appId=", (b"secret", b"ages")),
+            (b"/servicevm/stop&instanceId=inst-secret-42", b"/apps/get&appId=", (b"secret", b"instanceId")),
+            (b"/servicevm/stop&instanceId=inst-secret-42", b"/servicevm/stop&", (b"secret",)),  # a replay
+        ]
+        for captured, block, secrets in forgeries:
+            raw = bytearray(base64.b64decode(cl.seal(captured, password)))
+            for i in range(16):
+                raw[i] ^= captured[i] ^ block[i]
+            status, _, body = self.command("phone-cap", "command=" + cl.java_urlencode(base64.b64encode(raw).decode()))
+            self.assertIn(status, (400, 404), (block, body))
+            for secret in secrets:
+                self.assertNotIn(secret, body, (block, body))
+
+    def test_replayed_commands_are_refused(self):
+        """Defect 6: a captured command sent again is refused; the phone's next command (a fresh IV) works."""
+        password = common.pair(self.srv, "phone-replay")
+        captured = "command=" + cl.java_urlencode(cl.seal(b"/system", password))
+        status, _, body = self.command("phone-replay", captured)
+        self.assertEqual(status, 200)
+        self.assertIn(b"cpu_info", cl.unseal(body.decode(), password))
+        status, _, body = self.command("phone-replay", captured)
+        self.assertEqual((status, body), (400, b"This command was already received (replayed commands are refused)"))
+        self.assertIn("refused a replayed command from device phone-replay", self.srv.log_text())
+        phone = common.cloudlet(self.srv, "phone-replay", password)
+        for _ in range(20):  # client-lib draws a random IV per command: never refused
+            self.assertGreater(phone.get_system_info()["max_cores"], 0)
+
+    def test_messages_with_secrets_come_only_through_the_tunnel(self):
+        """Defect 8: in encrypted mode too, the secret message is served through the tunnel."""
+        phone = self.phone("phone-secret")
+        common.post_message(self.srv, "phone-secret", "svc", "credentials", {"k": "v"}, secret=True)
+        self.assertEqual(phone.get_messages("svc"), [("credentials", {"k": "v"})])
+
+
 class BothModes(harness.TestCase):
     def test_open_and_encrypted_at_once_from_the_flag(self):
         srv = self.server(config=common.config("open"), args=["--api-mode", "both"]).start()
@@ -321,6 +362,15 @@ class BothModes(harness.TestCase):
         common.post_message(srv, "p-open", "s", "n", {})
         self.assertEqual(secure.get_messages("s"), [("m", {"a": "b"})])
         self.assertEqual(open_phone.get_messages("s"), [("n", {})])
+        # Defect 8 of issue 15: a message with secrets (migration's credential bundle) is never served on the open
+        # route, where anyone can send the device's id; the tunnel serves it. Others go both ways.
+        common.post_message(srv, "p-enc", "s", "credentials", {"key": "k1"}, secret=True)
+        common.post_message(srv, "p-enc", "s", "plain", {})
+        thief = common.cloudlet(srv, device_id="p-enc")  # the open API with the paired phone's id
+        self.assertEqual(thief.get_messages("s"), [("plain", {})])
+        self.assertEqual(thief.get_messages("s"), [])
+        self.assertEqual(secure.get_messages("s"), [("credentials", {"key": "k1"})])
+        self.assertEqual(secure.get_messages("s"), [])
         self.assertEqual(srv.stop(), 0)
 
 

@@ -5,7 +5,6 @@ at ip_address:port, joins, stops it, and loses it when its device's authorizatio
 Needs the core's instance.* operations (issue 3) and the demo guest built (make demo-guest). One server serves the
 whole module, because the demo's saved state is made on its first start. Loopback only; every wait is bounded."""
 import http.client
-import random
 import shutil
 import socket
 import sys
@@ -23,25 +22,10 @@ PORTS = None
 SKIPPED = None  # why the whole module was skipped (ctest then reports it as skipped: exit code 77)
 
 
-def free_port_range(size=100):
-    """A block of ports nobody listens on, for the instances' forwarded ports."""
-    for _ in range(50):
-        base = random.randrange(30000, 60000 - size, size)
-        busy = False
-        for p in range(base, base + size, 7):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", p)) == 0:
-                    busy = True
-                    break
-        if not busy:
-            return base, base + size - 1
-    raise RuntimeError("no free port range")
-
-
 def setUpModule():
     global SRV, WORKDIR, PORTS, SKIPPED
     WORKDIR = tempfile.mkdtemp(prefix="cl-it-svm-")
-    PORTS = free_port_range()
+    PORTS = harness.port_block(100)
     SRV = harness.Server(WORKDIR, name="svm", args=["--demo"], config=common.config(
         "both", {"virt": {"port_min": PORTS[0], "port_max": PORTS[1], "ready_timeout_ms": 60000}}))
     SRV.start(timeout=60)

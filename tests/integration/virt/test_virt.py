@@ -28,19 +28,6 @@ WORKDIR = None
 SAVED_BOOT_ID = None
 
 
-def free_port_range(size=40):
-    for base in range(31000, 60000, 997):
-        busy = False
-        for p in range(base, base + size):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", p)) == 0:
-                    busy = True
-                    break
-        if not busy:
-            return base, base + size - 1
-    raise RuntimeError("no free port range")
-
-
 def new_server():
     srv = harness.Server(WORKDIR, name="virt", args=["--demo"], plugins=(), config={
         "virt": {"domain_type": "qemu", "forward_address": "127.0.0.1", "port_min": PORTS[0], "port_max": PORTS[1],
@@ -144,7 +131,7 @@ def setUpModule():
     if not os.path.exists(demo):
         raise unittest.SkipTest(f"no demo guest at {demo}: run `cmake --build build --target demo-guest`")
     WORKDIR = tempfile.mkdtemp(prefix="cl-it-virt-")
-    PORTS = free_port_range()
+    PORTS = harness.port_block(40)
     SRV = new_server()
     ok = wait_until(lambda: any(s["service_id"] == DEMO for s in call("GET", "/manager/api/services")[1]["services"]),
                     600, 0.5)

@@ -60,6 +60,8 @@ TEST(Config, ErrorsNameTheKey) {
       {R"({"limits": {"max_unsent_bytes": 10}})", "'limits.max_unsent_bytes'"},
       {R"({"limits": {"min_body_rate": -1}})", "'limits.min_body_rate'"},
       {R"({"totals": {"max_body_bytes": 1}})", "'totals.max_body_bytes'"},
+      {R"({"no\npe\u001b[31m": 1})", "'no?pe?[31m'"},  // control characters from the file stay out
+      {R"({"discovery": {"extra_txt": ["a\nb"]}})", "'discovery.extra_txt'"},
   };
   for (const auto& tc : cases) {
     Config c = default_config();
@@ -123,4 +125,15 @@ TEST(Config, HostPort) {
   EXPECT_FALSE(parse_host_port("host:", &h, &p));
   EXPECT_FALSE(parse_host_port("host:65536", &h, &p));
   EXPECT_FALSE(parse_host_port("noport", &h, &p));
+}
+
+// A config file nested absurdly deep (here inside a plugin's free-form config) is refused with the reason, not
+// a stack overflow.
+TEST(Config, DeepNestingIsAClearError) {
+  std::string deep(100000, '[');
+  Config c = default_config();
+  std::string err;
+  EXPECT_FALSE(load_config_file(write(R"({"plugins": [{"name": "a", "config": )" + deep + "}]}"), &c, &err));
+  EXPECT_NE(err.find("not valid JSON: line 1 column"), std::string::npos) << err;
+  EXPECT_NE(err.find("nesting deeper than 128"), std::string::npos) << err;
 }

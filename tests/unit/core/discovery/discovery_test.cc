@@ -2,6 +2,7 @@
 // against a real avahi-daemon are tested in network namespaces (tests/integration/discovery).
 #include "discovery/discovery.h"
 
+#include <avahi-common/strlst.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
@@ -118,6 +119,27 @@ class DiscoveryNoDaemon : public ::testing::Test {
 };
 
 }  // namespace
+
+// client-lib splits the TXT string it reads on '=': "encryption=..." comes first in the record's wire form
+// (length-prefixed strings, as avahi serialises it into the DNS answer) whatever discovery.extra_txt adds.
+TEST(Discovery, EncryptionIsTheFirstTxtStringOnTheWire) {
+  std::vector<std::string> extra = {"aaa=0", "version=2", "zzz=1", "path=/x=y"};
+  for (bool encrypted : {false, true}) {
+    AvahiStringList* record = cloudlet::discovery_txt_record(encrypted, extra);
+    uint8_t wire[1024];
+    size_t n = avahi_string_list_serialize(record, wire, sizeof wire);
+    avahi_string_list_free(record);
+    std::vector<std::string> strings;
+    for (size_t at = 0; at < n; at += 1 + wire[at]) {
+      ASSERT_LE(at + 1 + wire[at], n);
+      strings.emplace_back(reinterpret_cast<const char*>(wire + at + 1), wire[at]);
+    }
+    std::vector<std::string> want = {encrypted ? "encryption=enabled" : "encryption=disabled"};
+    want.insert(want.end(), extra.begin(), extra.end());
+    EXPECT_EQ(strings, want);
+    EXPECT_EQ(strings[0].substr(strings[0].find('=') + 1), encrypted ? "enabled" : "disabled");
+  }
+}
 
 TEST(Discovery, DisabledOpensNothing) {
   Loop loop;

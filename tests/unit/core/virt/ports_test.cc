@@ -5,7 +5,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <mutex>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -27,34 +29,72 @@ int hold(uint16_t port) {
   return fd;
 }
 
+// The first port of `count` consecutive ports that nobody listens on and that the kernel never hands out as
+// ephemeral ports (outside net.ipv4.ip_local_port_range: fixed ports inside it get taken by outgoing connections
+// after heavy loopback traffic), picked at random so that concurrent test runs rarely meet. 0 if none is found.
+uint16_t port_block(uint16_t count) {
+  int lo = 32768, hi = 60999;
+  std::ifstream("/proc/sys/net/ipv4/ip_local_port_range") >> lo >> hi;
+  // Below the range (above the registered services most hosts run) or above it.
+  std::vector<std::pair<int, int>> spans;  // first ports that fit
+  if (lo - count >= 10000) spans.emplace_back(10000, lo - count);
+  if (hi + 1 <= 65536 - count) spans.emplace_back(hi + 1, 65536 - count);
+  if (spans.empty()) return 0;
+  std::mt19937 rng(std::random_device{}());
+  for (int attempt = 0; attempt < 200; attempt++) {
+    auto [first, last] = spans[rng() % spans.size()];
+    int start = std::uniform_int_distribution<int>(first, last)(rng);
+    bool free = true;
+    for (int p = start; p < start + count && free; p++) {
+      free = PortAllocator::bind_test("127.0.0.1", static_cast<uint16_t>(p));
+    }
+    if (free) return static_cast<uint16_t>(start);
+  }
+  return 0;
+}
+
 }  // namespace
 
+TEST(Ports, BlocksAreOutsideTheEphemeralRange) {
+  int lo = 32768, hi = 60999;
+  std::ifstream("/proc/sys/net/ipv4/ip_local_port_range") >> lo >> hi;
+  for (int i = 0; i < 20; i++) {
+    uint16_t b = port_block(200);
+    ASSERT_NE(b, 0);
+    EXPECT_TRUE(b + 199 < lo || b > hi) << b << " in " << lo << "-" << hi;
+  }
+}
+
 TEST(Ports, ReservesReleasesAndSkipsBusyPorts) {
-  PortAllocator pa("127.0.0.1", 45100, 45109);
+  const uint16_t b = port_block(10);
+  ASSERT_NE(b, 0);
+  PortAllocator pa("127.0.0.1", b, b + 9);
   ASSERT_TRUE(pa.valid()) << pa.error();
-  int busy = hold(45100);
+  int busy = hold(b);
   ASSERT_GE(busy, 0);
   std::set<uint16_t> got;
   for (int i = 0; i < 9; i++) {
     auto p = pa.reserve();
     ASSERT_TRUE(p) << i;
-    EXPECT_NE(*p, 45100);  // held by someone else
+    EXPECT_NE(*p, b);  // held by someone else
     EXPECT_TRUE(got.insert(*p).second);
   }
   std::string err;
   EXPECT_FALSE(pa.reserve(&err));
   EXPECT_NE(err.find("no free port"), std::string::npos) << err;
-  EXPECT_TRUE(pa.release(45105));
-  EXPECT_FALSE(pa.release(45105));
+  EXPECT_TRUE(pa.release(b + 5));
+  EXPECT_FALSE(pa.release(b + 5));
   auto again = pa.reserve();
   ASSERT_TRUE(again);
-  EXPECT_EQ(*again, 45105);
+  EXPECT_EQ(*again, b + 5);
   close(busy);
   EXPECT_EQ(pa.reserved_count(), 9u);
 }
 
 TEST(Ports, ReserveManyIsAllOrNothing) {
-  PortAllocator pa("127.0.0.1", 45120, 45123);
+  const uint16_t b = port_block(4);
+  ASSERT_NE(b, 0);
+  PortAllocator pa("127.0.0.1", b, b + 3);
   auto two = pa.reserve_many(2);
   ASSERT_TRUE(two);
   EXPECT_NE((*two)[0], (*two)[1]);
@@ -64,14 +104,16 @@ TEST(Ports, ReserveManyIsAllOrNothing) {
 }
 
 TEST(Ports, ExactReservationForReattach) {
-  PortAllocator pa("127.0.0.1", 45130, 45139);
-  EXPECT_TRUE(pa.reserve_exact(45133));
-  EXPECT_FALSE(pa.reserve_exact(45133));
-  EXPECT_FALSE(pa.reserve_exact(45140));  // outside the range
+  const uint16_t b = port_block(10);
+  ASSERT_NE(b, 0);
+  PortAllocator pa("127.0.0.1", b, b + 9);
+  EXPECT_TRUE(pa.reserve_exact(b + 3));
+  EXPECT_FALSE(pa.reserve_exact(b + 3));
+  EXPECT_FALSE(pa.reserve_exact(b + 10));  // outside the range
   for (int i = 0; i < 9; i++) {
     auto p = pa.reserve();
     ASSERT_TRUE(p);
-    EXPECT_NE(*p, 45133);
+    EXPECT_NE(*p, b + 3);
   }
 }
 
@@ -83,13 +125,15 @@ TEST(Ports, InvalidConfiguration) {
   std::string err;
   EXPECT_FALSE(bad.reserve(&err));
   EXPECT_NE(err, "");
-  EXPECT_TRUE(PortAllocator("::1", 45150, 45151).valid());
+  EXPECT_TRUE(PortAllocator("::1", 20000, 20001).valid());  // nothing is bound: any range will do
 }
 
 // Many threads reserving at once never get the same port; all ports come back on release.
 TEST(Ports, ConcurrentReservationsNeverCollide) {
   constexpr int kThreads = 8, kEach = 25;
-  PortAllocator pa("127.0.0.1", 45200, 45200 + kThreads * kEach - 1);
+  const uint16_t b = port_block(kThreads * kEach);
+  ASSERT_NE(b, 0);
+  PortAllocator pa("127.0.0.1", b, b + kThreads * kEach - 1);
   std::mutex mu;
   std::multiset<uint16_t> all;
   std::vector<std::thread> ts;

@@ -492,7 +492,7 @@ TEST_F(OffloadTest, GetMessages) {
   load("open");
   auto r = get("/api/system/get_messages?serviceId=demo.httpd", "phone-1");
   EXPECT_EQ(r.status, 200u);
-  EXPECT_EQ(core.last("message.fetch"), R"({"device_id":"phone-1","service_id":"demo.httpd"})");
+  EXPECT_EQ(core.last("message.fetch"), R"({"device_id":"phone-1","service_id":"demo.httpd","secure":false})");
   auto d = parse(r.body);
   const auto& m = d["messages"][0];
   EXPECT_STREQ(m["message"].GetString(), "move-to-new-cloudlet-network");
@@ -668,7 +668,7 @@ TEST_F(OffloadTest, MissingParametersThroughTheTunnel) {
   EXPECT_EQ(r.body, "Must provide service id");  // errors are never encrypted
   r = command("phone-1", pw, "/servicevm/start&serviceId=nope.service");
   EXPECT_EQ(r.status, 400u);
-  EXPECT_EQ(r.body, "Service vm for nope.service not found");
+  EXPECT_EQ(r.body, "The command has a missing or invalid parameter");  // the open route names the service
   r = command("phone-1", pw, "/servicevm/stop&instanceId=gone");
   EXPECT_EQ(r.status, 404u);
   r = command("phone-1", pw, "/apps/get&appId=x");
@@ -694,6 +694,97 @@ TEST_F(OffloadTest, StartForADeviceUnpairedMeanwhileStopsTheInstance) {
   EXPECT_EQ(r.status, 401u);
   EXPECT_EQ(r.body, "401 Unauthorized\n#Device with id phone-1 is not paired to this cloudlet");
   EXPECT_EQ(core.last("instance.stop"), R"({"id":"inst-1","device_id":"phone-1"})");
+}
+
+// Rewrites the first plaintext block of a captured command through its IV (CBC without a MAC): `was` is what
+// the block said, `want` what it will say. The rest of the plaintext is unchanged.
+std::string flip_first_block(const std::string& wire, std::string_view was, std::string_view want) {
+  std::string raw;
+  EXPECT_TRUE(base64_decode(wire, &raw));
+  for (size_t i = 0; i < kIvBytes; i++) raw[i] = static_cast<char>(raw[i] ^ was[i] ^ want[i]);
+  return base64_encode(raw);
+}
+
+std::string seal_random(const std::string& plaintext, const std::string& password) {
+  TunnelIv iv;
+  EXPECT_TRUE(tunnel_random_iv(&iv));
+  return tunnel_seal(plaintext, tunnel_key(password), iv);
+}
+
+// Defect 5 of issue 15: forged commands made from captured ones got their decrypted parameters quoted back
+// ("Service for secret.service.name not found"), decrypting captured traffic block by block.
+TEST_F(OffloadTest, TunnelErrorsNeverQuoteDecryptedBytes) {
+  load("encrypted");
+  std::string pw = pair("phone-1", "pw");
+  struct Forgery {
+    const char* captured;  // what the phone sent (the attacker guesses its first block, not the rest)
+    const char* block;     // the first block the attacker turns it into
+    uint32_t status;
+    std::vector<std::string> secrets;  // decrypted bytes that must not come back
+  } cases[] = {
+      {"/system/get_messages&serviceId=secret.service.name", "/services/get&a=", 404, {"secret", "ages"}},
+      {"/system/get_messages&serviceId=secret.service.name", "/apps/get&appId=", 404, {"secret", "ages"}},
+      {"/system/get_messages&serviceId=secret.service.name", "/servicevm/stop&", 400, {"secret", "ages"}},
+      {"/servicevm/stop&instanceId=inst-secret-42", "/apps/get&appId=", 400, {"secret", "instanceId"}},
+      {"/servicevm/stop&instanceId=inst-secret-42", "/services/get&x=", 400, {"secret", "instanceId"}},
+      {"/servicevm/stop&instanceId=inst-secret-42", "/servicevm/sto&a", 404, {"secret", "instanceId"}},
+  };
+  for (const auto& f : cases) {
+    std::string forged = flip_first_block(seal_random(f.captured, pw), f.captured, f.block);
+    auto r = raw_command("phone-1", "command=" + url_encode(forged));
+    EXPECT_EQ(r.status, f.status) << f.block << ": " << r.body;
+    for (const auto& secret : f.secrets) EXPECT_EQ(r.body.find(secret), std::string::npos) << r.body;
+  }
+}
+
+// Defect 6: a captured command could be sent again. Every command's ciphertext blocks are remembered per
+// device, so replays and forgeries that reuse captured blocks are refused; client-lib's fresh IVs never collide.
+TEST_F(OffloadTest, ReplayedCommandsAreRefused) {
+  load("encrypted");
+  std::string pw = pair("phone-1", "pw");
+  const std::string plain = "/services/get&serviceId=demo.httpd";
+  std::string captured = seal_random(plain, pw);
+  auto r = raw_command("phone-1", "command=" + url_encode(captured));
+  ASSERT_EQ(r.status, 200u) << r.body;
+  const std::string refused = "This command was already received (replayed commands are refused)";
+  r = raw_command("phone-1", "command=" + url_encode(captured));  // the replay
+  EXPECT_EQ(r.status, 400u);
+  EXPECT_EQ(r.body, refused);
+  EXPECT_EQ(core.count("service.get"), 1u);
+  // What a phone sends when it asks the same again: a new IV, so new blocks.
+  EXPECT_STREQ(parse(open(command("phone-1", pw, plain), pw))["service_id"].GetString(), "demo.httpd");
+  EXPECT_EQ(core.count("service.get"), 2u);
+  // The captured command with its IV flipped (another first block, the same ciphertext).
+  r = raw_command("phone-1", "command=" + url_encode(flip_first_block(captured, plain, "/services/get&Se")));
+  EXPECT_EQ(r.body, refused);
+  // A command forged from its second block on, behind a chosen IV: IV' = D(C2) ^ chosen = P2 ^ C1 ^ chosen.
+  std::string raw;
+  ASSERT_TRUE(base64_decode(captured, &raw));
+  std::string tail = raw.substr(kIvBytes + 16);  // C2, C3
+  std::string iv = raw.substr(kIvBytes, 16);      // C1
+  const std::string p2 = plain.substr(16, 16), chosen = "/services/get&a=";
+  for (size_t i = 0; i < 16; i++) iv[i] = static_cast<char>(iv[i] ^ p2[i] ^ chosen[i]);
+  r = raw_command("phone-1", "command=" + url_encode(base64_encode(iv + tail)));
+  EXPECT_EQ(r.body, refused);
+  EXPECT_EQ(core.count("service.get"), 2u);
+  // Another device's commands are its own: the cache is per device.
+  std::string pw2 = pair("phone-2", "pw2");
+  EXPECT_EQ(command("phone-2", pw2, plain).status, 200u);
+  // Garbage is not remembered (it never reached a command), so it cannot push real history out.
+  for (int i = 0; i < 20; i++) EXPECT_EQ(command("phone-1", pw, "/no/such/command").status, 404u);
+  r = raw_command("phone-1", "command=" + url_encode(captured));
+  EXPECT_EQ(r.body, refused);
+}
+
+// Defect 8: messages that carry secrets (migration's credentials) are only handed out through the tunnel,
+// where the device proved its key; the open route only has an id anyone can send.
+TEST_F(OffloadTest, MessagesThroughTheTunnelAreFetchedAsSecure) {
+  load("both");
+  std::string pw = pair("phone-1", "pw");
+  open(command("phone-1", pw, "/system/get_messages&serviceId=demo.httpd"), pw);
+  EXPECT_EQ(core.last("message.fetch"), R"({"device_id":"phone-1","service_id":"demo.httpd","secure":true})");
+  get("/api/system/get_messages?serviceId=demo.httpd", "phone-1");
+  EXPECT_EQ(core.last("message.fetch"), R"({"device_id":"phone-1","service_id":"demo.httpd","secure":false})");
 }
 
 }  // namespace
