@@ -113,9 +113,9 @@ class Serving(harness.TestCase):
         status, _, body = srv.get("manager", "/plugins/unload_pending/work")
         self.assertEqual((status, json.loads(body)["queued"]), (200, 40))
         down = socket.create_connection(("127.0.0.1", srv.port("manager")), timeout=10)
-        down.sendall(b"GET /plugins/unload_pending/big HTTP/1.1\r\nHost: x\r\n\r\n")  # never read
+        down.sendall(b"GET /plugins/unload_pending/big HTTP/1.1\r\nHost: localhost\r\n\r\n")  # never read
         up = socket.create_connection(("127.0.0.1", srv.port("manager")), timeout=10)
-        up.sendall(b"POST /plugins/unload_pending/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nhalf")
+        up.sendall(b"POST /plugins/unload_pending/upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\nhalf")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             _, _, body = srv.get("manager", "/plugins/unload_pending/status")

@@ -19,7 +19,7 @@ class RealAdapter : public ConformanceHost {
 
   ConfResponse request(const std::string& method, const std::string& target, const std::string& body,
                        const Headers& headers) override {
-    std::string raw = method + " " + target + " HTTP/1.1\r\nHost: test\r\nConnection: close\r\n";
+    std::string raw = method + " " + target + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n";
     for (const auto& [k, v] : headers) raw += k + ": " + v + "\r\n";
     if (!body.empty() || method == "POST") raw += "Content-Length: " + std::to_string(body.size()) + "\r\n";
     raw += "\r\n" + body;

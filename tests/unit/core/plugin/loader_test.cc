@@ -177,7 +177,7 @@ TEST_F(LoaderTest, ExceptionsFromCompletionCallbacksStopAtTheBoundary) {
   EXPECT_EQ(r.body, "lent bytes\n");
   // A client that asks for /hold and leaves: the plugin's close callback runs (and throws).
   auto fut = std::async(std::launch::async, [&] {
-    return test::http_raw("127.0.0.1", port_, "GET /plugins/throws/hold HTTP/1.1\r\nHost: x\r\n\r\n", 200);
+    return test::http_raw("127.0.0.1", port_, "GET /plugins/throws/hold HTTP/1.1\r\nHost: localhost\r\n\r\n", 200);
   });
   ASSERT_TRUE(run_until(loop_, [&] { return fut.wait_for(std::chrono::seconds(0)) == std::future_status::ready; }));
   ASSERT_TRUE(poll_call("throws.ticks", "\"closed\":1"));

@@ -38,7 +38,7 @@ class PluginCore {
   // Sends raw bytes to the manager listener from another thread while the loop serves them.
   HttpResponse http(const std::string& raw_request, uint64_t timeout_ms = 5000);
   HttpResponse get(const std::string& path) {
-    return http("GET " + path + " HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    return http("GET " + path + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
   }
   // Calls an operation and turns the loop until it answers.
   std::pair<cl_status_t, std::string> call(const std::string& op, const std::string& args = "{}",

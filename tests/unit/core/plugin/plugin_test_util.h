@@ -36,8 +36,8 @@ inline bool hold_download_and_upload(uint16_t port, int* down, int* up) {
   *down = connect_loopback(port);
   *up = connect_loopback(port);
   return *down >= 0 && *up >= 0 &&
-         send_all(*down, "GET /plugins/unload_pending/big HTTP/1.1\r\nHost: x\r\n\r\n") &&
-         send_all(*up, "POST /plugins/unload_pending/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+         send_all(*down, "GET /plugins/unload_pending/big HTTP/1.1\r\nHost: localhost\r\n\r\n") &&
+         send_all(*up, "POST /plugins/unload_pending/upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n"
                        "half of it");
 }
 

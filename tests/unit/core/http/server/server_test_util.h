@@ -491,13 +491,13 @@ class TlsClient : public Client {
 // ---- request builders ---------------------------------------------------------------------------------------
 
 inline std::string get(std::string_view target, std::string_view extra = {}) {
-  return "GET " + std::string(target) + " HTTP/1.1\r\nHost: test\r\n" + std::string(extra) + "\r\n";
+  return "GET " + std::string(target) + " HTTP/1.1\r\nHost: localhost\r\n" + std::string(extra) + "\r\n";
 }
 inline std::string head(std::string_view target, std::string_view extra = {}) {
-  return "HEAD " + std::string(target) + " HTTP/1.1\r\nHost: test\r\n" + std::string(extra) + "\r\n";
+  return "HEAD " + std::string(target) + " HTTP/1.1\r\nHost: localhost\r\n" + std::string(extra) + "\r\n";
 }
 inline std::string post(std::string_view target, std::string_view body, std::string_view extra = {}) {
-  return "POST " + std::string(target) + " HTTP/1.1\r\nHost: test\r\nContent-Length: " + std::to_string(body.size()) +
+  return "POST " + std::string(target) + " HTTP/1.1\r\nHost: localhost\r\nContent-Length: " + std::to_string(body.size()) +
          "\r\n" + std::string(extra) + "\r\n" + std::string(body);
 }
 inline std::string chunked(const std::vector<std::string>& chunks) {
