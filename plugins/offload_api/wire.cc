@@ -1,6 +1,7 @@
 #include "wire.h"
 
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 
 #include "json/json.h"
@@ -53,10 +54,14 @@ void put_string_or_null(Writer& w, const char* key, const Value* v) {
 int64_t int_of(const Value* v) {
   if (!v) return 0;
   if (v->IsInt64()) return v->GetInt64();
-  if (v->IsUint64()) return static_cast<int64_t>(v->GetUint64());
+  if (v->IsUint64()) return v->GetUint64() > static_cast<uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<int64_t>(v->GetUint64());
   if (v->IsNumber()) {
+    // Converting a double outside int64's range is undefined: saturate, as strtoll does for strings.
     double d = v->GetDouble();
-    return std::isfinite(d) ? static_cast<int64_t>(d) : 0;
+    if (!std::isfinite(d)) return 0;
+    if (d >= 9223372036854775807.0) return INT64_MAX;
+    if (d <= -9223372036854775808.0) return INT64_MIN;
+    return static_cast<int64_t>(d);
   }
   if (v->IsString()) return std::strtoll(v->GetString(), nullptr, 10);
   return 0;

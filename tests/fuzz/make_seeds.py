@@ -60,6 +60,9 @@ write("tunnel", "services_result", '{"services":[{"service_id":"s","description"
 write("tunnel", "start_result", '{"id":"i","service_id":"s","port":20001,"ssh_port":"22","fqdn":null,"state":"running"}')
 write("tunnel", "system_result", '{"cpu_info":{"max_cores":2,"usage":"37.5","speed":2400,"cache":512},'
       '"memory_info":{"max_memory":4294967296,"free_memory":1}}')
+# A number beyond int64 (UBSan found its conversion undefined once): the shapers must saturate it.
+write("tunnel", "system_huge_number", '{"cpu_info":{"max_cores":8888888888888888888888888888,"cache":512},'
+      '"memory_info":{"mory":4294961}}')
 write("tunnel", "messages_result", '{"messages":[{"message":"m","params":{"a":"b","n":1,"t":true}}]}')
 write("tunnel", "base64_lines", base64.encodebytes(bytes(range(64))).decode())
 

@@ -96,6 +96,18 @@ TEST(Wire, SystemNumbersAndOptionalArrays) {
   EXPECT_FALSE(system_body(R"({"cpu_info":{}})", nullptr, nullptr, &out));
 }
 
+// Numbers outside int64 saturate instead of converting out of range (undefined; found by the tunnel fuzzer).
+TEST(Wire, HugeNumbersSaturate) {
+  std::string out;
+  ASSERT_TRUE(system_body(R"({"cpu_info":{"max_cores":8888888888888888888888888888,"cache":-1e300},
+                             "memory_info":{"max_memory":18446744073709551615}})",
+                          nullptr, nullptr, &out));
+  auto d = parse(out);
+  EXPECT_EQ(d["cpu_info"]["max_cores"].GetInt64(), INT64_MAX);
+  EXPECT_EQ(d["cpu_info"]["cache"].GetInt64(), INT64_MIN);
+  EXPECT_EQ(d["memory_info"]["max_memory"].GetInt64(), INT64_MAX);
+}
+
 TEST(Wire, AppsAndMessages) {
   std::string out;
   ASSERT_TRUE(apps_array(R"({"apps":[{"_id":"app-1","name":"Speech","package_name":"edu.speech","tags":["speech"],
