@@ -205,7 +205,7 @@ typedef struct cl_json_s cl_json_t;
 #define CL_JSON_ARRAY 5
 #define CL_JSON_OBJECT 6
 
-/* ---- since 1.1: jobs, callers, processes, outbound HTTP, WebSocket, listener guards ---- */
+/* ---- since 1.1: jobs, callers, listener guards ---- */
 
 /* A route flag (cl_route_desc_t.flags). SINCE: 1.1 */
 #define CL_ROUTE_F_JSON 4u /* the body is JSON: a body with another Content-Type is refused with 415 */
@@ -232,110 +232,6 @@ typedef struct cl_caller_s {
 /* Operation flags (op_register_ex). SINCE: 1.1 */
 #define CL_OP_F_PRIVILEGED 1u /* only the core and plugins granted this operation in the configuration
                                  ("grants") may call it; others get CL_EPERM */
-
-/* A child process (proc_spawn). Core-owned; valid until its exit callback returns. */
-typedef struct cl_proc_s cl_proc_t;
-
-/* Process flags (cl_proc_desc_t.flags). SINCE: 1.1 */
-#define CL_PROC_F_CAPTURE_STDOUT 1u /* keep stdout (up to max_capture bytes) for the exit callback */
-#define CL_PROC_F_CAPTURE_STDERR 2u /* keep stderr (up to max_capture bytes) for the exit callback */
-#define CL_PROC_F_STREAM_STDOUT 4u  /* deliver stdout as it arrives to the output callback */
-#define CL_PROC_F_STREAM_STDERR 8u  /* deliver stderr as it arrives to the output callback */
-#define CL_PROC_F_STDIN_PIPE 16u    /* stdin is a pipe fed with proc_write (else /dev/null) */
-
-/* How to start a process. Never through a shell: argv is passed as is. OWNERSHIP: every string is copied by
- * proc_spawn; the struct may be freed when it returns. SINCE: 1.1 */
-typedef struct cl_proc_desc_s {
-  uint32_t struct_size;      /* = sizeof(cl_proc_desc_t) */
-  uint32_t flags;            /* CL_PROC_F_* */
-  const char *const *argv;   /* NULL-terminated; argv[0] is an absolute path or a name looked up in PATH */
-  const char *const *env;    /* NULL-terminated "NAME=value" strings; NULL = PATH and LANG=C.UTF-8 only */
-  const char *cwd;           /* working directory; NULL = the plugin's data directory */
-  uint64_t timeout_ms;       /* 0 = none; when it passes: SIGTERM, SIGKILL 2 s later, status CL_ETIMEDOUT */
-  uint64_t max_capture;      /* per captured stream; 0 = 1 MiB; more is dropped and `truncated` is set */
-} cl_proc_desc_t;
-
-/* How a process ended (the exit callback). OWNERSHIP: borrowed for the callback. SINCE: 1.1 */
-typedef struct cl_proc_exit_s {
-  uint32_t struct_size; /* = sizeof(cl_proc_exit_t) */
-  cl_status_t status;   /* CL_OK when it ran and exited (any code), CL_ETIMEDOUT, CL_ECANCELED (killed at
-                           unload), CL_ENOENT (program not found), CL_EIO (could not start) */
-  int64_t exit_code;    /* exit status when it exited normally, else -1 */
-  int32_t term_signal;  /* the signal that ended it, else 0 */
-  uint32_t truncated;   /* bit 1: stdout capture truncated, bit 2: stderr capture truncated */
-  cl_str_t out;         /* captured stdout (CL_PROC_F_CAPTURE_STDOUT), else empty */
-  cl_str_t err;         /* captured stderr (CL_PROC_F_CAPTURE_STDERR), else empty */
-} cl_proc_exit_t;
-
-/* Output of a streamed stream: fd is 1 (stdout) or 2 (stderr). Notification (until the exit callback). */
-typedef void (*cl_proc_output_cb)(void *ud, cl_proc_t *p, int32_t fd, cl_str_t chunk);
-/* The process ended (or never started). Completion: exactly once when proc_spawn returned CL_OK. */
-typedef void (*cl_proc_exit_cb)(void *ud, cl_proc_t *p, const cl_proc_exit_t *exit);
-
-/* An outbound HTTP(S) exchange (fetch_start). Core-owned; valid until the final body callback returns. */
-typedef struct cl_fetch_s cl_fetch_t;
-
-/* A header name and value. OWNERSHIP: stated where it is passed. SINCE: 1.1 */
-typedef struct cl_header_s {
-  cl_str_t name;
-  cl_str_t value;
-} cl_header_t;
-
-/* Fetch flags (cl_fetch_desc_t.flags). SINCE: 1.1 */
-#define CL_FETCH_F_PIN_ONLY 1u /* with pin_sha256: trust the pinned certificate alone (no CA chain check) */
-
-/* An outbound request. OWNERSHIP: every string and header is copied by fetch_start; the struct may be freed
- * when it returns. SINCE: 1.1 */
-typedef struct cl_fetch_desc_s {
-  uint32_t struct_size;        /* = sizeof(cl_fetch_desc_t) */
-  uint32_t flags;              /* CL_FETCH_F_* */
-  const char *method;          /* "GET", "POST", ... */
-  const char *url;             /* "http://host:port/path?query" or "https://..."; host a name or an IP literal */
-  const cl_header_t *headers;  /* request headers (Host, Content-Length, Transfer-Encoding are the core's) */
-  size_t header_count;
-  int64_t body_length;         /* 0: no body; > 0: exactly that many bytes follow through fetch_write; -1: a
-                                  body of unknown length (chunked) ended by fetch_end */
-  const char *ca_file;         /* https: PEM CA bundle to verify the server with; NULL = the system's */
-  const char *cert_file;       /* https: PEM client certificate (chain) for mutual TLS, or NULL */
-  const char *key_file;        /* https: its PEM private key, or NULL */
-  const char *pin_sha256;      /* https: hex SHA-256 of the server certificate's DER that must match, or NULL */
-  uint64_t connect_timeout_ms; /* 0 = 10 s: name lookup, connect and TLS handshake */
-  uint64_t idle_timeout_ms;    /* 0 = 60 s: longest pause without progress in either direction */
-  uint64_t max_header_bytes;   /* 0 = 64 KiB: the response's status line and headers */
-} cl_fetch_desc_t;
-
-/* The response's status line and headers arrived (read them with fetch_header). Runs at most once, before
- * any body chunk; not at all when the exchange fails first. Notification. */
-typedef void (*cl_fetch_response_cb)(void *ud, cl_fetch_t *f, uint32_t http_status);
-/* A chunk of the response body. chunk.len == 0 with CL_OK marks the end; an error ends it too (CL_ETIMEDOUT,
- * CL_ECLOSING peer closed early, CL_EPERM certificate refused, CL_EUNAVAIL cannot connect, CL_EINVAL bad
- * response, CL_ECANCELED fetch_cancel or unloading). The final call is a completion: exactly once when
- * fetch_start returned CL_OK. */
-typedef void (*cl_fetch_body_cb)(void *ud, cl_fetch_t *f, cl_status_t status, cl_str_t chunk);
-
-/* An accepted WebSocket (ws_accept). Core-owned; valid until its close callback returns. */
-typedef struct cl_ws_s cl_ws_t;
-
-/* WebSocket message types. SINCE: 1.1 */
-#define CL_WS_TEXT 1
-#define CL_WS_BINARY 2
-
-/* How to accept a WebSocket. OWNERSHIP: copied by ws_accept. SINCE: 1.1 */
-typedef struct cl_ws_desc_s {
-  uint32_t struct_size;      /* = sizeof(cl_ws_desc_t) */
-  uint32_t flags;            /* none yet: 0 */
-  cl_str_t subprotocol;      /* the Sec-WebSocket-Protocol to answer (one the client offered), or empty */
-  uint64_t max_message;      /* 0 = 1 MiB: a longer message closes the socket with 1009 */
-  uint64_t ping_interval_ms; /* 0 = 30 s: the core pings and closes a peer that stays silent for two intervals */
-} cl_ws_desc_t;
-
-/* A complete message (fragments are joined by the core; control frames are the core's). type is CL_WS_TEXT
- * (valid UTF-8) or CL_WS_BINARY. Notification (until the close callback). */
-typedef void (*cl_ws_message_cb)(void *ud, cl_ws_t *ws, int32_t type, cl_str_t data);
-/* The socket is closed: code and reason as received from the peer (1005 when none), or the core's (1006 peer
- * gone, 1009 too big, 1002 protocol error, 1001 server shutting down or unloading). Completion: exactly once
- * when ws_accept returned CL_OK. */
-typedef void (*cl_ws_close_cb)(void *ud, cl_ws_t *ws, cl_status_t status, uint32_t code, cl_str_t reason);
 
 /* A listener's guard (listener_guard_set): runs before every request on that listener (routes of every plugin,
  * the core's routes and static files). Return CL_OK to let the request through (after req_set_principal
@@ -740,95 +636,6 @@ typedef struct cl_host_api_s {
    * THREAD: loop. SINCE: 1.1 */
   cl_status_t (*op_call_as)(cl_host_t *h, cl_str_t name, cl_str_t args_json, cl_str_t principal,
                             cl_op_done_cb cb, void *ud);
-
-  /* ---- since 1.1: child processes ---- */
-
-  /** Starts a program (never through a shell) and watches it on the loop: output callbacks while it runs,
-   * then exactly one exit callback. Processes still running when unloading begins are killed (SIGTERM, then
-   * SIGKILL) and their exit callback gets CL_ECANCELED, before fini.
-   * @param [out] out the process. @return CL_OK, CL_EINVAL (no argv, bad flags), CL_ECANCELED (unloading);
-   * a program that cannot be started is reported through the exit callback (CL_ENOENT, CL_EIO).
-   * OWNERSHIP: desc copied; ud must stay valid until the exit callback returns. THREAD: loop. SINCE: 1.1 */
-  cl_status_t (*proc_spawn)(cl_host_t *h, const cl_proc_desc_t *desc, cl_proc_output_cb on_output,
-                            cl_proc_exit_cb on_exit, void *ud, cl_proc_t **out);
-
-  /** Writes to the process's stdin (CL_PROC_F_STDIN_PIPE). As resp_write: done NULL copies now, else the bytes
-   * are lent until done runs (exactly once, also on error). @return CL_OK, CL_ESTATE (no stdin pipe, or
-   * closed), CL_ECLOSING (the process is gone; done still runs). THREAD: loop. SINCE: 1.1 */
-  cl_status_t (*proc_write)(cl_proc_t *p, const void *ptr, size_t len, cl_free_cb done, void *hint);
-
-  /** Closes the process's stdin (end of input). @return CL_OK or CL_ESTATE. OWNERSHIP: nothing is passed.
-   * THREAD: loop. SINCE: 1.1 */
-  cl_status_t (*proc_close_stdin)(cl_proc_t *p);
-
-  /** Sends a signal (SIGTERM, SIGKILL, SIGHUP, SIGINT) to the process. @return CL_OK, CL_EINVAL (another
-   * signal), CL_ESTATE (already exited). OWNERSHIP: nothing is passed. THREAD: loop. SINCE: 1.1 */
-  cl_status_t (*proc_kill)(cl_proc_t *p, int32_t signum);
-
-  /* ---- since 1.1: outbound HTTP(S) ---- */
-
-  /** Starts a request to another server (a peer cloudlet). Name lookup runs on a worker; connect, TLS and the
-   * exchange on the loop. on_response runs once the response head arrived; on_body gets the body, then its
-   * final call. A request body (body_length != 0) is sent with fetch_write and, for -1, fetch_end.
-   * @param [out] out the exchange. @return CL_OK, CL_EINVAL (bad URL, method, header or TLS file),
-   * CL_ECANCELED (unloading). OWNERSHIP: desc copied; ud must stay valid until the final body call returns.
-   * THREAD: loop. SINCE: 1.1 */
-  cl_status_t (*fetch_start)(cl_host_t *h, const cl_fetch_desc_t *desc, cl_fetch_response_cb on_response,
-                             cl_fetch_body_cb on_body, void *ud, cl_fetch_t **out);
-
-  /** Sends request body bytes. As resp_write: done NULL copies now, else the bytes are lent until done runs
-   * (exactly once, also on error; its completion is the back-pressure signal). @return CL_OK, CL_ESTATE (no body
-   * declared, or more than body_length), CL_ECLOSING (the exchange ended; done still runs). THREAD: loop.
-   * SINCE: 1.1 */
-  cl_status_t (*fetch_write)(cl_fetch_t *f, const void *ptr, size_t len, cl_free_cb done, void *hint);
-
-  /** Ends a request body of unknown length (body_length -1). @return CL_OK or CL_ESTATE.
-   * OWNERSHIP: nothing is passed. THREAD: loop. SINCE: 1.1 */
-  cl_status_t (*fetch_end)(cl_fetch_t *f);
-
-  /** Looks up a response header (case-insensitive; the first if repeated), from on_response on.
-   * @return CL_OK, CL_ENOENT, CL_ESTATE (no response yet). OWNERSHIP: name borrowed; *out borrowed until the
-   * final body call returns. THREAD: loop. SINCE: 1.1 */
-  cl_status_t (*fetch_header)(cl_fetch_t *f, cl_str_t name, cl_str_t *out);
-
-  /** The hex SHA-256 of the server certificate's DER (https, from on_response on): how a plugin learns a
-   * peer's fingerprint to pin it. @return CL_OK, CL_ENOENT (plain http), CL_ESTATE (no response yet).
-   * OWNERSHIP: *out borrowed until the final body call returns. THREAD: loop. SINCE: 1.1 */
-  cl_status_t (*fetch_peer_cert)(cl_fetch_t *f, cl_str_t *out);
-
-  /** Pauses (paused != 0) or resumes delivery of body chunks (back-pressure: reading stops).
-   * @return CL_OK or CL_ESTATE. OWNERSHIP: nothing is passed. THREAD: loop. SINCE: 1.1 */
-  cl_status_t (*fetch_pause)(cl_fetch_t *f, int paused);
-
-  /** Abandons the exchange: the final body call follows with CL_ECANCELED (asynchronously). @return CL_OK or
-   * CL_ESTATE (already ended). OWNERSHIP: nothing is passed. THREAD: loop. SINCE: 1.1 */
-  cl_status_t (*fetch_cancel)(cl_fetch_t *f);
-
-  /* ---- since 1.1: WebSocket (RFC 6455, over the request's HTTP/1.1 connection, TLS included) ---- */
-
-  /** Accepts a WebSocket upgrade for a GET request that asked for one (Upgrade: websocket, Sec-WebSocket-Key,
-   * version 13): the core answers 101 and the request is complete (dead after this returns); the socket then
-   * lives on. Ping/pong, fragmentation, masking and the closing handshake are the core's.
-   * @param [out] out the socket. @return CL_OK; CL_EINVAL (not a valid upgrade request: the request is still
-   * the plugin's to answer, e.g. with 400); CL_ESTATE (response already started); CL_ECANCELED (unloading).
-   * OWNERSHIP: desc copied; ud must stay valid until the close callback returns. THREAD: loop. SINCE: 1.1 */
-  cl_status_t (*ws_accept)(cl_request_t *r, const cl_ws_desc_t *desc, cl_ws_message_cb on_message,
-                           cl_ws_close_cb on_close, void *ud, cl_ws_t **out);
-
-  /** Sends one message (type CL_WS_TEXT or CL_WS_BINARY). As resp_write: done NULL copies now, else the bytes
-   * are lent until done runs (exactly once, also on error; completion is the back-pressure signal).
-   * @return CL_OK, CL_EINVAL (bad type, text not UTF-8), CL_ECLOSING (closing or closed; done still runs).
-   * THREAD: loop. SINCE: 1.1 */
-  cl_status_t (*ws_send)(cl_ws_t *ws, int32_t type, const void *ptr, size_t len, cl_free_cb done, void *hint);
-
-  /** Pauses (paused != 0) or resumes delivery of messages (reading stops while paused).
-   * @return CL_OK or CL_ECLOSING. OWNERSHIP: nothing is passed. THREAD: loop. SINCE: 1.1 */
-  cl_status_t (*ws_pause)(cl_ws_t *ws, int paused);
-
-  /** Starts the closing handshake with code (1000..4999, not 1005/1006/1015) and a reason (at most 123 bytes);
-   * the close callback follows. @return CL_OK, CL_EINVAL, CL_ECLOSING (already closing).
-   * OWNERSHIP: reason copied. THREAD: loop. SINCE: 1.1 */
-  cl_status_t (*ws_close)(cl_ws_t *ws, uint32_t code, cl_str_t reason);
 
   /* ---- since 1.1: listener guards, principals, static files, peer certificates ---- */
 
