@@ -208,6 +208,7 @@ void Daemon::load_plugins() {
     spec.path = p.path.empty() ? cfg_.plugin_dir + "/" + p.name + ".so" : p.path;
     spec.config_json = p.config_json;
     spec.prefixes = p.prefixes;
+    spec.guards = p.guards;
     std::string error;
     plugins_->load(spec, &error);  // a failing plugin is logged and skipped: the server serves on
   }

@@ -1,5 +1,7 @@
 #include "config/config.h"
 
+#include <algorithm>
+
 #include <arpa/inet.h>
 #include <fmt/format.h>
 
@@ -161,10 +163,17 @@ class Reader {
 
   bool listener(const Value& obj, const std::string& at, http::ListenerOptions* o) {
     if (!keys(obj, at,
-              {"host", "port", "tls_cert", "tls_key", "webroot", "index_file", "host_check", "server_names",
-               "limits"})) {
+              {"host", "port", "tls_cert", "tls_key", "tls_client_certs", "webroot", "index_file", "host_check",
+               "server_names", "limits"})) {
       return false;
     }
+    std::string client_certs = o->tls_client_certs == http::ClientCerts::require    ? "require"
+                               : o->tls_client_certs == http::ClientCerts::optional ? "optional"
+                                                                                    : "none";
+    if (!one_of(obj, at, "tls_client_certs", &client_certs, {"none", "optional", "require"})) return false;
+    o->tls_client_certs = client_certs == "require"    ? http::ClientCerts::require
+                          : client_certs == "optional" ? http::ClientCerts::optional
+                                                       : http::ClientCerts::none;
     std::string check = o->host_check == http::HostCheck::off           ? "off"
                         : o->host_check == http::HostCheck::names_or_ip ? "names_or_ip"
                                                                         : "names";
@@ -357,9 +366,10 @@ bool load_config_file(const std::string& file, Config* cfg, std::string* error) 
       if (p.IsString()) {  // shorthand: just the name
         pc.name.assign(p.GetString(), p.GetStringLength());
       } else {
-        if (!rd.keys(p, at, {"name", "path", "enabled", "prefixes", "config"}) || !rd.str(p, at, "name", &pc.name) ||
-            !rd.path(p, at, "path", &pc.path) || !rd.boolean(p, at, "enabled", &pc.enabled) ||
-            !rd.strings(p, at, "prefixes", &pc.prefixes)) {
+        if (!rd.keys(p, at, {"name", "path", "enabled", "prefixes", "guards", "config"}) ||
+            !rd.str(p, at, "name", &pc.name) || !rd.path(p, at, "path", &pc.path) ||
+            !rd.boolean(p, at, "enabled", &pc.enabled) || !rd.strings(p, at, "prefixes", &pc.prefixes) ||
+            !rd.strings(p, at, "guards", &pc.guards)) {
           return done(false);
         }
         if (const Value* c = json::member(p, "config")) {
@@ -414,6 +424,10 @@ bool validate_config(const Config& cfg, std::string* error) {
       *error = fmt::format("key 'listeners.{}': TLS needs both tls_cert and tls_key", l.name);
       return false;
     }
+    if (l.tls_client_certs != http::ClientCerts::none && l.tls_cert.empty()) {
+      *error = fmt::format("key 'listeners.{}.tls_client_certs': needs a TLS listener (tls_cert and tls_key)", l.name);
+      return false;
+    }
     if (l.limits.max_body_bytes > cfg.totals.max_body_bytes) {
       *error = fmt::format("key 'listeners.{}.limits.max_body_bytes': must not exceed totals.max_body_bytes ({})",
                            l.name, cfg.totals.max_body_bytes);
@@ -443,6 +457,23 @@ bool validate_config(const Config& cfg, std::string* error) {
       if (cfg.plugins[i].name == cfg.plugins[j].name) {
         *error = fmt::format("key 'plugins[{}]': plugin '{}' is listed twice", j, cfg.plugins[j].name);
         return false;
+      }
+    }
+    // A listener has one guard: granting it to two plugins would make which one runs depend on load order.
+    for (const auto& g : cfg.plugins[i].guards) {
+      bool known = std::any_of(cfg.listeners.begin(), cfg.listeners.end(),
+                               [&](const http::ListenerOptions& l) { return l.name == g; });
+      if (!known) {
+        *error = fmt::format("key 'plugins[{}].guards': no listener named '{}'", i, g);
+        return false;
+      }
+      for (size_t j = 0; j < i; j++) {
+        const auto& other = cfg.plugins[j].guards;
+        if (std::find(other.begin(), other.end(), g) != other.end()) {
+          *error = fmt::format("key 'plugins[{}].guards': the guard of listener '{}' is already granted to plugin '{}'",
+                               i, g, cfg.plugins[j].name);
+          return false;
+        }
       }
     }
   }

@@ -1,6 +1,5 @@
 #include "devices/devices.h"
 
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <sys/time.h>
 
@@ -15,6 +14,7 @@
 #include "loop/loop.h"
 #include "ops/operations.h"
 #include "store/store.h"
+#include "system/digest.h"
 
 namespace cloudlet {
 
@@ -25,24 +25,6 @@ constexpr const char* kMessages = "messages";
 constexpr int64_t kMaxDurationS = 10LL * 366 * 24 * 3600;
 constexpr int64_t kKeepReadMessagesMs = 7LL * 24 * 3600 * 1000;
 constexpr size_t kMaxMessageBytes = 64 * 1024;
-
-std::string hex(const unsigned char* p, size_t n) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  out.reserve(n * 2);
-  for (size_t i = 0; i < n; i++) {
-    out.push_back(digits[p[i] >> 4]);
-    out.push_back(digits[p[i] & 15]);
-  }
-  return out;
-}
-
-std::string sha256_hex(std::string_view data) {
-  unsigned char md[32];
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
-  return hex(md, len);
-}
 
 bool printable(std::string_view s, size_t max) {
   if (s.size() > max) return false;
@@ -267,7 +249,7 @@ void Devices::start() {
     }
     unsigned char key[32];
     if (RAND_bytes(key, sizeof key) != 1) return reply.error(CL_EIO, "no randomness available");
-    std::string device_key = hex(key, sizeof key);
+    std::string device_key = hex_encode(key, sizeof key);
     OPENSSL_cleanse(key, sizeof key);
     std::string password = sha256_hex(device_key);
     int64_t now = wall_ms();

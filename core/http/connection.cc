@@ -233,6 +233,7 @@ int Connection::cb_message_begin(llhttp_t* p) {
   r->conn = c;
   r->listener = &c->listener_;
   r->start_ms = c->server_.loop().now_ms();
+  if (c->tls_) r->peer_cert = c->tls_->peer_fingerprint();
   c->req_ = r;
   c->header_bytes_ = 0;
   c->field_.clear();
@@ -341,7 +342,13 @@ int Connection::headers_complete() {
   const Limits& limits = listener_.options.limits;
   bool has_body = (parser_.flags & F_CHUNKED) || ((parser_.flags & F_CONTENT_LENGTH) && parser_.content_length > 0);
   const Route* first = matches_.empty() ? nullptr : matches_.front().route;
-  if (!guard(*r, first, has_body)) return -1;
+  if (!guard(*r, nullptr, false)) return -1;  // Host and cross-site first: the core's own refusals
+  if (listener_.guarded) {
+    // Before routing and before the body is read: an unauthenticated client uploads nothing.
+    int through = listener_guard(r, has_body);
+    if (through <= 0) return through;
+  }
+  if (first && !guard(*r, first, has_body)) return -1;
   uint32_t flags = first ? first->flags : 0;
   if (flags & CL_ROUTE_F_STREAM_BODY) {
     r->body_mode = Request::BodyMode::stream;
@@ -512,9 +519,11 @@ int Connection::message_complete() {
 }
 
 bool Connection::guard(Request& r, const Route* route, bool has_body) {
-  Refusal no = check_host(listener_.options, r);
-  if (no.status == 0) no = check_cross_site(r);
-  if (no.status == 0 && route && route->json_body && has_body) {
+  Refusal no;
+  if (!route) {
+    no = check_host(listener_.options, r);
+    if (no.status == 0) no = check_cross_site(r);
+  } else if (route->json_body && has_body) {
     // A cross-site form can post text/plain without a CORS preflight; application/json needs one.
     std::string_view ctype;
     if (r.header("content-type", &ctype) != CL_OK || !json_media_type(ctype)) {
@@ -525,6 +534,44 @@ bool Connection::guard(Request& r, const Route* route, bool has_body) {
   reject_status_ = no.status;
   reject_message_ = std::move(no.message);
   return false;
+}
+
+int Connection::listener_guard(Request* r, bool has_body) {
+  if (!listener_.guard) {
+    // Its plugin unloaded: fail closed, never open.
+    reject_status_ = 503;
+    reject_message_ = "the guard of this listener is not available";
+    return -1;
+  }
+  // Without a body the request is complete: an answer from the guard is not an early one (which would close
+  // the connection). While the guard runs the request counts as dispatched, so whatever it answers is final.
+  if (!has_body) r->body_complete = true;
+  r->dispatched = true;
+  r->in_guard = true;
+  cl_status_t st;
+  try {
+    st = listener_.guard(*r);  // the plugin side runs it through the plugin guard (exceptions, phase)
+  } catch (...) {
+    st = CL_EIO;
+  }
+  if (req_ != r) return 0;  // answered and freed
+  r->in_guard = false;
+  if (r->resp == Request::Resp::none && st == CL_OK) {
+    r->dispatched = false;  // through: routing dispatches it as usual
+    return 1;
+  }
+  if (r->resp == Request::Resp::none) {
+    r->send_error(status_from_cl(st), "refused by the listener's guard");
+  } else if (r->resp == Request::Resp::started) {
+    // A guard that started a response and refused (or let through) still answered: end what it began.
+    log::warn("http", "the guard of listener '{}' started a response and did not end it", listener_.options.name);
+    r->keep_alive = false;
+    r->end();
+  } else if (st == CL_OK) {
+    log::warn("http", "the guard of listener '{}' answered a request and let it through: treated as refused",
+              listener_.options.name);
+  }
+  return 0;
 }
 
 bool Connection::reserve_body(Request& r, uint64_t bytes) {

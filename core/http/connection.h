@@ -95,8 +95,12 @@ class Connection {
   int headers_complete();
   int body(const char* at, size_t len);
   int message_complete();
-  // Refuses requests this listener does not answer (Host, cross-site, JSON Content-Type). False: rejected.
+  // Refuses requests this listener does not answer. Without a route: Host and cross-site checks; with the
+  // route that will take the request: its JSON Content-Type rule. False: rejected (reject_status_ set).
   bool guard(Request& r, const Route* route, bool has_body);
+  // Runs the listener's guard (a plugin's, Listener::guard). 1: let through; 0: the guard (or the core for it)
+  // answered, r may be gone; -1: refused before anything was sent (reject_status_ set).
+  int listener_guard(Request* r, bool has_body);
   // Reserves memory for a body buffered in memory up to `bytes`; false (reject_status_ set) when refused.
   bool reserve_body(Request& r, uint64_t bytes);
   void dispatch();

@@ -47,6 +47,15 @@ enum class HostCheck {
   off,          // any Host
 };
 
+// Whether a TLS listener asks clients for a certificate (mutual TLS). Any certificate is accepted, self-signed
+// included: the handshake proves the client holds its key, and whoever authorises clients (a plugin's listener
+// guard, with req_peer_cert) pins it by its SHA-256 fingerprint, as device pairing does. No CA is involved.
+enum class ClientCerts {
+  none,      // no certificate asked for
+  optional,  // asked for; a client without one still connects (req_peer_cert answers CL_ENOENT)
+  require,   // a client without a certificate fails the handshake
+};
+
 // Bounds for all listeners together (memory held for clients; see server.h).
 struct Totals {
   uint64_t max_unsent_bytes = 16 << 20;  // unsent response bytes of every connection together
@@ -59,6 +68,7 @@ struct ListenerOptions {
   uint16_t port = 0;  // 0: an ephemeral port (tests)
   std::string tls_cert;  // PEM chain; TLS is on when both cert and key are set
   std::string tls_key;
+  ClientCerts tls_client_certs = ClientCerts::none;  // TLS listeners only
   std::string webroot;   // static files for GET/HEAD requests no route took ("" = none)
   std::string index_file = "index.html";
   HostCheck host_check = HostCheck::names;

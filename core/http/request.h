@@ -40,6 +40,12 @@ struct cl_request_s {
   bool keep_alive = true;
   bool head = false;  // HEAD: the response has no body
   uint64_t start_ms = 0;
+  // Whom the listener's guard authenticated ("" = nobody), and whether the guard is running (req_set_principal
+  // is valid only then).
+  std::string principal;
+  bool in_guard = false;
+  // Hex SHA-256 of the TLS client certificate ("" = none, or not a TLS listener asking for one).
+  std::string peer_cert;
   const cloudlet::http::Route* route = nullptr;
   void* owner = nullptr;  // plugin host of the route's handler (accounting)
 

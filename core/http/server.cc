@@ -77,7 +77,7 @@ cl_status_t Server::listen(const ListenerOptions& options, std::string* error) {
       *error = "listener '" + options.name + "': TLS needs both a certificate and a key";
       return CL_EINVAL;
     }
-    l->tls = TlsContext::create(options.tls_cert, options.tls_key, error);
+    l->tls = TlsContext::create(options.tls_cert, options.tls_key, options.tls_client_certs, error);
     if (!l->tls) return CL_EINVAL;
   }
   sockaddr_storage addr{};
@@ -132,6 +132,26 @@ std::vector<std::string> Server::listener_names() const {
 
 void Server::remove_routes(void* owner) {
   for (auto& l : listeners_) l->router.remove_owner(owner);
+}
+
+cl_status_t Server::set_guard(std::string_view name, void* owner, std::function<cl_status_t(Request&)> guard) {
+  Listener* l = listener(name);
+  if (!l) return CL_ENOENT;
+  if (l->guarded) return CL_EEXIST;
+  if (!guard) return CL_EINVAL;
+  l->guard = std::move(guard);
+  l->guard_owner = owner;
+  l->guarded = true;
+  return CL_OK;
+}
+
+void Server::remove_guards(void* owner) {
+  for (auto& l : listeners_) {
+    if (!l->guarded || l->guard_owner != owner) continue;
+    l->guard = nullptr;
+    l->guard_owner = nullptr;
+    log::warn("http", "listener '{}' lost its guard: it refuses every request (503) from now on", l->options.name);
+  }
 }
 
 void Server::on_connection(uv_stream_t* stream, int status) {

@@ -54,6 +54,12 @@ struct Listener {
   std::list<Connection*> header_list, body_list, idle_list, write_list;
   // Connections whose request is still arriving, by whole-request deadline (request_timeout_ms).
   std::list<Connection*> request_list;
+  // The listener's guard (a plugin's: listener_guard_set), run when a request's headers have arrived, before
+  // routing, for every request (plugin routes, core routes, static files). CL_OK lets a request through.
+  // Once set the listener stays guarded: when its owner goes, `guard` is cleared and requests get 503.
+  std::function<cl_status_t(Request&)> guard;
+  void* guard_owner = nullptr;
+  bool guarded = false;
   std::list<Connection*>* list_for(Phase p);
   uint32_t timeout_for(Phase p) const;
 };
@@ -85,6 +91,10 @@ class Server {
   std::vector<std::string> listener_names() const;
   // Removes every route an owner (plugin host) added, on all listeners.
   void remove_routes(void* owner);
+  // Installs a listener's guard (see Listener::guard). CL_ENOENT (no such listener), CL_EEXIST (guarded).
+  cl_status_t set_guard(std::string_view listener, void* owner, std::function<cl_status_t(Request&)> guard);
+  // Removes the guards an owner set: those listeners then refuse every request (503) instead of opening.
+  void remove_guards(void* owner);
 
   // Stops accepting, closes idle connections, lets in-flight requests finish until deadline_ms, then closes
   // what is left. done() runs once every listener and connection handle is closed.

@@ -179,11 +179,16 @@ StaticFiles::Entry* StaticFiles::lookup(const std::string& abs_path) {
 }
 
 void StaticFiles::serve(Request& req, const std::string& root, const std::string& index) {
-  if (!is_safe_relative_path(req.path)) {
+  serve(req, root, req.path, index);
+}
+
+void StaticFiles::serve(Request& req, const std::string& root, std::string_view rel_path, const std::string& index) {
+  // "" is the mount point itself without its slash (a plugin's /prefix): redirected below like a directory.
+  if (!rel_path.empty() && !is_safe_relative_path(rel_path)) {
     req.send_error(404);
     return;
   }
-  std::string path = root + req.path;
+  std::string path = root + std::string(rel_path);
   if (path.back() == '/') path += index;
   auto confined = [&](const std::string& p) {
     // Symlinks must not lead outside the webroot. Checked once per cache entry (hot files skip it).

@@ -32,6 +32,9 @@ class StaticFiles {
   // Answers a GET/HEAD for `path` (decoded, starting with '/') from `root`. Traversal outside root (.., symlinks)
   // gives 404, as does a missing file. Directories serve `index`.
   void serve(Request& req, const std::string& root, const std::string& index);
+  // The same for rel_path (decoded, starting with '/', or "" for root itself) instead of the request's path: a
+  // directory mounted under a URL prefix (static_add). Redirects still use the request's path.
+  void serve(Request& req, const std::string& root, std::string_view rel_path, const std::string& index);
 
   // Answers with the file at abs_path (already confined by the caller). CL_ENOENT if it is not a regular file.
   cl_status_t send_file(Request& req, const std::string& abs_path, std::string_view content_type);

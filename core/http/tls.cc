@@ -1,6 +1,9 @@
 #include "http/tls.h"
 
 #include <openssl/err.h>
+#include <openssl/x509.h>
+
+#include "system/digest.h"
 
 namespace cloudlet::http {
 
@@ -15,7 +18,7 @@ std::string openssl_error() {
 }  // namespace
 
 std::unique_ptr<TlsContext> TlsContext::create(const std::string& cert_file, const std::string& key_file,
-                                               std::string* error) {
+                                               ClientCerts client_certs, std::string* error) {
   SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
   if (!ctx) {
     *error = openssl_error();
@@ -39,6 +42,15 @@ std::unique_ptr<TlsContext> TlsContext::create(const std::string& cert_file, con
     SSL_CTX_free(ctx);
     return nullptr;
   }
+  if (client_certs != ClientCerts::none) {
+    int mode = SSL_VERIFY_PEER | (client_certs == ClientCerts::require ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0);
+    // Any certificate passes the chain check: clients are authorised by fingerprint (options.h, ClientCerts).
+    // The handshake still proves the client holds the certificate's private key.
+    SSL_CTX_set_verify(ctx, mode, [](int, X509_STORE_CTX*) { return 1; });
+    // Sessions that carry a client identity must name their context, or resumption fails.
+    static const unsigned char kSessionContext[] = "cloudletd-mtls";
+    SSL_CTX_set_session_id_context(ctx, kSessionContext, sizeof kSessionContext - 1);
+  }
   return std::unique_ptr<TlsContext>(new TlsContext(ctx));
 }
 
@@ -54,6 +66,19 @@ TlsSession::TlsSession(SSL_CTX* ctx) : ssl_(SSL_new(ctx)), in_(BIO_new(BIO_s_mem
 TlsSession::~TlsSession() { SSL_free(ssl_); }
 
 bool TlsSession::established() const { return SSL_is_init_finished(ssl_); }
+
+const std::string& TlsSession::peer_fingerprint() {
+  if (peer_fp_known_ || !established()) return peer_fp_;
+  peer_fp_known_ = true;
+  X509* cert = SSL_get1_peer_certificate(ssl_);
+  if (!cert) return peer_fp_;
+  unsigned char* der = nullptr;
+  int n = i2d_X509(cert, &der);
+  if (n > 0) peer_fp_ = cloudlet::sha256_hex(std::string_view(reinterpret_cast<const char*>(der), static_cast<size_t>(n)));
+  OPENSSL_free(der);
+  X509_free(cert);
+  return peer_fp_;
+}
 
 void TlsSession::drain(std::string* wire) {
   char buf[16384];

@@ -8,13 +8,16 @@
 #include <string>
 #include <string_view>
 
+#include "http/options.h"
+
 namespace cloudlet::http {
 
 class TlsContext {
  public:
-  // Loads a PEM certificate chain and private key; TLS 1.2+ only. Returns nullptr with *error set on failure.
+  // Loads a PEM certificate chain and private key; TLS 1.2+ only. client_certs: whether clients are asked for
+  // a certificate (see ClientCerts). Returns nullptr with *error set on failure.
   static std::unique_ptr<TlsContext> create(const std::string& cert_file, const std::string& key_file,
-                                            std::string* error);
+                                            ClientCerts client_certs, std::string* error);
   ~TlsContext();
   SSL_CTX* ctx() const { return ctx_; }
 
@@ -40,6 +43,9 @@ class TlsSession {
   void shutdown(std::string* wire);
   bool established() const;
   std::string last_error() const { return error_; }
+  // Hex SHA-256 of the client certificate's DER once the handshake is done; "" when the client sent none (or
+  // the listener asks for none). Computed once per session.
+  const std::string& peer_fingerprint();
 
  private:
   void drain(std::string* wire);
@@ -47,6 +53,8 @@ class TlsSession {
   BIO* in_;   // socket -> OpenSSL
   BIO* out_;  // OpenSSL -> socket
   std::string error_;
+  std::string peer_fp_;
+  bool peer_fp_known_ = false;
 };
 
 }  // namespace cloudlet::http

@@ -56,7 +56,13 @@ struct PluginSpec {
   std::string path;                   // absolute path of the .so
   std::string config_json = "{}";     // the plugin's "config" object
   std::vector<std::string> prefixes;  // URL prefixes its routes may use; default "/plugins/<name>/"
+  std::vector<std::string> guards;    // listeners whose guard it may set (listener_guard_set)
+  std::string files_dir;              // its own files (static_add); "" = default_plugin_files_dir(name)
 };
+
+// Where a plugin's own files live (host fact "plugin_files_dir"): the source tree's plugins/<name> when the
+// server runs from its build tree (development), else /usr/share/cloudletd/plugins/<name>.
+std::string default_plugin_files_dir(const std::string& name);
 
 const cl_host_api_t* host_api_table();
 

@@ -7,6 +7,7 @@
 // settles what the plugin is owed (rule E2), so that unloading can wait for exactly those completions.
 #include <sys/stat.h>
 
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -16,6 +17,7 @@
 #include "http/form_reader.h"
 #include "http/request.h"
 #include "http/server.h"
+#include "http/static_files.h"
 #include "json/json.h"
 #include "log/log.h"
 #include "loop/loop.h"
@@ -126,6 +128,7 @@ cl_status_t host_host_get(cl_host_t* h, cl_str_t key, cl_buf_t* out) {
   if (k == "data_dir") return copy_out(s.data_dir, out);
   if (k == "cloudlet_name") return copy_out(s.cloudlet_name, out);
   if (k == "api_mode") return copy_out(s.api_mode, out);
+  if (k == "plugin_files_dir") return copy_out(h->spec.files_dir, out);
   if (k == "plugin_data_dir") {
     std::string dir = s.data_dir + "/plugins";
     mkdir(dir.c_str(), 0700);
@@ -558,6 +561,7 @@ cl_status_t host_route_add(cl_host_t* h, const cl_route_desc_t* d) {
   route.pattern = d->pattern;
   route.flags = d->flags;
   route.max_body = d->max_body;
+  route.json_body = (d->flags & CL_ROUTE_F_JSON) != 0;
   route.owner = h;
   cl_route_cb cb = d->handler;
   void* ud = d->ud;
@@ -824,6 +828,109 @@ cl_status_t host_json_key_at(const cl_json_t* d, cl_str_t path, size_t i, cl_str
   return pj::key_at(d, sv(path), i, out);
 }
 
+// ---- listener guards, principals, static files, peer certificates (since 1.1) ---------------------------
+
+constexpr size_t kMaxPrincipal = 256;
+
+cl_status_t host_listener_guard_set(cl_host_t* h, cl_str_t listener, cl_guard_cb cb, void* ud) {
+  LOOP_ONLY(h, "listener_guard_set");
+  if (!cb) return CL_EINVAL;
+  if (h->phase() != cl_host_s::loading) return CL_ESTATE;
+  std::string name(sv(listener));
+  if (!h->svc->server.listener(name)) return CL_ENOENT;
+  bool granted = false;
+  for (const auto& g : h->spec.guards) granted = granted || g == name;
+  if (!granted) {
+    cloudlet::log::error(h->name(), "the guard of listener '{}' is not granted to this plugin (plugins[].guards)",
+                         name);
+    return CL_EPERM;
+  }
+  std::shared_ptr<Life> life = h->life;
+  // The HTTP layer calls this core lambda; the plugin's guard runs only while the plugin takes calls, through
+  // the guard (exceptions). Unloading removes it (stop_notifications) and the listener then refuses (503).
+  return h->svc->server.set_guard(name, h, [h, cb, ud, life](cloudlet::http::Request& r) -> cl_status_t {
+    if (!before(life, cl_host_s::running)) return CL_EUNAVAIL;
+    cl_status_t st = CL_EIO;
+    if (!guard(h, "listener guard", [&] { st = cb(ud, &r); })) st = CL_EIO;
+    return st;
+  });
+}
+
+cl_status_t host_req_set_principal(cl_request_t* r, cl_str_t principal) {
+  REQ_LOOP_ONLY(r, "req_set_principal", CL_ESTATE);
+  if (!r->in_guard) return CL_ESTATE;
+  std::string_view p = sv(principal);
+  if (p.empty() || p.size() > kMaxPrincipal) return CL_EINVAL;
+  r->principal.assign(p);
+  return CL_OK;
+}
+
+cl_status_t host_req_principal(cl_request_t* r, cl_str_t* out) {
+  REQ_LOOP_ONLY(r, "req_principal", CL_ESTATE);
+  if (!out) return CL_EINVAL;
+  *out = r->principal.empty() ? kEmpty : cs(r->principal);
+  return r->principal.empty() ? CL_ENOENT : CL_OK;
+}
+
+cl_status_t host_req_peer_cert(cl_request_t* r, cl_str_t* out) {
+  REQ_LOOP_ONLY(r, "req_peer_cert", CL_ESTATE);
+  if (!out) return CL_EINVAL;
+  *out = r->peer_cert.empty() ? kEmpty : cs(r->peer_cert);
+  return r->peer_cert.empty() ? CL_ENOENT : CL_OK;
+}
+
+// A URL prefix static_add accepts: absolute, ending with '/', no dot segments, nothing the router reads as a
+// parameter.
+bool valid_url_prefix(std::string_view p) {
+  if (p.empty() || p[0] != '/' || p.back() != '/') return false;
+  if (p.find_first_of("{}\\") != std::string_view::npos || p.find('\0') != std::string_view::npos) return false;
+  if (p.size() > 1 && p.substr(1, p.size() - 2).find("//") != std::string_view::npos) return false;
+  return cloudlet::http::is_safe_relative_path(p);
+}
+
+cl_status_t host_static_add(cl_host_t* h, cl_str_t listener, cl_str_t url_prefix, cl_str_t dir) {
+  LOOP_ONLY(h, "static_add");
+  if (h->phase() != cl_host_s::loading) return CL_ESTATE;
+  std::string prefix(sv(url_prefix));
+  std::string rel(sv(dir));
+  if (!valid_url_prefix(prefix) || !safe_relative(rel)) return CL_EINVAL;
+  cloudlet::http::Router* router = h->svc->server.router(sv(listener));
+  if (!router) return CL_ENOENT;
+  if (!prefix_granted(h, prefix)) {
+    cloudlet::log::error(h->name(), "static files at {} are outside the prefixes granted to this plugin", prefix);
+    return CL_EPERM;
+  }
+  // Resolved once, now: the directory must be inside the plugin's files directory after symlinks (each
+  // request is confined to this root again by the static file handler).
+  char base[PATH_MAX], root[PATH_MAX];
+  if (!realpath(h->spec.files_dir.c_str(), base)) return CL_ENOENT;
+  if (!realpath((h->spec.files_dir + "/" + rel).c_str(), root)) return CL_ENOENT;
+  size_t n = strlen(base);
+  if (strncmp(root, base, n) != 0 || (root[n] != '/' && root[n] != '\0')) {
+    cloudlet::log::error(h->name(), "static files directory {} leads out of {}", rel, base);
+    return CL_EPERM;
+  }
+  struct stat st;
+  if (stat(root, &st) != 0 || !S_ISDIR(st.st_mode)) return CL_ENOENT;
+  cloudlet::http::Route route;
+  route.method = "GET";  // HEAD too
+  route.pattern = prefix + "{*path}";
+  route.owner = h;  // removed with the plugin's routes
+  std::string root_dir(root);
+  std::shared_ptr<Life> life = h->life;
+  cloudlet::http::Server* server = &h->svc->server;
+  // Core code only: the plugin is not called to serve its files.
+  route.handler = [root_dir, life, server](cloudlet::http::Request& r) -> cl_status_t {
+    if (!before(life, cl_host_s::running)) return CL_EUNAVAIL;
+    std::string_view rest;
+    r.param("path", &rest);
+    std::string rel_path = rest.empty() && (r.path.empty() || r.path.back() != '/') ? "" : "/" + std::string(rest);
+    server->files().serve(r, root_dir, rel_path, "index.html");
+    return CL_OK;
+  };
+  return router->add(std::move(route));
+}
+
 }  // namespace
 
 namespace cloudlet {
@@ -896,6 +1003,11 @@ const cl_host_api_t* host_api_table() {
     t.json_get_bool = host_json_get_bool;
     t.json_get_len = host_json_get_len;
     t.json_key_at = host_json_key_at;
+    t.listener_guard_set = host_listener_guard_set;
+    t.req_set_principal = host_req_set_principal;
+    t.req_principal = host_req_principal;
+    t.req_peer_cert = host_req_peer_cert;
+    t.static_add = host_static_add;
     return t;
   }();
   return &table;

@@ -28,6 +28,7 @@ void cl_host_s::stop_notifications() {
   svc->events.remove_owner(this);
   svc->ops.remove_owner(this);
   svc->server.remove_routes(this);
+  svc->server.remove_guards(this);  // its listeners refuse requests from now on (fail closed)
 }
 
 void cl_host_s::begin_unload() {

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstring>
 
 #include "events/bus.h"
@@ -22,6 +23,16 @@ bool valid_plugin_name(std::string_view n) {
   return true;
 }
 }  // namespace
+
+std::string default_plugin_files_dir(const std::string& name) {
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  std::string build = std::string(CLOUDLET_BUILD_DIR) + "/";
+  if (n > 0 && std::string_view(exe, static_cast<size_t>(n)).substr(0, build.size()) == build) {
+    return std::string(CLOUDLET_SOURCE_DIR) + "/plugins/" + name;
+  }
+  return "/usr/share/cloudletd/plugins/" + name;
+}
 
 PluginManager::~PluginManager() {
   if (progress_timer_) svc_.loop.timer_stop(progress_timer_);
@@ -92,6 +103,7 @@ cl_status_t PluginManager::load(const PluginSpec& spec, std::string* error) {
   h->svc = &svc_;
   h->spec = spec;
   if (h->spec.prefixes.empty()) h->spec.prefixes.push_back("/plugins/" + spec.name + "/");
+  if (h->spec.files_dir.empty()) h->spec.files_dir = default_plugin_files_dir(spec.name);
   h->desc = desc;
   h->dl = dl;
   cl_str_t config{spec.config_json.data(), spec.config_json.size()};

@@ -172,7 +172,7 @@ TEST(Abi, CoreFillsEverySlot) {
   auto* slots = reinterpret_cast<void* const*>(reinterpret_cast<const char*>(api) + 8);
   size_t n = (sizeof(cl_host_api_t) - 8) / sizeof(void*);
   // WORK IN PROGRESS (branch abi11 only; must be empty before it merges): slots a helper has not filled yet.
-  const std::set<size_t> unfilled = {60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71};
+  const std::set<size_t> unfilled = {60, 61, 62, 63, 64, 65, 66};
   for (size_t i = 0; i < n; i++) {
     if (!unfilled.count(i)) EXPECT_NE(slots[i], nullptr) << "slot " << i;
   }
