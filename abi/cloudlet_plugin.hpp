@@ -99,6 +99,14 @@ class Host {
     return api_->timer_start(h_, timeout_ms, repeat_ms, cb, ud, out);
   }
   cl_status_t timer_stop(cl_timer_id_t id) const noexcept { return api_->timer_stop(h_, id); }
+  /* Since 1.1 (check with has(&cl_host_api_t::listener_guard_set)): the guard of a listener, during init. */
+  cl_status_t listener_guard_set(std::string_view listener, cl_guard_cb cb, void* ud) const noexcept {
+    return api_->listener_guard_set(h_, str(listener), cb, ud);
+  }
+  /* Since 1.1: serves dir (relative to the plugin's files directory) under url_prefix, during init. */
+  cl_status_t static_add(std::string_view listener, std::string_view url_prefix, std::string_view dir) const noexcept {
+    return api_->static_add(h_, str(listener), str(url_prefix), str(dir));
+  }
 
  private:
   cl_host_t* h_ = nullptr;
@@ -293,6 +301,22 @@ class Request {
     return view(v);
   }
 
+  /* Since 1.1: whom the listener's guard authenticated; nullopt for nobody. */
+  std::optional<std::string_view> principal() const noexcept {
+    cl_str_t v{nullptr, 0};
+    if (api_->req_principal(r_, &v) != CL_OK) return std::nullopt;
+    return view(v);
+  }
+  /* Since 1.1: from inside a guard only. */
+  cl_status_t set_principal(std::string_view principal) const noexcept {
+    return api_->req_set_principal(r_, str(principal));
+  }
+  /* Since 1.1: hex SHA-256 of the TLS client certificate; nullopt when there is none. */
+  std::optional<std::string_view> peer_cert() const noexcept {
+    cl_str_t v{nullptr, 0};
+    if (api_->req_peer_cert(r_, &v) != CL_OK) return std::nullopt;
+    return view(v);
+  }
   cl_status_t add_header(std::string_view name, std::string_view value) const noexcept {
     return api_->resp_header_add(r_, str(name), str(value));
   }

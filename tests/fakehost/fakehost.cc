@@ -2,10 +2,12 @@
 
 #include <dlfcn.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include <rapidjson/document.h>
 
 #include <atomic>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -13,6 +15,7 @@
 #include <set>
 #include <thread>
 
+#include "http/header_text.h"
 #include "http/router.h"
 #include "http/url.h"
 #include "plugin/status_text.h"
@@ -36,6 +39,8 @@ struct cl_request_s {
   int64_t content_length = -1;
   uint64_t bytes_out = 0;
   std::string local_ip, peer_ip;
+  std::string principal, peer_cert;
+  bool in_guard = false;
 };
 
 struct cl_host_s {
@@ -125,6 +130,13 @@ struct FakeHost::Impl {
   std::deque<std::function<void()>> deferred;  // asynchronous completions, run from a clean stack
 
   std::map<std::string, cloudlet::http::Router> routers;  // one per listener name
+#if CL_ABI_MINOR >= 1
+  struct Guard {
+    cl_guard_cb cb;  // nullptr once the plugin unloaded: the listener then refuses (503)
+    void* ud;
+  };
+  std::map<std::string, Guard> guards;  // by listener
+#endif
   std::set<cl_request_s*> requests;                       // alive (response not complete)
 
   cl_txn_s* txn = nullptr;
@@ -846,6 +858,119 @@ cl_status_t f_json_get_num(const cl_json_t* d, cl_str_t p, double* out) { return
 cl_status_t f_json_get_bool(const cl_json_t* d, cl_str_t p, int* out) { return pj::get_bool(d, sv(p), out); }
 cl_status_t f_json_get_len(const cl_json_t* d, cl_str_t p, size_t* out) { return pj::get_len(d, sv(p), out); }
 cl_status_t f_json_key_at(const cl_json_t* d, cl_str_t p, size_t i, cl_str_t* out) { return pj::key_at(d, sv(p), i, out); }
+
+bool fake_listener(FakeHost* fh, std::string_view name) {
+  for (const auto& l : fh->listeners) {
+    if (l == name) return true;
+  }
+  return false;
+}
+
+cl_status_t f_listener_guard_set(cl_host_t* h, cl_str_t listener, cl_guard_cb cb, void* ud) {
+  auto* impl = impl_of(h);
+  LOOP_ONLY(impl, "listener_guard_set");
+  if (!cb) return CL_EINVAL;
+  if (impl->phase != Impl::loading) return CL_ESTATE;
+  FakeHost* fh = fh_of(h);
+  std::string name(sv(listener));
+  if (!fake_listener(fh, name)) return CL_ENOENT;
+  bool granted = false;
+  for (const auto& g : fh->guards) granted = granted || g == name;
+  if (!granted) return CL_EPERM;
+  if (impl->guards.count(name)) return CL_EEXIST;
+  impl->guards[name] = Impl::Guard{cb, ud};
+  return CL_OK;
+}
+
+cl_status_t f_req_set_principal(cl_request_t* r, cl_str_t principal) {
+  REQ_LOOP_ONLY(r, "req_set_principal", CL_ESTATE);
+  if (!r->in_guard) return CL_ESTATE;
+  if (principal.len == 0 || principal.len > 256) return CL_EINVAL;
+  r->principal.assign(sv(principal));
+  return CL_OK;
+}
+
+cl_status_t f_req_principal(cl_request_t* r, cl_str_t* out) {
+  REQ_LOOP_ONLY(r, "req_principal", CL_ESTATE);
+  if (!out) return CL_EINVAL;
+  *out = r->principal.empty() ? kEmpty : cs(r->principal);
+  return r->principal.empty() ? CL_ENOENT : CL_OK;
+}
+
+cl_status_t f_req_peer_cert(cl_request_t* r, cl_str_t* out) {
+  REQ_LOOP_ONLY(r, "req_peer_cert", CL_ESTATE);
+  if (!out) return CL_EINVAL;
+  *out = r->peer_cert.empty() ? kEmpty : cs(r->peer_cert);
+  return r->peer_cert.empty() ? CL_ENOENT : CL_OK;
+}
+
+// No dot or empty segments, not absolute: a path that stays below the directory it is joined to.
+bool fake_safe_relative(std::string_view p) {
+  if (p.empty() || p[0] == '/' || p.find('\0') != std::string_view::npos) return false;
+  size_t pos = 0;
+  for (;;) {
+    size_t slash = p.find('/', pos);
+    std::string_view seg = p.substr(pos, slash == std::string_view::npos ? std::string_view::npos : slash - pos);
+    if (seg.empty() || seg == "." || seg == "..") return false;
+    if (slash == std::string_view::npos) return true;
+    pos = slash + 1;
+  }
+}
+
+// realpath(p) lies inside realpath(base).
+bool fake_inside(const std::string& base, const std::string& p, std::string* real_out) {
+  char rb[PATH_MAX], rp[PATH_MAX];
+  if (!realpath(base.c_str(), rb) || !realpath(p.c_str(), rp)) return false;
+  size_t n = strlen(rb);
+  if (strncmp(rp, rb, n) != 0 || (rp[n] != '/' && rp[n] != '\0')) return false;
+  if (real_out) *real_out = rp;
+  return true;
+}
+
+cl_status_t f_static_add(cl_host_t* h, cl_str_t listener, cl_str_t url_prefix, cl_str_t dir) {
+  auto* impl = impl_of(h);
+  LOOP_ONLY(impl, "static_add");
+  if (impl->phase != Impl::loading) return CL_ESTATE;
+  FakeHost* fh = fh_of(h);
+  std::string prefix(sv(url_prefix)), rel(sv(dir));
+  bool prefix_ok = !prefix.empty() && prefix[0] == '/' && prefix.back() == '/' &&
+                   prefix.find_first_of("{}\\") == std::string::npos && prefix.find("/./") == std::string::npos &&
+                   prefix.find("/../") == std::string::npos && prefix.find('\0') == std::string::npos &&
+                   (prefix.size() == 1 || prefix.substr(1, prefix.size() - 2).find("//") == std::string::npos);
+  if (!prefix_ok || !fake_safe_relative(rel)) return CL_EINVAL;
+  std::string name(sv(listener));
+  if (!fake_listener(fh, name)) return CL_ENOENT;
+  std::vector<std::string> granted = fh->prefixes;
+  if (granted.empty()) granted.push_back("/plugins/" + fh->plugin_name + "/");
+  bool inside = false;
+  for (const auto& g : granted) inside = inside || prefix.compare(0, g.size(), g) == 0;
+  if (!inside) return CL_EPERM;
+  auto fd = fh->facts.find("plugin_files_dir");
+  if (fd == fh->facts.end()) return CL_ENOENT;
+  std::string root;
+  struct stat st;
+  if (stat((fd->second + "/" + rel).c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return CL_ENOENT;
+  if (!fake_inside(fd->second, fd->second + "/" + rel, &root)) return CL_EPERM;
+  cloudlet::http::Route r;
+  r.method = "GET";
+  r.pattern = prefix + "{*path}";
+  // The fake serves whole files (no ETag, Range or MIME table: the real host's static file handler does).
+  r.handler = [impl, root](cl_request_s& req) -> cl_status_t {
+    if (!impl->open()) return CL_EUNAVAIL;
+    std::string rest;
+    for (const auto& [k, v] : req.path_params) {
+      if (k == "path") rest = v;
+    }
+    if (rest.empty() || rest.back() == '/') rest += "index.html";
+    std::string path = root + "/" + rest;
+    std::string real;
+    if (!fake_safe_relative(rest) || !fake_inside(root, path, &real)) return f_resp_send(&req, 404, kEmpty, kEmpty);
+    return f_resp_file(&req, cs(real), kEmpty) == CL_OK ? CL_OK : f_resp_send(&req, 404, kEmpty, kEmpty);
+  };
+  cl_status_t added = impl->routers[name].add(std::move(r));
+  if (added == CL_OK) fh->routes.push_back({name, "GET", prefix + "{*path}", 0});
+  return added;
+}
 #endif
 
 const cl_host_api_t kTable = [] {
@@ -915,6 +1040,11 @@ const cl_host_api_t kTable = [] {
   t.json_get_bool = f_json_get_bool;
   t.json_get_len = f_json_get_len;
   t.json_key_at = f_json_key_at;
+  t.listener_guard_set = f_listener_guard_set;
+  t.req_set_principal = f_req_set_principal;
+  t.req_principal = f_req_principal;
+  t.req_peer_cert = f_req_peer_cert;
+  t.static_add = f_static_add;
 #endif
   return t;
 }();
@@ -975,7 +1105,7 @@ FakeHost::FakeHost(std::string plugin_name) : impl(std::make_unique<Impl>()) {
   facts["api_mode"] = "open";
   facts["data_dir"] = "/tmp";
   facts["plugin_data_dir"] = "/tmp";
-  (void)plugin_name;
+  this->plugin_name = std::move(plugin_name);
 }
 
 FakeHost::~FakeHost() {
@@ -1050,6 +1180,9 @@ size_t FakeHost::unload() {
   impl->subs.clear();
   impl->plugin_ops.clear();
   impl->routers.clear();
+#if CL_ABI_MINOR >= 1
+  for (auto& [name, g] : impl->guards) g.cb = nullptr;  // guarded listeners refuse from now on
+#endif
   // Cancel what can be: queued work, awaited operation results, open body streams.
   for (auto& [id, w] : impl->work) uv_cancel(reinterpret_cast<uv_req_t*>(&w->req));
   for (const auto& a : impl->awaited) {
@@ -1114,6 +1247,24 @@ void FakeHost::run_for(uint64_t ms) {
   run_until([&] { return uv_hrtime() >= end; }, ms + 1000);
 }
 
+namespace {
+// The HTTP status the core answers for a handler's or guard's status (abi/cloudlet_plugin.h, status codes).
+uint32_t http_status(cl_status_t st) {
+  switch (st) {
+    case CL_EINVAL: return 400;
+    case CL_EUNAUTH: return 401;
+    case CL_EPERM: return 403;
+    case CL_ENOENT: case CL_EDECLINED: return 404;
+    case CL_EBUSY: case CL_EEXIST: case CL_ESTATE: return 409;
+    case CL_ETOOBIG: return 413;
+    case CL_ENOTSUP: return 501;
+    case CL_ENOMEM: case CL_EUNAVAIL: case CL_ECLOSING: return 503;
+    case CL_ETIMEDOUT: return 504;
+    default: return 500;
+  }
+}
+}  // namespace
+
 FakeHost::Response FakeHost::request(const std::string& listener, const std::string& method, const std::string& target,
                                      const std::string& body,
                                      const std::vector<std::pair<std::string, std::string>>& headers,
@@ -1123,22 +1274,72 @@ FakeHost::Response FakeHost::request(const std::string& listener, const std::str
   size_t q = target.find('?');
   cloudlet::http::percent_decode(target.substr(0, q), &path, false);
   if (q != std::string::npos) query = target.substr(q + 1);
-  std::vector<cloudlet::http::Router::Match> matches;
-  std::string allowed;
-  if (impl->phase <= Impl::running) impl->routers[listener].match(method, path, &matches, &allowed);
-  for (auto& m : matches) {
+  auto make = [&] {
     auto* r = new cl_request_s;
     r->fh = this;
     r->method = method;
     r->path = path;
     r->query = query;
     if (!query.empty()) cloudlet::http::parse_query(query, &r->params);
-    r->route_flags = m.route->flags;
-    (r->route_flags & CL_ROUTE_F_STREAM_BODY ? r->stream_body : r->body) = body;
     r->headers = headers;
     r->resp = resp;
     r->local_ip = local_ip;
     r->peer_ip = peer_ip;
+    r->peer_cert = peer_cert;
+    return r;
+  };
+  std::string principal;
+#if CL_ABI_MINOR >= 1
+  if (auto g = impl->guards.find(listener); g != impl->guards.end()) {
+    // The listener's guard sees the request first, with its headers and without its body.
+    if (!g->second.cb || !impl->open()) {
+      resp->status = 503;
+      resp->complete = true;
+      return *resp;
+    }
+    cl_request_s* r = make();
+    r->in_guard = true;
+    impl->requests.insert(r);
+    cl_status_t st = g->second.cb(g->second.ud, r);
+    if (!impl->requests.count(r)) return *resp;  // the guard answered
+    if (r->started) {
+      impl->finish_request(r);
+      return *resp;
+    }
+    principal = r->principal;
+    impl->requests.erase(r);
+    delete r;
+    if (st != CL_OK) {
+      resp->status = http_status(st);
+      resp->complete = true;
+      return *resp;
+    }
+  }
+#endif
+  std::vector<cloudlet::http::Router::Match> matches;
+  std::string allowed;
+  if (impl->phase <= Impl::running) impl->routers[listener].match(method, path, &matches, &allowed);
+#if CL_ABI_MINOR >= 1
+  if (!matches.empty() && (matches.front().route->flags & CL_ROUTE_F_JSON) && !body.empty()) {
+    std::string ctype;
+    for (const auto& [k, v] : headers) {
+      if (iequals(k, "content-type")) ctype = v;
+    }
+    std::string_view t = cloudlet::http::media_type(ctype);  // "+json" types are JSON too, as in the core
+    bool json = iequals(t, "application/json") ||
+                (t.size() > 5 && t.find('/') != std::string_view::npos && iequals(t.substr(t.size() - 5), "+json"));
+    if (!json) {
+      resp->status = 415;
+      resp->complete = true;
+      return *resp;
+    }
+  }
+#endif
+  for (auto& m : matches) {
+    cl_request_s* r = make();
+    r->principal = principal;
+    r->route_flags = m.route->flags;
+    (r->route_flags & CL_ROUTE_F_STREAM_BODY ? r->stream_body : r->body) = body;
     r->path_params = m.params;
     r->held = true;
     impl->requests.insert(r);
@@ -1149,7 +1350,7 @@ FakeHost::Response FakeHost::request(const std::string& listener, const std::str
       impl->requests.erase(r);
       delete r;
       if (st == CL_EDECLINED) continue;
-      resp->status = st == CL_EINVAL ? 400 : st == CL_ENOENT ? 404 : st == CL_EUNAVAIL ? 503 : 500;
+      resp->status = http_status(st);
       resp->complete = true;
     }
     run_until([&] { return resp->complete; }, timeout_ms);

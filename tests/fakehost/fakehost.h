@@ -72,7 +72,8 @@ class FakeHost {
   bool run_until(const std::function<bool()>& cond, uint64_t timeout_ms = 5000);
   void run_for(uint64_t ms);
 
-  // Sends a request to the plugin's routes (as the server would) and runs the loop until the response ends.
+  // Sends a request to the plugin's routes (as the server would) and runs the loop until the response ends. A
+  // listener guard the plugin set runs first; once the plugin unloaded, its listener answers 503.
   Response request(const std::string& listener, const std::string& method, const std::string& target,
                    const std::string& body = "", const std::vector<std::pair<std::string, std::string>>& headers = {},
                    uint64_t timeout_ms = 5000);
@@ -80,6 +81,16 @@ class FakeHost {
   std::string local_ip = "127.0.0.1";
   uint16_t local_port = 9999;
   std::string peer_ip = "127.0.0.1";
+  // The client certificate's hex SHA-256 that requests report (req_peer_cert); "" = no certificate.
+  std::string peer_cert;
+
+  // What the configuration grants, as the real host reads it: the listeners that exist (listener_guard_set and
+  // static_add refuse others with CL_ENOENT), URL prefixes (empty = "/plugins/<name>/") and the listeners whose
+  // guard the plugin may set (plugins[].guards). The plugin's files directory is facts["plugin_files_dir"].
+  std::vector<std::string> listeners = {"manager"};
+  std::vector<std::string> prefixes;
+  std::vector<std::string> guards;
+  std::string plugin_name;
 
   // Calls an operation the plugin registered; runs the loop until it answers.
   std::pair<cl_status_t, std::string> call(const std::string& name, const std::string& args_json = "{}",

@@ -8,6 +8,10 @@ namespace {
 
 class FakeAdapter : public ConformanceHost {
  public:
+  void configure(const std::string& files_dir) override {
+    fh_.guards = {"manager"};
+    fh_.facts["plugin_files_dir"] = files_dir;
+  }
   cl_status_t load(const std::string& so_path, std::string* error) override { return fh_.load(so_path, "{}", error); }
   std::pair<cl_status_t, std::string> call(const std::string& op, const std::string& args) override {
     return fh_.call(op, args, 10000);

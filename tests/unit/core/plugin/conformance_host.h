@@ -26,6 +26,8 @@ class ConformanceHost {
   using Headers = std::vector<std::pair<std::string, std::string>>;
   virtual ~ConformanceHost() = default;
 
+  // Grants the next plugin the guard of the "manager" listener and sets its files directory (static_add).
+  virtual void configure(const std::string& files_dir) = 0;
   virtual cl_status_t load(const std::string& so_path, std::string* error) = 0;
   // Calls an operation the plugin registered; the host's loop runs until it answers.
   virtual std::pair<cl_status_t, std::string> call(const std::string& op, const std::string& args = "{}") = 0;

@@ -9,6 +9,10 @@ namespace {
 
 class RealAdapter : public ConformanceHost {
  public:
+  void configure(const std::string& files_dir) override {
+    core_.guards = {"manager"};
+    core_.files_dir = files_dir;
+  }
   cl_status_t load(const std::string& so_path, std::string* error) override {
     return core_.load("conformance", so_path, {}, error);
   }

@@ -8,7 +8,11 @@
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
 
+#include <unistd.h>
+
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "conformance_host.h"
@@ -59,8 +63,30 @@ class Conformance : public ::testing::Test {
       d.Parse(args.c_str(), args.size());
       return "{\"fake\":" + std::to_string(d.IsObject() && d.HasMember("a") ? d["a"].GetInt() : -1) + "}";
     });
+    // The plugin's files: www/ (served by static_add), and out -> a directory outside (refused).
+    files_ = std::filesystem::temp_directory_path() /
+             ("cl-conf-files-" + std::to_string(getpid()) + "-" + std::to_string(++files_seq_));
+    std::filesystem::remove_all(files_);
+    std::filesystem::create_directories(files_ / "www" / "sub");
+    std::filesystem::create_directories(files_.string() + "-outside");
+    write(files_ / "www" / "hello.txt", "hello static\n");
+    write(files_ / "www" / "index.html", "<p>index</p>\n");
+    write(files_.string() + "-outside/secret.txt", "secret\n");
+    std::filesystem::create_directory_symlink(files_.string() + "-outside", files_ / "out");
+    std::filesystem::create_symlink(files_.string() + "-outside/secret.txt", files_ / "www" / "leak.txt");
+    host_->configure(files_.string());
     std::string error;
     ASSERT_EQ(host_->load(fixture(), &error), CL_OK) << error;
+  }
+
+  void TearDown() override {
+    host_.reset();
+    std::filesystem::remove_all(files_);
+    std::filesystem::remove_all(files_.string() + "-outside");
+  }
+
+  static void write(const std::filesystem::path& p, const std::string& text) {
+    std::ofstream(p, std::ios::binary) << text;
   }
 
   Report run(const std::string& op) {
@@ -72,6 +98,8 @@ class Conformance : public ::testing::Test {
   }
 
   std::unique_ptr<ConformanceHost> host_;
+  std::filesystem::path files_;
+  static inline int files_seq_ = 0;
 };
 
 TEST_F(Conformance, Timers) {
@@ -306,10 +334,82 @@ TEST_F(Conformance, HttpStreamedRequestBody) {
   EXPECT_TRUE(u.flag("chunked")) << r.body;
 }
 
+TEST_F(Conformance, ListenerGuardAndStaticFilesSetUpDuringInitOnly) {
+  Report r = run("conf.net");
+  EXPECT_EQ(r.num("guard"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("guard_again"), CL_EEXIST) << r.str();
+  EXPECT_EQ(r.num("guard_unknown"), CL_ENOENT) << r.str();
+  EXPECT_EQ(r.num("guard_null"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("guard_late"), CL_ESTATE) << r.str();
+  EXPECT_EQ(r.num("static"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("static_again"), CL_EEXIST) << r.str();
+  EXPECT_EQ(r.num("static_up"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("static_abs"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("static_no_slash"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("static_dots"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("static_outside"), CL_EPERM) << r.str();
+  EXPECT_EQ(r.num("static_missing"), CL_ENOENT) << r.str();
+  EXPECT_EQ(r.num("static_listener"), CL_ENOENT) << r.str();
+  EXPECT_EQ(r.num("static_symlink_out"), CL_EPERM) << r.str();
+  EXPECT_EQ(r.num("static_late"), CL_ESTATE) << r.str();
+}
+
+TEST_F(Conformance, ListenerGuardRefusesAnswersOrLetsThrough) {
+  ConfResponse r = host_->request("GET", "/plugins/conformance/guard/deny");
+  EXPECT_EQ(r.status, 401);
+  r = host_->request("GET", "/plugins/conformance/guard/answer");
+  EXPECT_EQ(r.status, 303);  // the guard's own answer, nothing more from the core
+  EXPECT_EQ(r.header("Location"), "/login");
+  EXPECT_EQ(r.body, "log in first");
+  // Through the guard: the principal it set reaches the handler; nobody without X-User.
+  r = host_->request("GET", "/plugins/conformance/whoami", "", {{"X-User", "ann"}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  Report w(r.body);
+  EXPECT_EQ(w.num("principal_status"), CL_OK) << r.body;
+  EXPECT_EQ(w.text("principal"), "user:ann") << r.body;
+  EXPECT_EQ(w.num("set_outside_guard"), CL_ESTATE) << r.body;
+  EXPECT_EQ(w.num("peer_cert_status"), CL_ENOENT) << r.body;  // plain HTTP: no client certificate
+  r = host_->request("GET", "/plugins/conformance/whoami");
+  Report nobody(r.body);
+  EXPECT_EQ(nobody.num("principal_status"), CL_ENOENT) << r.body;
+  EXPECT_EQ(nobody.text("principal"), "-") << r.body;
+  Report n = run("conf.net");
+  EXPECT_EQ(n.num("principal_empty"), CL_EINVAL) << n.str();
+  EXPECT_EQ(n.num("principal_long"), CL_EINVAL) << n.str();
+  EXPECT_GE(n.num("guard_calls"), 4) << n.str();
+  // The guard also sees requests no route takes.
+  long long before = n.num("guard_calls");
+  EXPECT_EQ(host_->request("GET", "/plugins/conformance/guard/nothing").status, 404);
+  EXPECT_EQ(run("conf.net").num("guard_calls"), before + 1);
+}
+
+TEST_F(Conformance, JsonRouteRefusesOtherContentTypes) {
+  ConfResponse r = host_->request("POST", "/plugins/conformance/json", "{\"a\":1}",
+                                  {{"Content-Type", "application/json; charset=utf-8"}});
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "{\"a\":1}");
+  EXPECT_EQ(host_->request("POST", "/plugins/conformance/json", "{\"a\":1}", {{"Content-Type", "text/plain"}}).status,
+            415);
+  EXPECT_EQ(host_->request("POST", "/plugins/conformance/json", "{\"a\":1}").status, 415);  // no Content-Type
+}
+
+TEST_F(Conformance, StaticFilesFromThePluginsDirectory) {
+  ConfResponse r = host_->request("GET", "/plugins/conformance/static/hello.txt");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "hello static\n");
+  r = host_->request("GET", "/plugins/conformance/static/");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "<p>index</p>\n");
+  EXPECT_EQ(host_->request("GET", "/plugins/conformance/static/missing.txt").status, 404);
+  EXPECT_EQ(host_->request("GET", "/plugins/conformance/static/leak.txt").status, 404);  // symlink out
+  EXPECT_EQ(host_->request("GET", "/plugins/conformance/static/%2e%2e/out/secret.txt").status, 404);
+}
+
 TEST_F(Conformance, UnloadStopsNewCalls) {
   host_->unload();
   EXPECT_NE(host_->call("conf.echo").first, CL_OK);  // operations are gone
-  EXPECT_EQ(host_->request("GET", "/plugins/conformance/echo").status, 404);
+  // Its listener had the plugin's guard: with the guard gone it refuses (fails closed), it does not open.
+  EXPECT_EQ(host_->request("GET", "/plugins/conformance/echo").status, 503);
 }
 
 }  // namespace

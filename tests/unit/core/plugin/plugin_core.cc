@@ -59,6 +59,8 @@ cl_status_t PluginCore::load(const std::string& name, const std::string& path, s
   spec.name = name;
   spec.path = path;
   spec.prefixes = std::move(prefixes);
+  spec.guards = guards;
+  spec.files_dir = files_dir;
   std::string ignored;
   return pm->load(spec, error ? error : &ignored);
 }

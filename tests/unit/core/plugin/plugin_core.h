@@ -29,8 +29,11 @@ class PluginCore {
   // Unloads the plugins, shuts the server down, closes the store and the loop; returns uv_loop_close's result.
   int close();
 
+  // Loads with the guards and files directory set below (the configuration's plugins[].guards).
   cl_status_t load(const std::string& name, const std::string& path, std::vector<std::string> prefixes = {},
                    std::string* error = nullptr);
+  std::vector<std::string> guards;  // listeners whose guard the next loaded plugin may set
+  std::string files_dir;            // the next loaded plugin's files directory ("" = the default)
   // Unloads every plugin; the loop turns here (never inside unload_all). False if it took over 20 s.
   bool unload_all();
   // Runs the loop until pred() holds or timeout_ms passes (see plugin_test_util.h).
