@@ -12,7 +12,7 @@ namespace fs = std::filesystem;
 
 namespace cloudlet::test {
 
-PluginCore::PluginCore(const std::string& tag) {
+PluginCore::PluginCore(const std::string& tag, const std::function<void(http::ListenerOptions&)>& tweak) {
   dir = fs::temp_directory_path() / ("cl-plugin-" + std::to_string(getpid()) + "-" + tag);
   fs::remove_all(dir);
   fs::create_directories(dir / "tmp");
@@ -28,6 +28,7 @@ PluginCore::PluginCore(const std::string& tag) {
   lo.name = "manager";
   lo.host = "127.0.0.1";
   lo.port = 0;
+  if (tweak) tweak(lo);
   if (server->listen(lo, &err) != CL_OK) throw std::runtime_error("listen: " + err);
   port = server->listener("manager")->bound_port;
   svc = std::make_unique<HostServices>(

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -22,7 +23,8 @@ namespace cloudlet::test {
 class PluginCore {
  public:
   // tag names the scratch directory (one per test).
-  explicit PluginCore(const std::string& tag);
+  // tweak may change the manager listener's options before it listens (TLS, webroot).
+  explicit PluginCore(const std::string& tag, const std::function<void(http::ListenerOptions&)>& tweak = {});
   // Calls close() if the test did not.
   ~PluginCore();
 
