@@ -137,3 +137,45 @@ TEST(Config, DeepNestingIsAClearError) {
   EXPECT_NE(err.find("not valid JSON: line 1 column"), std::string::npos) << err;
   EXPECT_NE(err.find("nesting deeper than 128"), std::string::npos) << err;
 }
+
+TEST(Config, ListenerGuardsAndClientCertificates) {
+  Config c = default_config();
+  std::string err;
+  std::string path = write(R"({
+    "listeners": {"secure": {"port": 0, "tls_cert": "/etc/c.pem", "tls_key": "/etc/k.pem",
+                             "tls_client_certs": "require"}},
+    "plugins": [{"name": "manager", "guards": ["manager"]}, {"name": "devices", "guards": ["secure"]}]
+  })");
+  ASSERT_TRUE(load_config_file(path, &c, &err)) << err;
+  EXPECT_EQ(find_listener(c, "secure")->tls_client_certs, http::ClientCerts::require);
+  EXPECT_EQ(find_listener(c, "manager")->tls_client_certs, http::ClientCerts::none);
+  EXPECT_EQ(c.plugins[0].guards, (std::vector<std::string>{"manager"}));
+  EXPECT_TRUE(validate_config(c, &err)) << err;
+
+  // Bad values name their key.
+  c = default_config();
+  EXPECT_FALSE(load_config_file(write(R"({"listeners": {"manager": {"tls_client_certs": "always"}}})"), &c, &err));
+  EXPECT_NE(err.find("'listeners.manager.tls_client_certs'"), std::string::npos) << err;
+  c = default_config();
+  EXPECT_FALSE(load_config_file(write(R"({"plugins": [{"name": "a", "guards": "manager"}]})"), &c, &err));
+  EXPECT_NE(err.find("'plugins[0].guards'"), std::string::npos) << err;
+
+  // Cross-key rules: client certificates need TLS; a guard names a listener, and one plugin only.
+  c = default_config();
+  find_listener(c, "manager")->tls_client_certs = http::ClientCerts::optional;
+  EXPECT_FALSE(validate_config(c, &err));
+  EXPECT_NE(err.find("listeners.manager.tls_client_certs"), std::string::npos) << err;
+  c = default_config();
+  c.plugins.push_back(PluginConfig{});
+  c.plugins.back().name = "a";
+  c.plugins.back().guards = {"nowhere"};
+  EXPECT_FALSE(validate_config(c, &err));
+  EXPECT_NE(err.find("no listener named 'nowhere'"), std::string::npos) << err;
+  c.plugins.back().guards = {"manager"};
+  EXPECT_TRUE(validate_config(c, &err)) << err;
+  c.plugins.push_back(PluginConfig{});
+  c.plugins.back().name = "b";
+  c.plugins.back().guards = {"manager"};
+  EXPECT_FALSE(validate_config(c, &err));
+  EXPECT_NE(err.find("already granted to plugin 'a'"), std::string::npos) << err;
+}
