@@ -208,7 +208,8 @@ typedef struct cl_json_s cl_json_t;
 /* ---- since 1.1: jobs, callers, listener guards ---- */
 
 /* A route flag (cl_route_desc_t.flags). SINCE: 1.1 */
-#define CL_ROUTE_F_JSON 4u /* the body is JSON: a body with another Content-Type is refused with 415 */
+#define CL_ROUTE_F_JSON 4u /* the body is JSON: a body whose Content-Type is not application/json (or a
+                              +json type; parameters allowed) is refused with 415 before the handler runs */
 
 /* A job this plugin created (job_create). Core-owned; valid until job_finish returns, or until fini returns for
  * a job the plugin never finished (the core finishes it with CL_ECANCELED when unloading begins). */
@@ -234,10 +235,11 @@ typedef struct cl_caller_s {
                                  ("grants") may call it; others get CL_EPERM */
 
 /* A listener's guard (listener_guard_set): runs before every request on that listener (routes of every plugin,
- * the core's routes and static files). Return CL_OK to let the request through (after req_set_principal
- * when it authenticated someone); any other status refuses it: if the guard answered the request itself
- * (resp_send, e.g. a redirect to a login page) the core sends nothing more, else the core answers with the
- * status's HTTP code. Runs synchronously on the loop: keep it fast (no KDF here). */
+ * the core's routes and static files), once its headers have arrived and before its body is read (req_body is
+ * empty there), so a refused client uploads nothing. Return CL_OK to let the request through (after
+ * req_set_principal when it authenticated someone); any other status refuses it: if the guard answered the
+ * request itself (resp_send, e.g. a redirect to a login page) the core sends nothing more, else the core
+ * answers with the status's HTTP code. Runs synchronously on the loop: keep it fast (no KDF here). */
 typedef cl_status_t (*cl_guard_cb)(void *ud, cl_request_t *req);
 
 /* ------------------------------------------------------------------------------------------------------------
@@ -273,7 +275,8 @@ typedef struct cl_host_api_s {
 
   /** Reads a host fact. Keys: "version" (cloudletd version), "data_dir" (absolute data directory),
    * "plugin_data_dir" (this plugin's own directory under the data directory, created on demand),
-   * "cloudlet_name" (the name phones see), "api_mode" ("open", "encrypted" or "both").
+   * "cloudlet_name" (the name phones see), "api_mode" ("open", "encrypted" or "both"); since 1.1
+   * "plugin_files_dir" (this plugin's own files, read-only: see static_add).
    * @param [out] out the value. @return CL_OK, or CL_ENOENT for an unknown key.
    * OWNERSHIP: key borrowed; *out belongs to the plugin (buf_free). THREAD: loop. SINCE: 1.0 */
   cl_status_t (*host_get)(cl_host_t *h, cl_str_t key, cl_buf_t *out);
@@ -641,9 +644,10 @@ typedef struct cl_host_api_s {
 
   /** Installs the guard of a listener (one per listener; the configuration must grant it to this plugin with
    * "guards": ["manager"]). From then on every request on that listener passes the guard first.
-   * @return CL_OK, CL_ENOENT (no such listener), CL_EPERM (not granted), CL_EEXIST (already guarded),
-   * CL_ESTATE (called after init). OWNERSHIP: listener copied; ud must stay valid until fini.
-   * THREAD: loop. SINCE: 1.1 */
+   * @return CL_OK, CL_EINVAL (cb NULL), CL_ENOENT (no such listener), CL_EPERM (not granted), CL_EEXIST
+   * (already guarded), CL_ESTATE (called after init). Once the plugin unloads (or its init fails after this call) the listener
+   * fails closed: every request on it gets 503, none goes unguarded. OWNERSHIP: listener copied; ud must stay
+   * valid until fini. THREAD: loop. SINCE: 1.1 */
   cl_status_t (*listener_guard_set)(cl_host_t *h, cl_str_t listener, cl_guard_cb cb, void *ud);
 
   /** Records whom the guard authenticated for this request ("user:admin"); only from inside a guard.
@@ -656,16 +660,19 @@ typedef struct cl_host_api_s {
   cl_status_t (*req_principal)(cl_request_t *r, cl_str_t *out);
 
   /** The hex SHA-256 of the client certificate's DER, on a listener that asks for client certificates
-   * (mutual TLS). @return CL_OK or CL_ENOENT (no certificate). OWNERSHIP: *out borrowed until the request ends.
-   * THREAD: loop. SINCE: 1.1 */
+   * (mutual TLS: the listener's "tls_client_certs"). The core accepts any certificate whose key the client
+   * proved it holds: authorise clients by this fingerprint. @return CL_OK or CL_ENOENT (no certificate).
+   * OWNERSHIP: *out borrowed until the request ends. THREAD: loop. SINCE: 1.1 */
   cl_status_t (*req_peer_cert)(cl_request_t *r, cl_str_t *out);
 
   /** Serves the files of a directory under url_prefix with the core's static file handler (ETag, Range, MIME,
    * HEAD, no traversal, no symlinks out of it). dir is relative to the plugin's files directory (host fact
    * "plugin_files_dir": the source tree's plugins/<name>/ in development, /usr/share/cloudletd/plugins/<name>/
    * when installed). url_prefix ends with '/' and must lie inside a granted prefix; "index.html" answers for
-   * the prefix itself. @return CL_OK, CL_EINVAL, CL_ENOENT (no such listener or directory), CL_EPERM,
-   * CL_EEXIST, CL_ESTATE (called after init). OWNERSHIP: copied. THREAD: loop. SINCE: 1.1 */
+   * the prefix itself; GET and HEAD only. dir names a subdirectory ("www", "ui/dist"), never "." or "..": in
+   * development the files directory is the plugin's source tree.
+   * @return CL_OK, CL_EINVAL, CL_ENOENT (no such listener or directory), CL_EPERM, CL_EEXIST, CL_ESTATE (called
+   * after init). OWNERSHIP: copied. THREAD: loop. SINCE: 1.1 */
   cl_status_t (*static_add)(cl_host_t *h, cl_str_t listener, cl_str_t url_prefix, cl_str_t dir);
 
   /* New slots are appended here, at the end of the struct only, in a group marked "since 1.N". */
