@@ -162,6 +162,10 @@ TEST_F(LoaderTest, FailedInitWaitsForItsWorkBeforeUnmapping) {
 
 // A 50 ms work function is fine: only hooks on the loop thread may be reported as blocking it.
 TEST_F(LoaderTest, SlowWorkersAreNotReportedAsBlockingTheLoop) {
+  // The conformance plugin guards "manager" and serves files/www (slots 67 and 71): grant both.
+  fs::create_directories(core_.dir / "files" / "www");
+  core_.guards = {"manager"};
+  core_.files_dir = (core_.dir / "files").string();
   ASSERT_EQ(load("conformance", fixture("conformance")), CL_OK);
   EXPECT_EQ(call("conf.slow_work").first, CL_OK);
   EXPECT_EQ(log_lines_with("blocked the loop"), 0);
