@@ -144,3 +144,58 @@ TEST_F(Hpp, GuardedTurnsExceptionsIntoStatuses) {
 }
 
 }  // namespace
+
+// The 1.1 request helpers (principal, set_principal, peer_cert) and Host::listener_guard_set, on the fake host.
+namespace net {
+cl::Host host;
+
+cl_status_t guard(void*, cl_request_t* r) {
+  cl::Request req(host, r);
+  if (auto user = req.header("x-user")) return req.set_principal("user:" + std::string(*user));
+  return CL_EUNAUTH;
+}
+
+cl_status_t whoami(void*, cl_request_t* r) {
+  cl::Request req(host, r);
+  std::string out = std::string(req.principal().value_or("-")) + " " + std::string(req.peer_cert().value_or("-")) +
+                    " " + std::to_string(req.set_principal("user:late"));
+  return req.send(200, "text/plain", out);
+}
+
+cl_status_t init(cl_host_t* h, const cl_host_api_t* api, cl_str_t, void** state) {
+  *state = nullptr;
+  host = cl::Host(h, api);
+  cl_status_t st = host.listener_guard_set("manager", guard, nullptr);
+  if (st != CL_OK) return st;
+  cl_route_desc_t d{};
+  d.struct_size = sizeof d;
+  d.listener = "manager";
+  d.method = "GET";
+  d.pattern = "/plugins/hppnet/whoami";
+  d.handler = whoami;
+  return api->route_add(h, &d);
+}
+const cl_plugin_desc_t kDesc = {sizeof(cl_plugin_desc_t), CL_ABI_MAJOR, CL_ABI_MINOR, "hppnet", "1", 0, init, nullptr,
+                                {nullptr, nullptr, nullptr, nullptr}};
+}  // namespace net
+
+TEST(HppNet, GuardPrincipalAndPeerCertificate) {
+  FakeHost fh("hppnet");
+  fh.guards = {"manager"};
+  fh.peer_cert = std::string(64, 'a');
+  ASSERT_EQ(fh.init(&net::kDesc), CL_OK);
+  EXPECT_EQ(fh.request("manager", "GET", "/plugins/hppnet/whoami").status, 401u);
+  FakeHost::Response r = fh.request("manager", "GET", "/plugins/hppnet/whoami", "", {{"X-User", "ann"}});
+  EXPECT_EQ(r.status, 200u);
+  EXPECT_EQ(r.body, "user:ann " + std::string(64, 'a') + " " + std::to_string(CL_ESTATE));
+  fh.peer_cert.clear();
+  EXPECT_EQ(fh.request("manager", "GET", "/plugins/hppnet/whoami", "", {{"X-User", "bo"}}).body,
+            "user:bo - " + std::to_string(CL_ESTATE));
+  fh.unload();
+  EXPECT_EQ(fh.request("manager", "GET", "/plugins/hppnet/whoami", "", {{"X-User", "bo"}}).status, 503u);
+}
+
+TEST(HppNet, AGuardNeedsItsGrant) {
+  FakeHost fh("hppnet");  // no guards granted
+  EXPECT_EQ(fh.init(&net::kDesc), CL_EPERM);
+}
