@@ -18,6 +18,7 @@ struct PluginConfig {
   std::string path;                   // "" = <plugin_dir>/<name>.so
   bool enabled = true;
   std::vector<std::string> prefixes;  // URL prefixes its routes may use ("" list = "/plugins/<name>/")
+  std::vector<std::string> grants;    // privileged operations it may call ("device.auth")
   std::string config_json = "{}";     // handed to the plugin's init
 };
 

@@ -11,6 +11,7 @@
 
 #include "events/bus.h"
 #include "http/server.h"
+#include "jobs/jobs.h"
 #include "http_client.h"
 #include "loop/loop.h"
 #include "ops/operations.h"
@@ -30,7 +31,7 @@ class PluginCore {
   int close();
 
   cl_status_t load(const std::string& name, const std::string& path, std::vector<std::string> prefixes = {},
-                   std::string* error = nullptr);
+                   std::string* error = nullptr, std::vector<std::string> grants = {});
   // Unloads every plugin; the loop turns here (never inside unload_all). False if it took over 20 s.
   bool unload_all();
   // Runs the loop until pred() holds or timeout_ms passes (see plugin_test_util.h).
@@ -54,6 +55,7 @@ class PluginCore {
   std::unique_ptr<Store> store;
   Operations ops{loop};
   EventBus events{loop};
+  Jobs jobs{loop, events, ops};
   std::unique_ptr<http::Server> server;
   std::unique_ptr<HostServices> svc;
   std::unique_ptr<PluginManager> pm;
