@@ -78,6 +78,22 @@ TEST(Config, ErrorsNameTheKey) {
   }
 }
 
+TEST(Config, PluginGrantsAreBounded) {
+  std::string grants;
+  for (int i = 0; i < 257; i++) grants += (i ? ",\"op." : "\"op.") + std::to_string(i) + "\"";
+  Config c = default_config();
+  std::string err;
+  EXPECT_FALSE(load_config_file(write("{\"plugins\": [{\"name\": \"a\", \"grants\": [" + grants + "]}]}"), &c, &err));
+  EXPECT_NE(err.find("'plugins[0].grants'"), std::string::npos) << err;
+  EXPECT_NE(err.find("at most 256"), std::string::npos) << err;
+  grants = grants.substr(0, grants.rfind(','));  // 256 names: fine
+  c = default_config();
+  EXPECT_TRUE(load_config_file(write("{\"plugins\": [{\"name\": \"a\", \"grants\": [" + grants + "]}]}"), &c, &err))
+      << err;
+  ASSERT_EQ(c.plugins.size(), 1u);
+  EXPECT_EQ(c.plugins[0].grants.size(), 256u);
+}
+
 TEST(Config, CrossKeyRules) {
   Config c = default_config();
   std::string err;
