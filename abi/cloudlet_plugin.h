@@ -232,7 +232,8 @@ typedef struct cl_caller_s {
 
 /* Operation flags (op_register_ex). SINCE: 1.1 */
 #define CL_OP_F_PRIVILEGED 1u /* only the core and plugins granted this operation in the configuration
-                                 ("grants") may call it; others get CL_EPERM */
+                                 ("grants") may call it; others get CL_EPERM (op_call and op_call_as return
+                                 it, and their callback is not called) */
 
 /* A listener's guard (listener_guard_set): runs before every request on that listener (routes of every plugin,
  * the core's routes and static files), once its headers have arrived and before its body is read (req_body is
@@ -601,9 +602,9 @@ typedef struct cl_host_api_s {
   /** Creates a running job. @param [in] kind what it is ("service.import"); [a-z0-9_.-]{1,64}.
    * @param [in] subject what it is about (a service id, an instance id; may be empty). @param [in] cancel asked
    * to stop it early (NULL: the job cannot be cancelled; job.cancel then answers CL_ENOTSUP).
-   * @param [out] out the job. @return CL_OK, CL_EINVAL, CL_ECANCELED (unloading). OWNERSHIP: kind and subject
-   * copied; ud must stay valid until job_finish returns or unloading began; *out see cl_job_t.
-   * THREAD: loop. SINCE: 1.1 */
+   * @param [out] out the job. @return CL_OK, CL_EINVAL (bad kind, subject over 1024 bytes, out NULL),
+   * CL_ECANCELED (unloading). OWNERSHIP: kind and subject copied; ud must stay valid until job_finish returns or
+   * unloading began; *out see cl_job_t. THREAD: loop. SINCE: 1.1 */
   cl_status_t (*job_create)(cl_host_t *h, cl_str_t kind, cl_str_t subject, cl_job_cancel_cb cancel, void *ud,
                             cl_job_t **out);
 
@@ -612,19 +613,21 @@ typedef struct cl_host_api_s {
   cl_str_t (*job_id)(cl_job_t *job);
 
   /** Reports progress: fraction in [0, 1] (clamped) and a short text ("copying disk: 1.2 of 4 GiB").
-   * @return CL_OK, CL_ESTATE (already finished), CL_ECANCELED (unloading). OWNERSHIP: message copied.
-   * THREAD: loop. SINCE: 1.1 */
+   * @return CL_OK, CL_EINVAL (fraction NaN, message over 1024 bytes), CL_ESTATE (already finished),
+   * CL_ECANCELED (unloading). OWNERSHIP: message copied. THREAD: loop. SINCE: 1.1 */
   cl_status_t (*job_progress)(cl_job_t *job, double fraction, cl_str_t message);
 
   /** Ends the job with its result (a JSON document; for errors {"error": "<message>"}, wrapped by the core
-   * like op_reply). @return CL_OK, CL_ESTATE (already finished). OWNERSHIP: result copied; the job is dead after
-   * this returns. THREAD: loop. SINCE: 1.1 */
+   * like op_reply; an empty success is {}). @return CL_OK, CL_EINVAL (status positive, or CL_OK with a result
+   * that is not JSON; the job goes on), CL_ESTATE (already finished). OWNERSHIP: result copied; the job is dead
+   * after this returns CL_OK. THREAD: loop. SINCE: 1.1 */
   cl_status_t (*job_finish)(cl_job_t *job, cl_status_t status, cl_str_t result_json);
 
   /* ---- since 1.1: callers and privileged operations ---- */
 
   /** Registers an operation like op_register, with flags (CL_OP_F_PRIVILEGED).
-   * @return as op_register. OWNERSHIP: as op_register. THREAD: loop. SINCE: 1.1 */
+   * @return as op_register; CL_EINVAL also for an unknown flag. OWNERSHIP: as op_register. THREAD: loop.
+   * SINCE: 1.1 */
   cl_status_t (*op_register_ex)(cl_host_t *h, cl_str_t name, uint32_t flags, cl_op_cb cb, void *ud);
 
   /** Who made this call. @param [out] out filled (the plugin zero-fills it and sets struct_size first).
@@ -635,8 +638,8 @@ typedef struct cl_host_api_s {
   /** Calls an operation like op_call, on behalf of a principal this plugin authenticated (a front end: the
    * manager for its logged-in user, the offload API for a paired device). The callee sees CL_CALLER_AGENT with
    * this plugin's name and the principal; privileges are still this plugin's grants.
-   * @return as op_call, CL_EINVAL (principal empty or over 256 bytes). OWNERSHIP: as op_call; principal copied.
-   * THREAD: loop. SINCE: 1.1 */
+   * @return as op_call, CL_EINVAL (principal empty or over 256 bytes), CL_EPERM (see CL_OP_F_PRIVILEGED).
+   * OWNERSHIP: as op_call; principal copied. THREAD: loop. SINCE: 1.1 */
   cl_status_t (*op_call_as)(cl_host_t *h, cl_str_t name, cl_str_t args_json, cl_str_t principal,
                             cl_op_done_cb cb, void *ud);
 

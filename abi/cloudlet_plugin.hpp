@@ -8,9 +8,11 @@
  *   - cl::Host:            the (h, api) pair with string_view methods;
  *   - cl::Buf, cl::Json, cl::Txn: RAII owners of a cl_buf_t, a parsed JSON document, a store transaction;
  *   - cl::Request:         a request's accessors and responses with string_view;
- *   - cl::post, cl::queue_work, cl::op_call, cl::commit: completions as C++ callables. The ABI calls every
- *     completion exactly once (rule E2), so each callable is heap-allocated when the slot accepts it and freed
- *     right after it ran; when the slot refuses, it is freed at once and never called;
+ *   - cl::Job:             a job (ABI 1.1) that owns its cancel callable and is finished exactly once;
+ *   - cl::Caller:          who called an operation (Host::caller, ABI 1.1);
+ *   - cl::post, cl::queue_work, cl::op_call, cl::op_call_as, cl::commit: completions as C++ callables. The ABI
+ *     calls every completion exactly once (rule E2), so each callable is heap-allocated when the slot accepts it
+ *     and freed right after it ran; when the slot refuses, it is freed at once and never called;
  *   - cl::guarded:         runs a hook body and turns any exception into a status (rule E3).
  * Every hook a plugin hands to the core must be noexcept: wrap its body in cl::guarded (or catch yourself).
  */
@@ -61,6 +63,14 @@ void guarded_void(F&& f) noexcept {
 
 // ---- the host ------------------------------------------------------------------------------------------
 
+/* Who made an operation call (ABI 1.1, op_caller): kind is CL_CALLER_*; the views are borrowed until the call
+ * is answered (op_reply). */
+struct Caller {
+  uint32_t kind = CL_CALLER_CORE;
+  std::string_view plugin;     /* the calling plugin; empty for the core */
+  std::string_view principal;  /* whom a front end authenticated; empty when none */
+};
+
 /* The plugin's handle and table, as init() received them. Cheap to copy; valid until fini returns. */
 class Host {
  public:
@@ -93,6 +103,20 @@ class Host {
   /* Registers an operation whose handler is a plain function (ud is passed back untouched). */
   cl_status_t op_register(std::string_view name, cl_op_cb cb, void* ud) const noexcept {
     return api_->op_register(h_, str(name), cb, ud);
+  }
+  /* Registers an operation with flags (ABI 1.1: CL_OP_F_PRIVILEGED); CL_ENOTSUP on an older core. */
+  cl_status_t op_register_ex(std::string_view name, uint32_t flags, cl_op_cb cb, void* ud) const noexcept {
+    if (!has(&cl_host_api_t::op_register_ex)) return CL_ENOTSUP;
+    return api_->op_register_ex(h_, str(name), flags, cb, ud);
+  }
+  /* Who made this call (ABI 1.1); CL_ENOTSUP on an older core. */
+  cl_status_t caller(cl_op_call_t* call, Caller* out) const noexcept {
+    if (!has(&cl_host_api_t::op_caller)) return CL_ENOTSUP;
+    cl_caller_t c{};
+    c.struct_size = sizeof c;
+    cl_status_t st = api_->op_caller(call, &c);
+    if (st == CL_OK) *out = Caller{c.kind, view(c.plugin), view(c.principal)};
+    return st;
   }
   cl_status_t timer_start(uint64_t timeout_ms, uint64_t repeat_ms, cl_timer_cb cb, void* ud,
                           cl_timer_id_t* out = nullptr) const noexcept {
@@ -344,6 +368,122 @@ class Request {
   cl_request_t* r_;
 };
 
+// ---- jobs (ABI 1.1) --------------------------------------------------------------------------------------
+
+/* A job this plugin runs: created with Job::create, reports progress, and is finished exactly once (finish).
+ * It owns the cancel callable (run on the loop when job.cancel asks; the plugin still calls finish). A Job
+ * destroyed unfinished finishes the job with CL_ECANCELED. Destroy every Job before fini returns: the core's
+ * handle dies with fini (a job the core already finished at unload is then just released). Loop thread only. */
+class Job {
+ public:
+  Job() noexcept = default;
+  Job(Job&& o) noexcept : api_(o.api_), job_(o.job_), cancel_(o.cancel_) {
+    o.job_ = nullptr;
+    o.cancel_ = nullptr;
+  }
+  Job& operator=(Job&& o) noexcept {
+    if (this != &o) {
+      finish(CL_ECANCELED, {});
+      api_ = o.api_;
+      job_ = o.job_;
+      cancel_ = o.cancel_;
+      o.job_ = nullptr;
+      o.cancel_ = nullptr;
+    }
+    return *this;
+  }
+  Job(const Job&) = delete;
+  Job& operator=(const Job&) = delete;
+  ~Job() { finish(CL_ECANCELED, {}); }
+
+  /* A job that job.cancel cannot stop (it answers CL_ENOTSUP). CL_ENOTSUP too on a core older than 1.1. */
+  static cl_status_t create(const Host& host, std::string_view kind, std::string_view subject, Job* out) noexcept {
+    return start(host, kind, subject, nullptr, out);
+  }
+  /* A job whose on_cancel() runs (at most once) when job.cancel asks it to stop. */
+  template <typename F>
+  static cl_status_t create(const Host& host, std::string_view kind, std::string_view subject, F on_cancel,
+                            Job* out) noexcept {
+    auto* box = new (std::nothrow) Cancel<F>(std::move(on_cancel));
+    if (!box) return CL_ENOMEM;
+    return start(host, kind, subject, box, out);
+  }
+
+  /* "job-42"; empty once finished. */
+  std::string_view id() const noexcept { return job_ ? view(api_->job_id(job_)) : std::string_view(); }
+  cl_status_t progress(double fraction, std::string_view message) const noexcept {
+    return job_ ? api_->job_progress(job_, fraction, str(message)) : CL_ESTATE;
+  }
+  /* Ends the job (result: JSON; for errors a message or {"error": ...}). After CL_OK or CL_ESTATE (the core
+   * finished it: unloading) the Job is empty; after CL_EINVAL it still runs. */
+  cl_status_t finish(cl_status_t status, std::string_view result_json) noexcept {
+    if (!job_) return CL_ESTATE;
+    cl_status_t st = api_->job_finish(job_, status, str(result_json));
+    if (st == CL_EINVAL) return st;
+    job_ = nullptr;
+    release_cancel();
+    return st;
+  }
+  cl_job_t* handle() const noexcept { return job_; }
+  explicit operator bool() const noexcept { return job_ != nullptr; }
+
+ private:
+  // The cancel callable; it may finish (and so release) its own Job while it runs: freed after it returns.
+  struct CancelBase {
+    virtual ~CancelBase() = default;
+    virtual void run() noexcept = 0;
+    bool running = false, released = false;
+  };
+  template <typename F>
+  struct Cancel final : CancelBase {
+    explicit Cancel(F f) : fn(std::move(f)) {}
+    void run() noexcept override { guarded_void([&] { fn(); }); }
+    F fn;
+  };
+
+  static cl_status_t start(const Host& host, std::string_view kind, std::string_view subject, CancelBase* box,
+                           Job* out) noexcept {
+    if (!host.has(&cl_host_api_t::job_create)) {
+      delete box;
+      return CL_ENOTSUP;
+    }
+    cl_job_cancel_cb cb = nullptr;
+    if (box) {
+      cb = [](void* ud, cl_job_t*) {
+        auto* c = static_cast<CancelBase*>(ud);
+        c->running = true;
+        c->run();
+        c->running = false;
+        if (c->released) delete c;
+      };
+    }
+    cl_job_t* job = nullptr;
+    cl_status_t st = host.api()->job_create(host.handle(), str(kind), str(subject), cb, box, &job);
+    if (st != CL_OK) {
+      delete box;
+      return st;
+    }
+    out->finish(CL_ECANCELED, {});
+    out->api_ = host.api();
+    out->job_ = job;
+    out->cancel_ = box;
+    return CL_OK;
+  }
+  void release_cancel() noexcept {
+    if (!cancel_) return;
+    if (cancel_->running) {
+      cancel_->released = true;  // deleted by the trampoline once run() returns
+    } else {
+      delete cancel_;
+    }
+    cancel_ = nullptr;
+  }
+
+  const cl_host_api_t* api_ = nullptr;
+  cl_job_t* job_ = nullptr;
+  CancelBase* cancel_ = nullptr;
+};
+
 // ---- completions as callables ----------------------------------------------------------------------------
 
 namespace detail {
@@ -399,6 +539,25 @@ cl_status_t op_call(const Host& host, std::string_view name, std::string_view ar
   if (!box) return CL_ENOMEM;
   cl_status_t st = host.api()->op_call(
       host.handle(), str(name), str(args_json),
+      [](void* ud, cl_status_t s, cl_str_t result) {
+        auto* b = static_cast<detail::Boxed<D>*>(ud);
+        guarded_void([&] { b->fn(s, view(result)); });
+        delete b;
+      },
+      box);
+  if (st != CL_OK) delete box;
+  return st;
+}
+
+/* Calls an operation on behalf of principal (ABI 1.1, op_call_as; CL_ENOTSUP on an older core); done as op_call. */
+template <typename D>
+cl_status_t op_call_as(const Host& host, std::string_view name, std::string_view args_json, std::string_view principal,
+                       D done) noexcept {
+  if (!host.has(&cl_host_api_t::op_call_as)) return CL_ENOTSUP;
+  auto* box = new (std::nothrow) detail::Boxed<D>{std::move(done)};
+  if (!box) return CL_ENOMEM;
+  cl_status_t st = host.api()->op_call_as(
+      host.handle(), str(name), str(args_json), str(principal),
       [](void* ud, cl_status_t s, cl_str_t result) {
         auto* b = static_cast<detail::Boxed<D>*>(ud);
         guarded_void([&] { b->fn(s, view(result)); });

@@ -187,7 +187,7 @@ bool Daemon::start(std::string* error) {
   register_core_routes();
   services_ = std::make_unique<HostServices>(HostServices{*loop_, *server_, store_.get(), *ops_, *events_,
                                                           CLOUDLETD_VERSION, cfg_.data_dir, cfg_.cloudlet_name,
-                                                          cfg_.api_mode});
+                                                          cfg_.api_mode, jobs_.get()});
   plugins_ = std::make_unique<PluginManager>(*services_);
   load_plugins();
   if (!start_discovery(error)) return false;
@@ -209,6 +209,7 @@ void Daemon::load_plugins() {
     spec.config_json = p.config_json;
     spec.prefixes = p.prefixes;
     spec.guards = p.guards;
+    spec.grants = p.grants;
     std::string error;
     plugins_->load(spec, &error);  // a failing plugin is logged and skipped: the server serves on
   }

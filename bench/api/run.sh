@@ -43,7 +43,7 @@ cat > "$work/cloudletd.json" <<JSON
   "api": { "mode": "open" },
   "discovery": { "enabled": false },
   "plugin_dir": "$build/plugins",
-  "plugins": [ { "name": "offload_api", "prefixes": ["/api/"] } ]
+  "plugins": [ { "name": "offload_api", "prefixes": ["/api/"], "grants": ["device.auth"] } ]
 }
 JSON
 demo_flag=()

@@ -13,10 +13,13 @@
 #include "discovery/discovery_options.h"
 #include "json/json.h"
 #include "log/log.h"
+#include "ops/operations.h"
 
 namespace cloudlet {
 
 namespace {
+
+constexpr size_t kMaxGrants = 256;  // plugins[].grants: operation names a plugin may be granted
 
 using json::Value;
 
@@ -366,10 +369,10 @@ bool load_config_file(const std::string& file, Config* cfg, std::string* error) 
       if (p.IsString()) {  // shorthand: just the name
         pc.name.assign(p.GetString(), p.GetStringLength());
       } else {
-        if (!rd.keys(p, at, {"name", "path", "enabled", "prefixes", "guards", "config"}) ||
+        if (!rd.keys(p, at, {"name", "path", "enabled", "prefixes", "guards", "grants", "config"}) ||
             !rd.str(p, at, "name", &pc.name) || !rd.path(p, at, "path", &pc.path) ||
             !rd.boolean(p, at, "enabled", &pc.enabled) || !rd.strings(p, at, "prefixes", &pc.prefixes) ||
-            !rd.strings(p, at, "guards", &pc.guards)) {
+            !rd.strings(p, at, "guards", &pc.guards) || !rd.strings(p, at, "grants", &pc.grants)) {
           return done(false);
         }
         if (const Value* c = json::member(p, "config")) {
@@ -380,6 +383,14 @@ bool load_config_file(const std::string& file, Config* cfg, std::string* error) 
       if (pc.name.empty()) return done(rd.fail(at + ".name", "is required"));
       for (const auto& prefix : pc.prefixes) {
         if (prefix.empty() || prefix[0] != '/') return done(rd.fail(at + ".prefixes", "each prefix must start with '/'"));
+      }
+      if (pc.grants.size() > kMaxGrants) {
+        return done(rd.fail(at + ".grants", fmt::format("at most {} operations may be granted", kMaxGrants)));
+      }
+      for (const auto& op : pc.grants) {
+        if (!Operations::valid_name(op)) {
+          return done(rd.fail(at + ".grants", "each entry must be an operation name ([a-z0-9_.-]{1,64})"));
+        }
       }
       cfg->plugins.push_back(std::move(pc));
     }

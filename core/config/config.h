@@ -19,6 +19,7 @@ struct PluginConfig {
   bool enabled = true;
   std::vector<std::string> prefixes;  // URL prefixes its routes may use ("" list = "/plugins/<name>/")
   std::vector<std::string> guards;    // listeners whose guard it may install (listener_guard_set)
+  std::vector<std::string> grants;    // privileged operations it may call ("device.auth")
   std::string config_json = "{}";     // handed to the plugin's init
 };
 

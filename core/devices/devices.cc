@@ -273,7 +273,7 @@ void Devices::start() {
     arm(device_id, now + *duration * 1000);
     log::info("devices", "paired device {} for {} s", device_id, *duration);
     events_.publish("device.changed", fmt::format("{{\"device_id\":\"{}\",\"state\":\"ok\"}}", device_id));
-  });
+  }, nullptr, CL_OP_F_PRIVILEGED);  // never to an ungranted plugin (see Operations)
 
   ops_.add("device.list", [this](std::string_view, Operations::Reply reply) {
     int64_t now = wall_ms();
@@ -312,7 +312,7 @@ void Devices::start() {
     out += fmt::format(",\"state\":\"{}\",\"api_password\":\"{}\",\"type\":\"{}\"}}", state_of(d, wall_ms()),
                        d["api_password"].GetString(), d["type"].GetString());
     reply(CL_OK, out);
-  });
+  }, nullptr, CL_OP_F_PRIVILEGED);  // never to an ungranted plugin (see Operations)
 
   ops_.add("device.revoke", [this](std::string_view args, Operations::Reply reply) {
     json::Document a = args_of(args);
@@ -329,7 +329,7 @@ void Devices::start() {
     leave_instances(device_id, instances, "revoked");
     log::info("devices", "revoked device {}", device_id);
     events_.publish("device.changed", fmt::format("{{\"device_id\":\"{}\",\"state\":\"revoked\"}}", device_id));
-  });
+  }, nullptr, CL_OP_F_PRIVILEGED);  // never to an ungranted plugin (see Operations)
 
   ops_.add("device.unpair", [this](std::string_view args, Operations::Reply reply) {
     json::Document a = args_of(args);
@@ -358,7 +358,7 @@ void Devices::start() {
     leave_instances(device_id, instances, "unpaired");
     log::info("devices", "unpaired device {} ({} message(s) deleted)", device_id, keys.size());
     events_.publish("device.changed", fmt::format("{{\"device_id\":\"{}\",\"state\":\"unpaired\"}}", device_id));
-  });
+  }, nullptr, CL_OP_F_PRIVILEGED);  // never to an ungranted plugin (see Operations)
 
   ops_.add("device.attach", [this](std::string_view args, Operations::Reply reply) {
     json::Document a = args_of(args);

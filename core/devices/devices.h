@@ -11,7 +11,8 @@
 // lose one user); a timer per device does this, re-armed at start-up from the store.
 //
 // Operations: device.pair, device.list, device.get, device.revoke, device.unpair, device.auth, device.attach,
-// message.post, message.fetch (see core/ops/README.md). Manager routes: POST/GET /manager/api/devices,
+// message.post, message.fetch (see core/ops/README.md); pair, revoke, unpair and auth are privileged
+// (CL_OP_F_PRIVILEGED: plugins need a grant). Manager routes: POST/GET /manager/api/devices,
 // POST /manager/api/devices/{id}/revoke, DELETE /manager/api/devices/{id}.
 #pragma once
 

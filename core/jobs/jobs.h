@@ -1,7 +1,8 @@
 // Jobs: long operations (instance start, saving a memory state, imports, migration) with an id, progress,
 // cancellation and a final result. Operations that take long create a job and either answer when it finishes
 // or, when called with {"wait": false}, answer {"job_id": ...} at once; callers then follow "job.progress" /
-// "job.done" events or poll "job.get". Registered operations: job.get, job.list, job.cancel.
+// "job.done" events or poll "job.get". Registered operations: job.get, job.list, job.cancel. Plugins run jobs
+// here too, through the ABI's job_* slots (core/plugin/host_api.cc).
 #pragma once
 
 #include <cstdint>

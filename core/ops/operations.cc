@@ -11,6 +11,7 @@ struct Operations::Reply::State {
   Done done;
   bool answered = false;
   std::string name;
+  Caller caller;
   ~State() {
     if (!answered && done) {
       log::error("ops", "operation '{}' dropped its reply", name);
@@ -40,6 +41,16 @@ void Operations::Reply::error(cl_status_t status, std::string_view message) cons
 
 bool Operations::Reply::answered() const { return !state_ || state_->answered; }
 
+const Caller& Operations::Reply::caller() const {
+  static const Caller core;  // a default Reply (never handed to a handler) reports the core
+  return state_ ? state_->caller : core;
+}
+
+bool Caller::may_call(std::string_view privileged_op) const {
+  if (kind == CL_CALLER_CORE) return true;
+  return grants && grants->count(std::string(privileged_op)) > 0;
+}
+
 bool Operations::valid_name(std::string_view name) {
   if (name.empty() || name.size() > 64) return false;
   for (char c : name) {
@@ -48,10 +59,15 @@ bool Operations::valid_name(std::string_view name) {
   return true;
 }
 
-cl_status_t Operations::add(std::string_view name, Handler handler, void* owner) {
-  if (!valid_name(name) || !handler) return CL_EINVAL;
-  auto [it, inserted] = handlers_.emplace(std::string(name), Entry{std::move(handler), owner});
+cl_status_t Operations::add(std::string_view name, Handler handler, void* owner, uint32_t flags) {
+  if (!valid_name(name) || !handler || (flags & ~uint32_t{CL_OP_F_PRIVILEGED})) return CL_EINVAL;
+  auto [it, inserted] = handlers_.emplace(std::string(name), Entry{std::move(handler), owner, flags});
   return inserted ? CL_OK : CL_EEXIST;
+}
+
+bool Operations::privileged(std::string_view name) const {
+  auto it = handlers_.find(std::string(name));
+  return it != handlers_.end() && (it->second.flags & CL_OP_F_PRIVILEGED);
 }
 
 void Operations::remove_owner(void* owner) {
@@ -67,9 +83,18 @@ std::vector<std::string> Operations::names() const {
 }
 
 cl_status_t Operations::call(std::string_view name, std::string_view args_json, Done done) {
+  static const Caller core;
+  return call_as(core, name, args_json, std::move(done));
+}
+
+cl_status_t Operations::call_as(const Caller& caller, std::string_view name, std::string_view args_json, Done done) {
   auto it = handlers_.find(std::string(name));
   if (it == handlers_.end()) return CL_ENOENT;
   if (!done) return CL_EINVAL;
+  if ((it->second.flags & CL_OP_F_PRIVILEGED) && !caller.may_call(name)) {
+    log::warn("ops", "plugin '{}' called the privileged operation '{}' without a grant: refused", caller.plugin, name);
+    return CL_EPERM;
+  }
   json::Document args;
   if (!json::parse(args_json, &args, nullptr) || !args.IsObject()) return CL_EINVAL;
   Reply reply;
@@ -77,6 +102,7 @@ cl_status_t Operations::call(std::string_view name, std::string_view args_json, 
   reply.state_->loop = &loop_;
   reply.state_->done = std::move(done);
   reply.state_->name = std::string(name);
+  reply.state_->caller = caller;
   // The handler may be removed (plugin unload) while the call is queued: copy it.
   Handler handler = it->second.handler;
   try {

@@ -33,6 +33,7 @@ namespace cloudlet {
 
 class Loop;
 class EventBus;
+class Jobs;
 namespace http {
 class Server;
 }
@@ -48,6 +49,7 @@ struct HostServices {
   std::string data_dir;
   std::string cloudlet_name;
   std::string api_mode;
+  Jobs* jobs = nullptr;  // the job registry (job_* slots); may be null in tests without one (CL_EUNAVAIL)
 };
 
 // One plugin as configured.
@@ -58,6 +60,7 @@ struct PluginSpec {
   std::vector<std::string> prefixes;  // URL prefixes its routes may use; default "/plugins/<name>/"
   std::vector<std::string> guards;    // listeners whose guard it may set (listener_guard_set)
   std::string files_dir;              // its own files (static_add); "" = default_plugin_files_dir(name)
+  std::vector<std::string> grants;    // privileged operations it may call (CL_OP_F_PRIVILEGED)
 };
 
 // Where a plugin's own files live (host fact "plugin_files_dir"): the source tree's plugins/<name> when the
@@ -75,7 +78,17 @@ struct cl_txn_s {
 
 struct cl_op_call_s {
   cl_host_s* host;
-  cloudlet::Operations::Reply reply;
+  cloudlet::Operations::Reply reply;  // also carries the caller (op_caller)
+};
+
+// A job the plugin created (job_create). Owned by its host: deleted by job_finish, or, for a job the core
+// finished at unload, when the host releases everything after fini.
+struct cl_job_s {
+  cl_host_s* host;
+  std::string id;  // the registry's id ("job-42")
+  cl_job_cancel_cb cancel;
+  void* ud;
+  bool finished = false;  // finished by the core at unload; the plugin's job_finish then gets CL_ESTATE
 };
 
 struct cl_host_s {
@@ -133,6 +146,8 @@ struct cl_host_s {
   std::map<cl_request_s*, Held> requests;
   std::set<cl_op_call_s*> calls;
   std::set<std::shared_ptr<Awaited>> awaited;
+  std::map<std::string, cl_job_s*> jobs;  // by id: the plugin's jobs not finished by job_finish
+  cloudlet::Caller caller;                // how its op_call reaches callees: CL_CALLER_PLUGIN, its name, grants
   std::atomic<int64_t> json_docs{0};  // documents parsed and not freed (any thread): reported at unload
   cl_txn_s* txn = nullptr;
   uint64_t next_io_id = 1;
@@ -162,6 +177,7 @@ struct cl_host_s {
 
  private:
   void stop_notifications();
+  void finish_jobs();
   void release_all();
 };
 
@@ -173,6 +189,8 @@ void report_slow_hook(const cl_host_s* h, const char* what, uint64_t ms);
 
 // Every op_call_s a plugin may still answer, so a stale pointer (a second op_reply) is refused, not followed.
 std::unordered_set<cl_op_call_s*>& live_op_calls();
+// Every cl_job_s a plugin may still use, so a stale pointer (a second job_finish) is refused, not followed.
+std::unordered_set<cl_job_s*>& live_jobs();
 // Stops an fd watch and frees it from its close callback.
 void close_io_watch(cl_host_s::IoWatch* w);
 

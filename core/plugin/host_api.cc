@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include <climits>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -18,6 +19,7 @@
 #include "http/request.h"
 #include "http/server.h"
 #include "http/static_files.h"
+#include "jobs/jobs.h"
 #include "json/json.h"
 #include "log/log.h"
 #include "loop/loop.h"
@@ -53,6 +55,8 @@ namespace {
 std::string_view sv(cl_str_t s) { return std::string_view(s.ptr ? s.ptr : "", s.ptr ? s.len : 0); }
 cl_str_t cs(std::string_view s) { return cl_str_t{s.data(), s.size()}; }
 constexpr cl_str_t kEmpty{nullptr, 0};
+constexpr size_t kMaxJobText = 1024;   // a job's subject and progress message (abi/cloudlet_plugin.h)
+constexpr size_t kMaxPrincipal = 256;  // op_call_as
 
 bool before(const std::shared_ptr<Life>& life, int phase) { return life->phase.load() <= phase; }
 
@@ -309,8 +313,8 @@ cl_status_t host_event_publish(cl_host_t* h, cl_str_t topic, cl_str_t payload) {
 
 // ---- operations ------------------------------------------------------------------------------------------
 
-cl_status_t host_op_register(cl_host_t* h, cl_str_t name, cl_op_cb cb, void* ud) {
-  LOOP_ONLY(h, "op_register");
+cl_status_t op_register_flags(cl_host_t* h, const char* slot, cl_str_t name, uint32_t flags, cl_op_cb cb, void* ud) {
+  LOOP_ONLY(h, slot);
   if (!cb) return CL_EINVAL;
   if (!h->open()) return CL_ECANCELED;
   std::shared_ptr<Life> life = h->life;
@@ -334,11 +338,16 @@ cl_status_t host_op_register(cl_host_t* h, cl_str_t name, cl_op_cb cb, void* ud)
           delete call;
         }
       },
-      h);
+      h, flags);  // unknown flags: CL_EINVAL
 }
 
-cl_status_t host_op_call(cl_host_t* h, cl_str_t name, cl_str_t args, cl_op_done_cb cb, void* ud) {
-  LOOP_ONLY(h, "op_call");
+cl_status_t host_op_register(cl_host_t* h, cl_str_t name, cl_op_cb cb, void* ud) {
+  return op_register_flags(h, "op_register", name, 0, cb, ud);
+}
+
+// op_call and op_call_as: the plugin calls as `caller` (itself, or itself for a principal).
+cl_status_t op_call_from(cl_host_t* h, const cloudlet::Caller& caller, cl_str_t name, cl_str_t args, cl_op_done_cb cb,
+                         void* ud) {
   if (!cb) return CL_EINVAL;
   if (!h->open()) return CL_ECANCELED;
   std::shared_ptr<Life> life = h->life;
@@ -346,20 +355,26 @@ cl_status_t host_op_call(cl_host_t* h, cl_str_t name, cl_str_t args, cl_op_done_
   h->awaited.insert(awaited);
   h->owed++;
   std::string_view a = sv(args);
-  cl_status_t st = h->svc->ops.call(sv(name), a.empty() ? std::string_view("{}") : a,
-                                    [h, awaited, life](cl_status_t s, std::string_view result) {
-                                      // Delivered already when unloading gave the plugin CL_ECANCELED.
-                                      if (awaited->delivered || !before(life, cl_host_s::unloading)) return;
-                                      awaited->delivered = true;
-                                      h->awaited.erase(awaited);
-                                      guard(h, "operation result", [&] { awaited->cb(awaited->ud, s, cs(result)); });
-                                      h->settle();
-                                    });
+  cl_status_t st = h->svc->ops.call_as(caller, sv(name), a.empty() ? std::string_view("{}") : a,
+                                       [h, awaited, life](cl_status_t s, std::string_view result) {
+                                         // Delivered already when unloading gave the plugin CL_ECANCELED.
+                                         if (awaited->delivered || !before(life, cl_host_s::unloading)) return;
+                                         awaited->delivered = true;
+                                         h->awaited.erase(awaited);
+                                         guard(h, "operation result",
+                                               [&] { awaited->cb(awaited->ud, s, cs(result)); });
+                                         h->settle();
+                                       });
   if (st != CL_OK) {
     h->awaited.erase(awaited);
     h->owed--;
   }
   return st;
+}
+
+cl_status_t host_op_call(cl_host_t* h, cl_str_t name, cl_str_t args, cl_op_done_cb cb, void* ud) {
+  LOOP_ONLY(h, "op_call");
+  return op_call_from(h, h->caller, name, args, cb, ud);
 }
 
 cl_status_t host_op_reply(cl_op_call_t* call, cl_status_t status, cl_str_t result) {
@@ -828,6 +843,117 @@ cl_status_t host_json_key_at(const cl_json_t* d, cl_str_t path, size_t i, cl_str
   return pj::key_at(d, sv(path), i, out);
 }
 
+
+// ---- jobs (since 1.1) ------------------------------------------------------------------------------------
+
+// A job handle the plugin may still use, with its host on the loop thread; null otherwise (logged off-loop).
+cl_host_s* job_host(cl_job_t* job, const char* slot) {
+  if (!job || !cloudlet::live_jobs().count(job)) return nullptr;
+  return on_loop(job->host, slot) ? job->host : nullptr;
+}
+
+cl_status_t host_job_create(cl_host_t* h, cl_str_t kind, cl_str_t subject, cl_job_cancel_cb cancel, void* ud,
+                            cl_job_t** out) {
+  LOOP_ONLY(h, "job_create");
+  if (!out) return CL_EINVAL;
+  *out = nullptr;
+  if (!cloudlet::Operations::valid_name(sv(kind)) || subject.len > kMaxJobText) return CL_EINVAL;
+  if (!h->open()) return CL_ECANCELED;
+  if (!h->svc->jobs) return CL_EUNAVAIL;
+  auto* job = new cl_job_s{h, std::string(), cancel, ud};
+  std::function<void()> on_cancel;
+  if (cancel) {
+    // Jobs runs this from a clean stack; the job may have ended, or the plugin begun unloading, meanwhile.
+    std::shared_ptr<Life> life = h->life;
+    auto id = std::make_shared<std::string>();
+    on_cancel = [h, life, id] {
+      if (!before(life, cl_host_s::running)) return;
+      auto it = h->jobs.find(*id);
+      if (it == h->jobs.end() || it->second->finished) return;
+      cl_job_s* j = it->second;
+      guard(h, "job cancel callback", [&] { j->cancel(j->ud, j); });
+    };
+    job->id = h->svc->jobs->create(sv(kind), sv(subject), std::move(on_cancel));
+    *id = job->id;
+  } else {
+    job->id = h->svc->jobs->create(sv(kind), sv(subject));
+  }
+  h->jobs.emplace(job->id, job);
+  cloudlet::live_jobs().insert(job);
+  *out = job;
+  return CL_OK;
+}
+
+cl_str_t host_job_id(cl_job_t* job) {
+  if (!job_host(job, "job_id")) return kEmpty;
+  return cs(job->id);
+}
+
+cl_status_t host_job_progress(cl_job_t* job, double fraction, cl_str_t message) {
+  if (!job || !cloudlet::live_jobs().count(job)) return CL_ESTATE;
+  cl_host_s* h = job_host(job, "job_progress");
+  if (!h) return CL_ESTATE;
+  if (std::isnan(fraction) || message.len > kMaxJobText) return CL_EINVAL;
+  if (!h->open()) return CL_ECANCELED;
+  if (job->finished) return CL_ESTATE;
+  h->svc->jobs->progress(job->id, fraction, sv(message));  // clamps to [0, 1]
+  return CL_OK;
+}
+
+cl_status_t host_job_finish(cl_job_t* job, cl_status_t status, cl_str_t result) {
+  if (!job || !cloudlet::live_jobs().count(job)) return CL_ESTATE;  // finished already: compared, not followed
+  cl_host_s* h = job_host(job, "job_finish");
+  if (!h) return CL_ESTATE;
+  if (job->finished) return CL_ESTATE;  // the core finished it (unloading); fini releases it
+  std::string r(sv(result));
+  if (status > 0 || (status == CL_OK && !r.empty() && !cloudlet::json::valid(r))) return CL_EINVAL;
+  // The same shapes as op_reply: errors as {"error": ...}, an empty success as {}.
+  if (status != CL_OK && !cloudlet::json::is_object(r)) {
+    r = cloudlet::json::error_object(r.empty() ? std::string("job failed: ") + host_strerror(status) : r);
+  } else if (r.empty()) {
+    r = "{}";
+  }
+  h->jobs.erase(job->id);
+  cloudlet::live_jobs().erase(job);
+  h->svc->jobs->finish(job->id, status, std::move(r));
+  delete job;
+  return CL_OK;
+}
+
+// ---- callers and privileged operations (since 1.1) -----------------------------------------------------
+
+cl_status_t host_op_register_ex(cl_host_t* h, cl_str_t name, uint32_t flags, cl_op_cb cb, void* ud) {
+  return op_register_flags(h, "op_register_ex", name, flags, cb, ud);
+}
+
+cl_status_t host_op_caller(cl_op_call_t* call, cl_caller_t* out) {
+  if (!call || !cloudlet::live_op_calls().count(call)) return CL_EINVAL;
+  LOOP_ONLY(call->host, "op_caller");
+  if (!out || out->struct_size < sizeof(uint32_t)) return CL_EINVAL;
+  const cloudlet::Caller& c = call->reply.caller();
+  cl_caller_t info;
+  memset(&info, 0, sizeof info);
+  info.struct_size = sizeof info;
+  info.kind = c.kind;
+  info.plugin = cs(c.plugin);
+  info.principal = cs(c.principal);
+  // Copy no more than the caller's struct holds (an older plugin has a shorter struct).
+  uint32_t n = out->struct_size < sizeof info ? out->struct_size : static_cast<uint32_t>(sizeof info);
+  memcpy(out, &info, n);
+  out->struct_size = n;
+  return CL_OK;
+}
+
+cl_status_t host_op_call_as(cl_host_t* h, cl_str_t name, cl_str_t args, cl_str_t principal, cl_op_done_cb cb,
+                            void* ud) {
+  LOOP_ONLY(h, "op_call_as");
+  std::string_view p = sv(principal);
+  if (p.empty() || p.size() > kMaxPrincipal) return CL_EINVAL;
+  cloudlet::Caller caller = h->caller;  // this plugin's name and grants: privileges stay the plugin's
+  caller.kind = CL_CALLER_AGENT;
+  caller.principal = std::string(p);
+  return op_call_from(h, caller, name, args, cb, ud);
+}
 // ---- listener guards, principals, static files, peer certificates (since 1.1) ---------------------------
 
 constexpr size_t kMaxPrincipal = 256;
@@ -1003,6 +1129,13 @@ const cl_host_api_t* host_api_table() {
     t.json_get_bool = host_json_get_bool;
     t.json_get_len = host_json_get_len;
     t.json_key_at = host_json_key_at;
+    t.job_create = host_job_create;
+    t.job_id = host_job_id;
+    t.job_progress = host_job_progress;
+    t.job_finish = host_job_finish;
+    t.op_register_ex = host_op_register_ex;
+    t.op_caller = host_op_caller;
+    t.op_call_as = host_op_call_as;
     t.listener_guard_set = host_listener_guard_set;
     t.req_set_principal = host_req_set_principal;
     t.req_principal = host_req_principal;
@@ -1024,6 +1157,11 @@ void report_slow_hook(const cl_host_s* h, const char* what, uint64_t ms) {
 std::unordered_set<cl_op_call_s*>& live_op_calls() {
   static std::unordered_set<cl_op_call_s*> calls;
   return calls;
+}
+
+std::unordered_set<cl_job_s*>& live_jobs() {
+  static std::unordered_set<cl_job_s*> jobs;
+  return jobs;
 }
 
 void close_io_watch(cl_host_s::IoWatch* w) {

@@ -4,6 +4,8 @@
 #include "events/bus.h"
 #include "http/request.h"
 #include "http/server.h"
+#include "jobs/jobs.h"
+#include "json/json.h"
 #include "log/log.h"
 #include "loop/loop.h"
 #include "plugin/host.h"
@@ -31,9 +33,25 @@ void cl_host_s::stop_notifications() {
   svc->server.remove_guards(this);  // its listeners refuse requests from now on (fail closed)
 }
 
+void cl_host_s::finish_jobs() {
+  // Jobs the plugin never finished end now, once each (job.done with CL_ECANCELED); their handles stay valid
+  // until fini returns (job_finish then answers CL_ESTATE), and the cancel callback is not called any more.
+  size_t n = 0;
+  for (auto& [id, job] : jobs) {
+    if (job->finished) continue;
+    job->finished = true;
+    n++;
+    if (svc->jobs) {
+      svc->jobs->finish(id, CL_ECANCELED, cloudlet::json::error_object("the plugin '" + name() + "' is unloading"));
+    }
+  }
+  if (n > 0) cloudlet::log::info(name(), "unloading: finished {} open job(s) as cancelled", n);
+}
+
 void cl_host_s::begin_unload() {
   life->phase = unloading;
   stop_notifications();
+  finish_jobs();
   // Queued work that has not started is cancelled: its done gets CL_ECANCELED on a later loop turn. Running
   // work finishes and its done gets CL_OK. Either way it is owed, and waited for.
   for (uint64_t id : work) svc->loop.cancel_work(id);
@@ -99,6 +117,7 @@ void cl_host_s::abandon() {
   if (phase() >= finishing) return;
   bool was_open = open();
   stop_notifications();
+  finish_jobs();
   for (uint64_t id : work) svc->loop.cancel_work(id);
   life->phase = finishing;
   for (const auto& a : awaited) a->delivered = true;
@@ -120,6 +139,11 @@ void cl_host_s::release_all() {
   if (int64_t docs = json_docs.load(); docs > 0) {
     cloudlet::log::warn(name(), "unloaded without freeing {} JSON document(s) (json_free)", docs);
   }
+  for (auto& [id, job] : jobs) {
+    cloudlet::live_jobs().erase(job);
+    delete job;
+  }
+  jobs.clear();
   for (cl_op_call_s* c : calls) {
     cloudlet::live_op_calls().erase(c);
     c->reply.error(CL_ECANCELED, "the plugin was unloaded before answering");

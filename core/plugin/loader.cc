@@ -106,6 +106,9 @@ cl_status_t PluginManager::load(const PluginSpec& spec, std::string* error) {
   if (h->spec.files_dir.empty()) h->spec.files_dir = default_plugin_files_dir(spec.name);
   h->desc = desc;
   h->dl = dl;
+  h->caller.kind = CL_CALLER_PLUGIN;
+  h->caller.plugin = spec.name;
+  h->caller.grants = std::make_shared<const std::set<std::string>>(spec.grants.begin(), spec.grants.end());
   cl_str_t config{spec.config_json.data(), spec.config_json.size()};
   cl_status_t rc = CL_EIO;
   bool returned = guard(h, "init", [&] { rc = desc->init(h, host_api_table(), config, &h->state); });

@@ -189,7 +189,10 @@ void Services::register_operations() {
   ctx_.ops.add("service.create", [this](std::string_view a, Operations::Reply r) { op_create(a, std::move(r)); });
   ctx_.ops.add("service.refresh", [this](std::string_view a, Operations::Reply r) { op_refresh(a, std::move(r)); });
   ctx_.ops.add("service.update", [this](std::string_view a, Operations::Reply r) { op_update(a, std::move(r)); });
-  ctx_.ops.add("service.delete", [this](std::string_view a, Operations::Reply r) { op_delete(a, std::move(r)); });
+  // Privileged: deleting a service (its disk and memory image) is for the core's front ends and granted plugins.
+  ctx_.ops.add(
+      "service.delete", [this](std::string_view a, Operations::Reply r) { op_delete(a, std::move(r)); }, nullptr,
+      CL_OP_F_PRIVILEGED);
 }
 
 void Services::op_create(std::string_view args, Operations::Reply reply) {

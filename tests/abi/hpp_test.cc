@@ -143,6 +143,86 @@ TEST_F(Hpp, GuardedTurnsExceptionsIntoStatuses) {
   EXPECT_TRUE(reached);
 }
 
+// A Job finishes exactly once: by finish, from its own cancel callable, or by its destructor (CL_ECANCELED).
+TEST_F(Hpp, JobOwnsItsCancelAndFinishesOnce) {
+  auto state_of = [&](std::string_view id) {
+    auto [st, out] = fh_.call("job.get", "{\"job_id\":\"" + std::string(id) + "\"}");
+    EXPECT_EQ(st, CL_OK) << out;
+    size_t p = out.find("\"state\":\"");
+    return p == std::string::npos ? std::string() : out.substr(p + 9, out.find('"', p + 9) - p - 9);
+  };
+  std::string cancelled_id, dropped_id;
+  int cancels = 0;
+  {
+    cl::Job job;
+    ASSERT_EQ(cl::Job::create(host_, "hpp.task", "s",
+                              [&] {
+                                cancels++;
+                                // Finishing from inside the callable releases it only after it returns.
+                                EXPECT_EQ(job.finish(CL_ECANCELED, "stopped"), CL_OK);
+                                EXPECT_FALSE(job);
+                              },
+                              &job),
+              CL_OK);
+    cancelled_id = std::string(job.id());
+    EXPECT_EQ(job.progress(0.5, "half"), CL_OK);
+    EXPECT_EQ(fh_.call("job.cancel", "{\"job_id\":\"" + cancelled_id + "\"}").first, CL_OK);
+    ASSERT_TRUE(fh_.run_until([&] { return cancels == 1; }));
+    EXPECT_EQ(job.finish(CL_OK, "{}"), CL_ESTATE);  // already finished
+    EXPECT_EQ(job.progress(1, "late"), CL_ESTATE);
+
+    cl::Job dropped;
+    ASSERT_EQ(cl::Job::create(host_, "hpp.task", "", &dropped), CL_OK);
+    dropped_id = std::string(dropped.id());
+    EXPECT_EQ(dropped.finish(CL_OK, "{not json"), CL_EINVAL);  // refused: the job goes on
+    EXPECT_TRUE(dropped);
+    cl::Job moved = std::move(dropped);
+    EXPECT_FALSE(dropped);
+    EXPECT_EQ(moved.id(), dropped_id);
+  }
+  EXPECT_EQ(cancels, 1);
+  EXPECT_EQ(state_of(cancelled_id), "canceled");
+  EXPECT_EQ(state_of(dropped_id), "canceled");  // the destructor finished it
+  // An older core has no jobs.
+  cl_host_api_t old = *fh_.api();
+  old.struct_size = offsetof(cl_host_api_t, job_create);
+  cl::Job none;
+  EXPECT_EQ(cl::Job::create(cl::Host(fh_.host(), &old), "hpp.task", "", [] {}, &none), CL_ENOTSUP);
+  EXPECT_FALSE(none);
+  EXPECT_EQ(fh_.unload(), 0u);
+}
+
+// Host::caller and cl::op_call_as: who called, as the handler sees it.
+TEST_F(Hpp, CallerAndCallAs) {
+  static cl::Host* host = nullptr;
+  host = &host_;
+  ASSERT_EQ(host_.op_register_ex(
+                "hpp.who", 0,
+                [](void*, cl_op_call_t* call, cl_str_t) -> cl_status_t {
+                  cl::Caller c;
+                  cl_status_t st = host->caller(call, &c);
+                  if (st != CL_OK) return st;
+                  std::string out = std::to_string(c.kind) + "/" + std::string(c.plugin) + "/" + std::string(c.principal);
+                  return host->reply(call, CL_OK, "{\"who\":\"" + out + "\"}");
+                },
+                nullptr),
+            CL_OK);
+  std::string as, self;
+  ASSERT_EQ(cl::op_call_as(host_, "hpp.who", "{}", "user:admin", [&](cl_status_t, std::string_view r) { as = r; }),
+            CL_OK);
+  ASSERT_EQ(cl::op_call(host_, "hpp.who", "{}", [&](cl_status_t, std::string_view r) { self = r; }), CL_OK);
+  EXPECT_EQ(cl::op_call_as(host_, "hpp.who", "{}", "", [](cl_status_t, std::string_view) {}), CL_EINVAL);
+  ASSERT_TRUE(fh_.run_until([&] { return !as.empty() && !self.empty(); }));
+  EXPECT_EQ(as, "{\"who\":\"2/hpp/user:admin\"}");
+  EXPECT_EQ(self, "{\"who\":\"1/hpp/\"}");
+  EXPECT_EQ(fh_.call("hpp.who").second, "{\"who\":\"0//\"}");
+  cl_host_api_t old = *fh_.api();
+  old.struct_size = offsetof(cl_host_api_t, job_create);
+  EXPECT_EQ(cl::op_call_as(cl::Host(fh_.host(), &old), "hpp.who", "{}", "u", [](cl_status_t, std::string_view) {}),
+            CL_ENOTSUP);
+  EXPECT_EQ(cl::Host(fh_.host(), &old).op_register_ex("hpp.x", 0, nullptr, nullptr), CL_ENOTSUP);
+}
+
 }  // namespace
 
 // The 1.1 request helpers (principal, set_principal, peer_cert) and Host::listener_guard_set, on the fake host.

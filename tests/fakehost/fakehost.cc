@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -52,10 +53,28 @@ struct cl_txn_s {
   std::map<std::string, std::map<std::string, std::optional<std::string>>> writes;
 };
 
+// Who made a call (op_caller). kind as CL_CALLER_*: 0 the core, 1 a plugin, 2 a plugin for a principal.
+struct FakeCaller {
+  uint32_t kind = 0;
+  std::string plugin, principal;
+};
+
 struct cl_op_call_s {
   FakeHost* fh;
   std::function<void(cl_status_t, std::string)> reply;
+  FakeCaller caller;
 };
+
+#if CL_ABI_MINOR >= 1
+// A job the plugin created; its record (what job.get reports) lives in Impl::jobs under the same id.
+struct cl_job_s {
+  FakeHost* fh;
+  std::string id;
+  cl_job_cancel_cb cancel;
+  void* ud;
+  bool finished = false;  // finished by the host at unload: job_finish answers CL_ESTATE until fini
+};
+#endif
 
 struct FakeHost::Impl {
   enum Phase { loading, running, unloading, finishing, gone };
@@ -117,9 +136,11 @@ struct FakeHost::Impl {
   struct PluginOp {
     cl_op_cb cb;
     void* ud;
+    uint32_t flags = 0;
   };
   std::map<std::string, PluginOp> plugin_ops;
   std::map<std::string, OpHandler> provided_ops;
+  std::map<std::string, uint32_t> provided_flags;
   std::set<cl_op_call_s*> calls;  // invocations of the plugin's operations not answered yet
   struct Awaited {
     cl_op_done_cb cb;
@@ -141,6 +162,19 @@ struct FakeHost::Impl {
 
   cl_txn_s* txn = nullptr;
   std::atomic<int64_t> json_docs{0};
+
+  // The job registry (what the core's core/jobs keeps), and the handles of the plugin's unfinished jobs.
+  struct Job {
+    std::string id, kind, subject, state = "running", message, result = "null";
+    double progress = 0;
+    cl_status_t status = CL_OK;
+    bool cancellable = false, cancel_requested = false;
+  };
+  std::map<std::string, Job> jobs;
+  uint64_t next_job = 1;
+#if CL_ABI_MINOR >= 1
+  std::map<std::string, cl_job_s*> job_handles;
+#endif
 
   bool on_loop(const char* slot) {
     if (std::this_thread::get_id() == loop_thread) return true;
@@ -429,8 +463,8 @@ std::set<cl_op_call_s*>& live_calls() {
 
 // Invokes one of the plugin's operations; reply is called exactly once (by op_reply, or here on refusal).
 void invoke_plugin_op(Impl* impl, const Impl::PluginOp& op, const std::string& args,
-                      std::function<void(cl_status_t, std::string)> reply) {
-  auto* call = new cl_op_call_s{impl->self, std::move(reply)};
+                      std::function<void(cl_status_t, std::string)> reply, FakeCaller caller = {}) {
+  auto* call = new cl_op_call_s{impl->self, std::move(reply), std::move(caller)};
   impl->calls.insert(call);
   live_calls().insert(call);
   cl_status_t st = op.cb(op.ud, call, cs(args));
@@ -441,9 +475,15 @@ void invoke_plugin_op(Impl* impl, const Impl::PluginOp& op, const std::string& a
   }
 }
 
-cl_status_t f_op_call(cl_host_t* h, cl_str_t name, cl_str_t args, cl_op_done_cb cb, void* ud) {
-  auto* impl = impl_of(h);
-  LOOP_ONLY(impl, "op_call");
+bool granted(Impl* impl, const std::string& op) {
+  for (const auto& g : impl->self->grants) {
+    if (g == op) return true;
+  }
+  return false;
+}
+
+// op_call and op_call_as: the plugin calls as `caller`; privileged operations need a grant.
+cl_status_t op_call_from(Impl* impl, FakeCaller caller, cl_str_t name, cl_str_t args, cl_op_done_cb cb, void* ud) {
   std::string n(sv(name)), a(sv(args));
   if (a.empty()) a = "{}";
   if (!cb) return CL_EINVAL;
@@ -451,6 +491,8 @@ cl_status_t f_op_call(cl_host_t* h, cl_str_t name, cl_str_t args, cl_op_done_cb 
   auto provided = impl->provided_ops.find(n);
   auto plugin = impl->plugin_ops.find(n);
   if (provided == impl->provided_ops.end() && plugin == impl->plugin_ops.end()) return CL_ENOENT;
+  uint32_t flags = provided != impl->provided_ops.end() ? impl->provided_flags[n] : plugin->second.flags;
+  if ((flags & 1u) && !granted(impl, n)) return CL_EPERM;  // CL_OP_F_PRIVILEGED (1u, also in the 1.0 build)
   if (!is_json(a, true)) return CL_EINVAL;
   auto awaited = std::make_shared<Impl::Awaited>(Impl::Awaited{cb, ud});
   impl->awaited.insert(awaited);
@@ -469,9 +511,19 @@ cl_status_t f_op_call(cl_host_t* h, cl_str_t name, cl_str_t args, cl_op_done_cb 
   if (provided != impl->provided_ops.end()) {
     provided->second(a, reply);
   } else {
-    invoke_plugin_op(impl, plugin->second, a, reply);
+    invoke_plugin_op(impl, plugin->second, a, reply, std::move(caller));
   }
   return CL_OK;
+}
+
+FakeCaller plugin_caller(Impl* impl) {
+  return FakeCaller{1, impl->desc && impl->desc->name ? impl->desc->name : "", ""};
+}
+
+cl_status_t f_op_call(cl_host_t* h, cl_str_t name, cl_str_t args, cl_op_done_cb cb, void* ud) {
+  auto* impl = impl_of(h);
+  LOOP_ONLY(impl, "op_call");
+  return op_call_from(impl, plugin_caller(impl), name, args, cb, ud);
 }
 
 cl_status_t f_op_reply(cl_op_call_t* call, cl_status_t st, cl_str_t result) {
@@ -859,6 +911,186 @@ cl_status_t f_json_get_bool(const cl_json_t* d, cl_str_t p, int* out) { return p
 cl_status_t f_json_get_len(const cl_json_t* d, cl_str_t p, size_t* out) { return pj::get_len(d, sv(p), out); }
 cl_status_t f_json_key_at(const cl_json_t* d, cl_str_t p, size_t i, cl_str_t* out) { return pj::key_at(d, sv(p), i, out); }
 
+// ---- jobs (the registry mirrors core/jobs: job.get, job.list, job.cancel, job.progress and job.done) ----
+
+std::string quoted(std::string_view v) {
+  std::string out = "\"";
+  for (unsigned char c : v) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char esc[8];
+      snprintf(esc, sizeof esc, "\\u%04x", c);
+      out += esc;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+std::string job_json(const Impl::Job& j) {
+  return "{\"job_id\":" + quoted(j.id) + ",\"kind\":" + quoted(j.kind) + ",\"subject\":" + quoted(j.subject) +
+         ",\"state\":" + quoted(j.state) + ",\"progress\":" + std::to_string(j.progress) +
+         ",\"message\":" + quoted(j.message) + ",\"status\":" + std::to_string(j.status) + ",\"result\":" + j.result +
+         "}";
+}
+
+void publish_job(Impl* impl, const char* topic, const Impl::Job& j) {
+  std::string payload = job_json(j);
+  impl->self->published.emplace_back(topic, payload);
+  impl->events.emplace_back(topic, payload);
+}
+
+void finish_job(Impl* impl, Impl::Job& j, cl_status_t status, std::string result) {
+  j.status = status;
+  j.state = status == CL_OK ? "done" : status == CL_ECANCELED ? "canceled" : "failed";
+  if (status == CL_OK) j.progress = 1;
+  j.result = std::move(result);
+  publish_job(impl, "job.done", j);
+}
+
+std::string job_id_arg(const std::string& args) {
+  rapidjson::Document d;
+  d.Parse(args.c_str(), args.size());
+  if (d.HasParseError() || !d.IsObject() || !d.HasMember("job_id") || !d["job_id"].IsString()) return "";
+  return d["job_id"].GetString();
+}
+
+void provide_job_ops(FakeHost* fh) {
+  Impl* impl = fh->impl.get();
+  fh->provide("job.get", [impl](const std::string& args, std::function<void(cl_status_t, std::string)> reply) {
+    auto it = impl->jobs.find(job_id_arg(args));
+    if (it == impl->jobs.end()) return reply(CL_ENOENT, "{\"error\":\"no such job\"}");
+    reply(CL_OK, job_json(it->second));
+  });
+  fh->provide("job.list", [impl](const std::string&, std::function<void(cl_status_t, std::string)> reply) {
+    std::string out;
+    for (const auto& [id, j] : impl->jobs) out += (out.empty() ? "" : ",") + job_json(j);
+    reply(CL_OK, "{\"jobs\":[" + out + "]}");
+  });
+  fh->provide("job.cancel", [impl](const std::string& args, std::function<void(cl_status_t, std::string)> reply) {
+    std::string id = job_id_arg(args);
+    auto it = impl->jobs.find(id);
+    if (it == impl->jobs.end()) return reply(CL_ENOENT, "{\"error\":\"no such job\"}");
+    Impl::Job& j = it->second;
+    if (j.state != "running") return reply(CL_ESTATE, "{\"error\":\"the job cannot be cancelled now\"}");
+    if (!j.cancellable) return reply(CL_ENOTSUP, "{\"error\":\"the job cannot be cancelled now\"}");
+    if (!j.cancel_requested) {
+      j.cancel_requested = true;
+      // Asked once, from a clean stack, while the plugin runs and the job is still its own.
+      impl->deferred.push_back([impl, id] {
+        auto h = impl->job_handles.find(id);
+        if (!impl->open() || h == impl->job_handles.end() || h->second->finished) return;
+        h->second->cancel(h->second->ud, h->second);
+      });
+    }
+    reply(CL_OK, "{}");
+  });
+}
+
+std::set<cl_job_s*>& live_jobs() {
+  static std::set<cl_job_s*> jobs;
+  return jobs;
+}
+bool job_live(cl_job_t* job) { return job && live_jobs().count(job) > 0; }
+
+cl_status_t f_job_create(cl_host_t* h, cl_str_t kind, cl_str_t subject, cl_job_cancel_cb cancel, void* ud,
+                         cl_job_t** out) {
+  auto* impl = impl_of(h);
+  LOOP_ONLY(impl, "job_create");
+  if (!out) return CL_EINVAL;
+  *out = nullptr;
+  if (!name_chars(sv(kind), 64) || subject.len > 1024) return CL_EINVAL;
+  if (!impl->open()) return CL_ECANCELED;
+  Impl::Job j;
+  j.id = "job-" + std::to_string(impl->next_job++);
+  j.kind = std::string(sv(kind));
+  j.subject = std::string(sv(subject));
+  j.cancellable = cancel != nullptr;
+  auto* job = new cl_job_s{impl->self, j.id, cancel, ud};
+  publish_job(impl, "job.progress", impl->jobs.emplace(j.id, j).first->second);
+  impl->job_handles[j.id] = job;
+  live_jobs().insert(job);
+  *out = job;
+  return CL_OK;
+}
+
+cl_str_t f_job_id(cl_job_t* job) {
+  if (!job_live(job) || !job->fh->impl->on_loop("job_id")) return kEmpty;
+  return cs(job->id);
+}
+
+cl_status_t f_job_progress(cl_job_t* job, double fraction, cl_str_t message) {
+  if (!job_live(job)) return CL_ESTATE;
+  auto* impl = job->fh->impl.get();
+  LOOP_ONLY(impl, "job_progress");
+  if (fraction != fraction || message.len > 1024) return CL_EINVAL;  // NaN
+  if (!impl->open()) return CL_ECANCELED;
+  if (job->finished) return CL_ESTATE;
+  Impl::Job& j = impl->jobs[job->id];
+  j.progress = fraction < 0 ? 0 : fraction > 1 ? 1 : fraction;
+  j.message = std::string(sv(message));
+  publish_job(impl, "job.progress", j);
+  return CL_OK;
+}
+
+cl_status_t f_job_finish(cl_job_t* job, cl_status_t status, cl_str_t result) {
+  if (!job_live(job)) return CL_ESTATE;
+  auto* impl = job->fh->impl.get();
+  LOOP_ONLY(impl, "job_finish");
+  if (job->finished) return CL_ESTATE;
+  std::string r(sv(result));
+  if (status > 0 || (status == CL_OK && !r.empty() && !is_json(r, false))) return CL_EINVAL;
+  if (status != CL_OK && !is_json(r, true)) {
+    r = r.empty() ? error_object(status) : "{\"error\":" + quoted(r) + "}";
+  } else if (r.empty()) {
+    r = "{}";
+  }
+  finish_job(impl, impl->jobs[job->id], status, std::move(r));
+  impl->job_handles.erase(job->id);
+  live_jobs().erase(job);
+  delete job;
+  return CL_OK;
+}
+
+// ---- callers and privileged operations -------------------------------------------------------------------
+
+cl_status_t f_op_register_ex(cl_host_t* h, cl_str_t name, uint32_t flags, cl_op_cb cb, void* ud) {
+  auto* impl = impl_of(h);
+  LOOP_ONLY(impl, "op_register_ex");
+  if (flags & ~uint32_t{CL_OP_F_PRIVILEGED}) return CL_EINVAL;
+  cl_status_t st = f_op_register(h, name, cb, ud);
+  if (st == CL_OK) impl->plugin_ops[std::string(sv(name))].flags = flags;
+  return st;
+}
+
+cl_status_t f_op_caller(cl_op_call_t* call, cl_caller_t* out) {
+  if (!call || !live_calls().count(call)) return CL_EINVAL;
+  LOOP_ONLY(call->fh->impl, "op_caller");
+  if (!out || out->struct_size < sizeof(uint32_t)) return CL_EINVAL;
+  cl_caller_t c;
+  memset(&c, 0, sizeof c);
+  c.struct_size = sizeof c;
+  c.kind = call->caller.kind;
+  c.plugin = cs(call->caller.plugin);
+  c.principal = cs(call->caller.principal);
+  uint32_t n = out->struct_size < sizeof c ? out->struct_size : static_cast<uint32_t>(sizeof c);
+  memcpy(out, &c, n);
+  out->struct_size = n;
+  return CL_OK;
+}
+
+cl_status_t f_op_call_as(cl_host_t* h, cl_str_t name, cl_str_t args, cl_str_t principal, cl_op_done_cb cb,
+                         void* ud) {
+  auto* impl = impl_of(h);
+  LOOP_ONLY(impl, "op_call_as");
+  if (principal.len == 0 || principal.len > 256) return CL_EINVAL;
+  FakeCaller caller = plugin_caller(impl);
+  caller.kind = CL_CALLER_AGENT;
+  caller.principal = std::string(sv(principal));
+  return op_call_from(impl, std::move(caller), name, args, cb, ud);
 bool fake_listener(FakeHost* fh, std::string_view name) {
   for (const auto& l : fh->listeners) {
     if (l == name) return true;
@@ -1040,6 +1272,13 @@ const cl_host_api_t kTable = [] {
   t.json_get_bool = f_json_get_bool;
   t.json_get_len = f_json_get_len;
   t.json_key_at = f_json_key_at;
+  t.job_create = f_job_create;
+  t.job_id = f_job_id;
+  t.job_progress = f_job_progress;
+  t.job_finish = f_job_finish;
+  t.op_register_ex = f_op_register_ex;
+  t.op_caller = f_op_caller;
+  t.op_call_as = f_op_call_as;
   t.listener_guard_set = f_listener_guard_set;
   t.req_set_principal = f_req_set_principal;
   t.req_principal = f_req_principal;
@@ -1106,6 +1345,9 @@ FakeHost::FakeHost(std::string plugin_name) : impl(std::make_unique<Impl>()) {
   facts["data_dir"] = "/tmp";
   facts["plugin_data_dir"] = "/tmp";
   this->plugin_name = std::move(plugin_name);
+#if CL_ABI_MINOR >= 1
+  provide_job_ops(this);
+#endif
 }
 
 FakeHost::~FakeHost() {
@@ -1182,6 +1424,12 @@ size_t FakeHost::unload() {
   impl->routers.clear();
 #if CL_ABI_MINOR >= 1
   for (auto& [name, g] : impl->guards) g.cb = nullptr;  // guarded listeners refuse from now on
+  // Jobs it never finished end now, once each, with CL_ECANCELED; their handles stay valid until fini returns.
+  for (auto& [id, job] : impl->job_handles) {
+    if (job->finished) continue;
+    job->finished = true;
+    finish_job(impl.get(), impl->jobs[id], CL_ECANCELED, "{\"error\":\"the plugin is unloading\"}");
+  }
 #endif
   // Cancel what can be: queued work, awaited operation results, open body streams.
   for (auto& [id, w] : impl->work) uv_cancel(reinterpret_cast<uv_req_t*>(&w->req));
@@ -1220,6 +1468,13 @@ size_t FakeHost::unload() {
   }
   delete impl->txn;
   impl->txn = nullptr;
+#if CL_ABI_MINOR >= 1
+  for (auto& [id, job] : impl->job_handles) {
+    live_jobs().erase(job);
+    delete job;
+  }
+  impl->job_handles.clear();
+#endif
   pump(impl.get());
   impl->desc = nullptr;
   impl->phase = Impl::gone;
@@ -1363,22 +1618,31 @@ FakeHost::Response FakeHost::request(const std::string& listener, const std::str
 
 std::pair<cl_status_t, std::string> FakeHost::call(const std::string& name, const std::string& args, uint64_t timeout_ms) {
   auto it = impl->plugin_ops.find(name);
-  if (it == impl->plugin_ops.end()) return {CL_ENOENT, ""};
+  auto provided = impl->provided_ops.find(name);
+  if (it == impl->plugin_ops.end() && provided == impl->provided_ops.end()) return {CL_ENOENT, ""};
   auto result = std::make_shared<std::pair<cl_status_t, std::string>>(CL_EIO, "");
   auto done = std::make_shared<bool>(false);
   Impl* i = impl.get();
-  invoke_plugin_op(i, it->second, args, [i, result, done](cl_status_t st, std::string json) {
+  auto reply = [i, result, done](cl_status_t st, std::string json) {
     // Answered from a clean stack, like the real Operations.
     i->deferred.push_back([result, done, st, json] {
       *result = {st, json};
       *done = true;
     });
-  });
+  };
+  if (it != impl->plugin_ops.end()) {
+    invoke_plugin_op(i, it->second, args, reply);  // the caller is the core
+  } else {
+    provided->second(args, reply);
+  }
   if (!run_until([&] { return *done; }, timeout_ms)) return {CL_ETIMEDOUT, ""};
   return *result;
 }
 
-void FakeHost::provide(const std::string& name, OpHandler handler) { impl->provided_ops[name] = std::move(handler); }
+void FakeHost::provide(const std::string& name, OpHandler handler, uint32_t flags) {
+  impl->provided_ops[name] = std::move(handler);
+  impl->provided_flags[name] = flags;
+}
 
 bool FakeHost::has_operation(const std::string& name) const { return impl->plugin_ops.count(name) > 0; }
 

@@ -92,11 +92,14 @@ class FakeHost {
   std::vector<std::string> guards;
   std::string plugin_name;
 
-  // Calls an operation the plugin registered; runs the loop until it answers.
+  // Calls an operation as the core would (CL_CALLER_CORE): one the plugin registered, else one provided;
+  // runs the loop until it answers.
   std::pair<cl_status_t, std::string> call(const std::string& name, const std::string& args_json = "{}",
                                            uint64_t timeout_ms = 5000);
-  // Provides an operation the plugin may call (a fake of a core or other-plugin operation).
-  void provide(const std::string& name, OpHandler handler);
+  // Provides an operation the plugin may call (a fake of a core or other-plugin operation). flags: with ABI 1.1,
+  // CL_OP_F_PRIVILEGED makes it callable only by the core and a plugin granted it (see `grants`). The fake's
+  // job registry provides job.get, job.list and job.cancel this way (ABI 1.1); providing them replaces it.
+  void provide(const std::string& name, OpHandler handler, uint32_t flags = 0);
   bool has_operation(const std::string& name) const;
 
   // Publishes an event to the plugin's subscriptions (delivered on a later loop turn).
@@ -111,6 +114,8 @@ class FakeHost {
   // The store: collection -> key -> JSON value (the plugin's private namespace).
   std::map<std::string, std::map<std::string, std::string>> store;
   size_t commits = 0;
+  // Privileged operations the plugin is granted (the configuration's plugins[].grants). ABI 1.1.
+  std::vector<std::string> grants;
 
   // Internal state shared with the C trampolines (public for them; tests should not need it).
   struct Impl;

@@ -28,7 +28,7 @@ with open(os.path.join(HERE, "..", "..", "config", "cloudletd.example.json"), "r
     write("config", "example", f.read())
 write("config", "small", '// comment\n{"log": {"level": "warn"}, "listeners": {"api": {"host": "127.0.0.1", '
       '"port": 9999, "limits": {"max_body_bytes": 1000}}}, "api": {"mode": "both"},}')
-write("config", "plugins", '{"plugins": [{"name": "offload_api", "prefixes": ["/api/"], "config": {"k": [1, 2]}}], '
+write("config", "plugins", '{"plugins": [{"name": "offload_api", "prefixes": ["/api/"], "grants": ["device.auth"], "config": {"k": [1, 2]}}], '
       '"discovery": {"extra_txt": ["version=2"], "name": "lab"}, "virt": {"port_min": 20000, "port_max": 20100}}')
 
 # ---- http --------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import unittest
 
 import harness
 
-OFFLOAD = {"name": "offload_api", "prefixes": ["/api/"]}
+OFFLOAD = {"name": "offload_api", "prefixes": ["/api/"], "grants": ["device.auth"]}
 MiB = 1024
 
 

@@ -266,14 +266,15 @@ class SlowAndIdleClients(harness.TestCase):
         self.assertLess(elapsed, 2.5)
 
 
-# URL prefixes granted to plugins that serve outside /plugins/<name>/ (as config/cloudletd.json grants them).
-PREFIXES = {"offload_api": ["/api/"]}
+# What config/cloudletd.json gives plugins beyond the defaults: URL prefixes outside /plugins/<name>/ and
+# privileged operations.
+EXTRA = {"offload_api": {"prefixes": ["/api/"], "grants": ["device.auth"]}}
 
 
 class Memory(harness.TestCase):
     def test_idle_rss_with_every_plugin(self):
         plugins = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(harness.BUILD_DIR, "plugins", "*.so")))
-        entries = [{"name": p, "prefixes": PREFIXES[p]} if p in PREFIXES else {"name": p} for p in plugins]
+        entries = [dict({"name": p}, **EXTRA.get(p, {})) for p in plugins]
         srv = self.server(plugins=plugins, config={"log": {"level": "info"}, "plugins": entries}).start()
         for _ in range(20):
             srv.get("manager", "/healthz")

@@ -30,7 +30,7 @@ TEST(Config, FileOverridesAndResolvesRelativePaths) {
     "data_dir": "data",
     "limits": {"idle_timeout_ms": 1234},
     "listeners": {"api": {"port": 1234}, "extra": {"port": 0, "webroot": "/srv/www"}, "manager": null},
-    "plugins": ["hello", {"name": "x", "config": {"k": [1, 2]}, "prefixes": ["/x/"]}],
+    "plugins": ["hello", {"name": "x", "config": {"k": [1, 2]}, "prefixes": ["/x/"], "grants": ["device.auth"]}],
   })");
   ASSERT_TRUE(load_config_file(path, &c, &err)) << err;
   EXPECT_EQ(c.data_dir, testing::TempDir() + "data");
@@ -40,6 +40,8 @@ TEST(Config, FileOverridesAndResolvesRelativePaths) {
   EXPECT_EQ(find_listener(c, "manager"), nullptr);
   ASSERT_EQ(c.plugins.size(), 2u);
   EXPECT_EQ(c.plugins[1].config_json, "{\"k\":[1,2]}");
+  EXPECT_EQ(c.plugins[1].grants, std::vector<std::string>{"device.auth"});
+  EXPECT_TRUE(c.plugins[0].grants.empty());
 }
 
 TEST(Config, ErrorsNameTheKey) {
@@ -52,6 +54,10 @@ TEST(Config, ErrorsNameTheKey) {
       {R"({"api": {"mode": "secret"}})", "'api.mode'"},
       {R"({"shutdown_timeout_ms": true})", "'shutdown_timeout_ms'"},
       {R"({"plugins": [{"name": "a", "prefixes": ["x"]}]})", "'plugins[0].prefixes'"},
+      {R"({"plugins": [{"name": "a", "grants": "device.auth"}]})", "'plugins[0].grants'"},
+      {R"({"plugins": [{"name": "a", "grants": [1]}]})", "'plugins[0].grants'"},
+      {R"({"plugins": [{"name": "a", "grants": ["Device Auth"]}]})", "'plugins[0].grants'"},
+      {R"({"plugins": [{"name": "a", "grants": [""]}]})", "'plugins[0].grants'"},
       {R"({"discovery": {"extra_txt": [1]}})", "'discovery.extra_txt'"},
       {R"({"listeners": {"Bad-Name": {}}})", "'listeners.Bad-Name'"},
       {R"({"nope": 1})", "'nope'"},
@@ -70,6 +76,22 @@ TEST(Config, ErrorsNameTheKey) {
     EXPECT_NE(err.find(tc.key), std::string::npos) << err;
     EXPECT_EQ(err.find('\n'), std::string::npos) << "one line: " << err;
   }
+}
+
+TEST(Config, PluginGrantsAreBounded) {
+  std::string grants;
+  for (int i = 0; i < 257; i++) grants += (i ? ",\"op." : "\"op.") + std::to_string(i) + "\"";
+  Config c = default_config();
+  std::string err;
+  EXPECT_FALSE(load_config_file(write("{\"plugins\": [{\"name\": \"a\", \"grants\": [" + grants + "]}]}"), &c, &err));
+  EXPECT_NE(err.find("'plugins[0].grants'"), std::string::npos) << err;
+  EXPECT_NE(err.find("at most 256"), std::string::npos) << err;
+  grants = grants.substr(0, grants.rfind(','));  // 256 names: fine
+  c = default_config();
+  EXPECT_TRUE(load_config_file(write("{\"plugins\": [{\"name\": \"a\", \"grants\": [" + grants + "]}]}"), &c, &err))
+      << err;
+  ASSERT_EQ(c.plugins.size(), 1u);
+  EXPECT_EQ(c.plugins[0].grants.size(), 256u);
 }
 
 TEST(Config, CrossKeyRules) {

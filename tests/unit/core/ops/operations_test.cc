@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+#include <vector>
+
 #include "loop/loop.h"
 
 using namespace cloudlet;
@@ -94,5 +97,56 @@ TEST(Operations, RemoveOwner) {
   ops.remove_owner(&owner);
   EXPECT_FALSE(ops.exists("p.a"));
   EXPECT_TRUE(ops.exists("core.b"));
+  EXPECT_EQ(loop.close(), 0);
+}
+
+// Callers travel with the call (handlers read them from their Reply); privileged operations refuse plugins
+// without a grant, synchronously, and never refuse the core.
+TEST(Operations, CallersAndPrivileges) {
+  Loop loop;
+  Operations ops(loop);
+  std::vector<Caller> seen;
+  auto record = [&](std::string_view, Operations::Reply r) {
+    seen.push_back(r.caller());
+    r(CL_OK, "{}");
+  };
+  EXPECT_EQ(ops.add("t.flags", record, nullptr, 0x80u), CL_EINVAL);  // unknown flag
+  EXPECT_FALSE(ops.exists("t.flags"));
+  ASSERT_EQ(ops.add("t.secret", record, nullptr, CL_OP_F_PRIVILEGED), CL_OK);
+  ASSERT_EQ(ops.add("t.open", record), CL_OK);
+  EXPECT_TRUE(ops.privileged("t.secret"));
+  EXPECT_FALSE(ops.privileged("t.open"));
+  EXPECT_FALSE(ops.privileged("t.none"));
+
+  Caller plugin;
+  plugin.kind = CL_CALLER_PLUGIN;
+  plugin.plugin = "p";
+  int done = 0;
+  auto count = [&](cl_status_t st, std::string_view) {
+    EXPECT_EQ(st, CL_OK);
+    done++;
+  };
+  EXPECT_EQ(ops.call_as(plugin, "t.secret", "{}", count), CL_EPERM);  // no grants at all
+  plugin.grants = std::make_shared<const std::set<std::string>>(std::set<std::string>{"t.other"});
+  EXPECT_EQ(ops.call_as(plugin, "t.secret", "{}", count), CL_EPERM);  // granted something else
+  EXPECT_EQ(ops.call_as(plugin, "t.open", "{}", count), CL_OK);       // not privileged: anyone
+  Caller agent = plugin;
+  agent.kind = CL_CALLER_AGENT;
+  agent.principal = "user:admin";
+  agent.grants = std::make_shared<const std::set<std::string>>(std::set<std::string>{"t.secret"});
+  EXPECT_EQ(ops.call_as(agent, "t.secret", "{}", count), CL_OK);  // granted
+  EXPECT_EQ(ops.call("t.secret", "{}", count), CL_OK);            // the core needs no grant
+  loop.run();
+  EXPECT_EQ(done, 3);
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_EQ(seen[0].kind, CL_CALLER_PLUGIN);
+  EXPECT_EQ(seen[0].plugin, "p");
+  EXPECT_EQ(seen[0].principal, "");
+  EXPECT_EQ(seen[1].kind, CL_CALLER_AGENT);
+  EXPECT_EQ(seen[1].plugin, "p");
+  EXPECT_EQ(seen[1].principal, "user:admin");
+  EXPECT_EQ(seen[2].kind, CL_CALLER_CORE);
+  EXPECT_EQ(seen[2].plugin, "");
+  EXPECT_EQ(seen[2].principal, "");
   EXPECT_EQ(loop.close(), 0);
 }

@@ -12,7 +12,10 @@ class FakeAdapter : public ConformanceHost {
     fh_.guards = {"manager"};
     fh_.facts["plugin_files_dir"] = files_dir;
   }
-  cl_status_t load(const std::string& so_path, std::string* error) override { return fh_.load(so_path, "{}", error); }
+  cl_status_t load(const std::string& so_path, const std::vector<std::string>& grants, std::string* error) override {
+    fh_.grants = grants;
+    return fh_.load(so_path, "{}", error);
+  }
   std::pair<cl_status_t, std::string> call(const std::string& op, const std::string& args) override {
     return fh_.call(op, args, 10000);
   }
@@ -26,10 +29,19 @@ class FakeAdapter : public ConformanceHost {
     return out;
   }
   void publish(const std::string& topic, const std::string& json) override { fh_.publish(topic, json); }
-  void provide(const std::string& op, std::function<std::string(const std::string&)> result) override {
-    fh_.provide(op, [result](const std::string& args, std::function<void(cl_status_t, std::string)> reply) {
-      reply(CL_OK, result(args));
-    });
+  void provide(const std::string& op, std::function<std::string(const std::string&)> result,
+               uint32_t flags) override {
+    fh_.provide(
+        op,
+        [result](const std::string& args, std::function<void(cl_status_t, std::string)> reply) {
+          reply(CL_OK, result(args));
+        },
+        flags);
+  }
+  int events_with(const std::string& topic, const std::string& needle) override {
+    int n = 0;
+    for (const auto& [t, payload] : fh_.published) n += t == topic && payload.find(needle) != std::string::npos;
+    return n;
   }
   void run_for(uint64_t ms) override { fh_.run_for(ms); }
   void unload() override { fh_.unload(); }

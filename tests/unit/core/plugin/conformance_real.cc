@@ -9,12 +9,18 @@ namespace {
 
 class RealAdapter : public ConformanceHost {
  public:
+  RealAdapter() {
+    core_.events.subscribe("*", [this](std::string_view topic, std::string_view payload) {
+      events_.emplace_back(std::string(topic), std::string(payload));
+    });
+  }
+
   void configure(const std::string& files_dir) override {
     core_.guards = {"manager"};
     core_.files_dir = files_dir;
   }
-  cl_status_t load(const std::string& so_path, std::string* error) override {
-    return core_.load("conformance", so_path, {}, error);
+  cl_status_t load(const std::string& so_path, const std::vector<std::string>& grants, std::string* error) override {
+    return core_.load("conformance", so_path, {}, error, grants);
   }
 
   std::pair<cl_status_t, std::string> call(const std::string& op, const std::string& args) override {
@@ -37,10 +43,18 @@ class RealAdapter : public ConformanceHost {
 
   void publish(const std::string& topic, const std::string& json) override { core_.events.publish(topic, json); }
 
-  void provide(const std::string& op, std::function<std::string(const std::string&)> result) override {
-    core_.ops.add(op, [result](std::string_view args, Operations::Reply reply) {
-      reply(CL_OK, result(std::string(args)));
-    });
+  void provide(const std::string& op, std::function<std::string(const std::string&)> result,
+               uint32_t flags) override {
+    core_.ops.add(
+        op, [result](std::string_view args, Operations::Reply reply) { reply(CL_OK, result(std::string(args))); },
+        nullptr, flags);
+  }
+
+  int events_with(const std::string& topic, const std::string& needle) override {
+    core_.run_until([] { return false; }, 20);  // deliveries are asynchronous
+    int n = 0;
+    for (const auto& [t, payload] : events_) n += t == topic && payload.find(needle) != std::string::npos;
+    return n;
   }
 
   void run_for(uint64_t ms) override {
@@ -54,6 +68,7 @@ class RealAdapter : public ConformanceHost {
 
  private:
   static inline int seq_ = 0;
+  std::vector<std::pair<std::string, std::string>> events_;  // before core_: its close() still delivers
   PluginCore core_{"conformance-" + std::to_string(++seq_)};
 };
 

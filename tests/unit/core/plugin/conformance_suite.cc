@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 
 #include <unistd.h>
 
@@ -48,6 +50,15 @@ class Report {
     return it != doc_.MemberEnd() && it->value.IsString() ? it->value.GetString() : "<absent>";
   }
   const std::string& str() const { return text_; }
+  // A nested object, as a Report of its own (empty when absent).
+  Report sub(const char* k) const {
+    auto it = doc_.FindMember(k);
+    if (it == doc_.MemberEnd()) return Report("{}");
+    rapidjson::StringBuffer buf;
+    rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+    it->value.Accept(w);
+    return Report(std::string(buf.GetString(), buf.GetSize()));
+  }
 
  private:
   std::string text_;
@@ -75,8 +86,11 @@ class Conformance : public ::testing::Test {
     std::filesystem::create_directory_symlink(files_.string() + "-outside", files_ / "out");
     std::filesystem::create_symlink(files_.string() + "-outside/secret.txt", files_ / "www" / "leak.txt");
     host_->configure(files_.string());
+    // Privileged operations of the host: one granted to the plugin, one not.
+    host_->provide("host.granted", [](const std::string&) { return "{\"granted\":true}"; }, CL_OP_F_PRIVILEGED);
+    host_->provide("host.secret", [](const std::string&) { return "{\"secret\":true}"; }, CL_OP_F_PRIVILEGED);
     std::string error;
-    ASSERT_EQ(host_->load(fixture(), &error), CL_OK) << error;
+    ASSERT_EQ(host_->load(fixture(), {"host.granted"}, &error), CL_OK) << error;
   }
 
   void TearDown() override {
@@ -403,6 +417,116 @@ TEST_F(Conformance, StaticFilesFromThePluginsDirectory) {
   EXPECT_EQ(host_->request("GET", "/plugins/conformance/static/missing.txt").status, 404);
   EXPECT_EQ(host_->request("GET", "/plugins/conformance/static/leak.txt").status, 404);  // symlink out
   EXPECT_EQ(host_->request("GET", "/plugins/conformance/static/%2e%2e/out/secret.txt").status, 404);
+TEST_F(Conformance, JobsShowProgressAreCancelledAndFinishOnce) {
+  Report r = run("conf.jobs");
+  EXPECT_EQ(r.num("bad_kind"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("null_out"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("long_subject"), CL_EINVAL) << r.str();
+  EXPECT_TRUE(r.flag("bad_is_null")) << r.str();
+  EXPECT_EQ(r.num("create"), CL_OK) << r.str();
+  EXPECT_TRUE(r.flag("id_ok")) << r.str();
+  EXPECT_TRUE(r.flag("ids_differ")) << r.str();
+  EXPECT_EQ(r.num("progress"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("progress_nan"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("progress_over"), CL_OK) << r.str();
+  // job.get sees the plugin's job as the core's own.
+  EXPECT_EQ(r.num("a_get"), CL_OK) << r.str();
+  EXPECT_EQ(r.text("a_state"), "running") << r.str();
+  EXPECT_EQ(r.text("a_kind"), "conf.job") << r.str();
+  EXPECT_EQ(r.text("a_subject"), "s1") << r.str();
+  EXPECT_EQ(r.text("a_message"), "half") << r.str();
+  EXPECT_TRUE(r.flag("a_progress_half")) << r.str();
+  // Cancel: not cancellable without a callback; with one, it reaches the plugin once, which finishes the job.
+  EXPECT_EQ(r.num("cancel_not_cancellable"), CL_ENOTSUP) << r.str();
+  EXPECT_EQ(r.num("cancel"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("cancel_calls"), 1) << r.str();
+  EXPECT_TRUE(r.flag("cancel_job_is_a")) << r.str();
+  EXPECT_EQ(r.num("finish_in_cancel"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("finish_again"), CL_ESTATE) << r.str();  // the handle is dead: refused, not followed
+  EXPECT_EQ(r.num("progress_after"), CL_ESTATE) << r.str();
+  EXPECT_EQ(r.num("id_after_len"), 0) << r.str();
+  EXPECT_EQ(r.num("cancel_finished"), CL_ESTATE) << r.str();
+  // Results: success with a document, refused bad results (the job goes on), an error wrapped as an object.
+  EXPECT_EQ(r.num("b_finish"), CL_OK) << r.str();
+  EXPECT_EQ(r.text("b_state"), "done") << r.str();
+  EXPECT_EQ(r.num("b_result_n"), 1) << r.str();
+  EXPECT_EQ(r.num("c_finish_bad_json"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("c_finish_positive"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("c_finish"), CL_OK) << r.str();
+  EXPECT_EQ(r.text("c_state"), "failed") << r.str();
+  EXPECT_EQ(r.text("c_error"), "boom") << r.str();
+  EXPECT_EQ(r.num("c_status"), CL_EIO) << r.str();
+  EXPECT_TRUE(r.flag("c_progress_clamped")) << r.str();
+  EXPECT_EQ(r.num("list"), CL_OK) << r.str();
+  EXPECT_TRUE(r.flag("list_has_a")) << r.str();
+  // Events: job.progress at creation and per progress report (the NaN one was refused), job.done once each.
+  EXPECT_EQ(r.num("a_progress_events"), 2) << r.str();
+  EXPECT_EQ(r.num("a_done_events"), 1) << r.str();
+  EXPECT_EQ(r.num("done_events"), 3) << r.str();
+}
+
+TEST_F(Conformance, UnloadFinishesOpenJobsOnceWithCanceled) {
+  auto [st, out] = host_->call("conf.job_open");
+  ASSERT_EQ(st, CL_OK) << out;
+  Report opened(out);
+  std::string id = opened.text("job_id");
+  ASSERT_EQ(id.rfind("job-", 0), 0u) << out;
+  host_->unload();
+  auto [gst, got] = host_->call("job.get", "{\"job_id\":\"" + id + "\"}");
+  ASSERT_EQ(gst, CL_OK) << got;
+  Report job(got);
+  EXPECT_EQ(job.text("state"), "canceled") << got;
+  EXPECT_EQ(job.num("status"), CL_ECANCELED) << got;
+  EXPECT_EQ(host_->events_with("job.done", "\"" + id + "\""), 1);
+  // fini still holds a valid handle, to a finished job: job_finish answers CL_ESTATE.
+  EXPECT_EQ(host_->log_lines_with("fini: job_finish of the open job: " + std::to_string(CL_ESTATE)), 1);
+  // Cancelling now reaches nobody: the job is over, and the plugin is gone.
+  EXPECT_EQ(host_->call("job.cancel", "{\"job_id\":\"" + id + "\"}").first, CL_ESTATE);
+  host_->run_for(20);
+  EXPECT_EQ(host_->log_lines_with("open job cancel callback ran"), 0);
+}
+
+TEST_F(Conformance, CallersAndPrivilegedOperations) {
+  Report r = run("conf.callers");
+  EXPECT_EQ(r.num("bad_flags"), CL_EINVAL) << r.str();
+  // A plugin calling for itself.
+  EXPECT_EQ(r.num("self_call"), CL_OK) << r.str();
+  Report self = r.sub("self");
+  EXPECT_EQ(self.num("null_out"), CL_EINVAL) << self.str();
+  EXPECT_EQ(self.num("zero_size"), CL_EINVAL) << self.str();
+  EXPECT_EQ(self.num("status"), CL_OK) << self.str();
+  EXPECT_EQ(self.num("size"), static_cast<long long>(sizeof(cl_caller_t))) << self.str();
+  EXPECT_EQ(self.num("kind"), CL_CALLER_PLUGIN) << self.str();
+  EXPECT_EQ(self.text("plugin"), "conformance") << self.str();
+  EXPECT_EQ(self.text("principal"), "") << self.str();
+  EXPECT_TRUE(self.flag("hpp_agrees")) << self.str();
+  // A plugin calling on behalf of a principal it authenticated.
+  EXPECT_EQ(r.num("as_call"), CL_OK) << r.str();
+  Report as = r.sub("as");
+  EXPECT_EQ(as.num("kind"), CL_CALLER_AGENT) << as.str();
+  EXPECT_EQ(as.text("plugin"), "conformance") << as.str();
+  EXPECT_EQ(as.text("principal"), "user:admin") << as.str();
+  EXPECT_EQ(r.num("as_empty"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("as_long"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("as_max"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("as_max_status"), CL_OK) << r.str();
+  // Privileged: refused without a grant (also the plugin's own operation, also for a principal); granted works.
+  EXPECT_EQ(r.num("priv_self"), CL_EPERM) << r.str();
+  EXPECT_EQ(r.num("secret"), CL_EPERM) << r.str();
+  EXPECT_EQ(r.num("secret_as"), CL_EPERM) << r.str();
+  EXPECT_EQ(r.num("granted_call"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("granted_status"), CL_OK) << r.str();
+  EXPECT_TRUE(r.flag("granted_result")) << r.str();
+  // The core calling: CL_CALLER_CORE, no plugin, no principal, and privileged operations are open to it.
+  auto [st, out] = host_->call("conf.whoami");
+  ASSERT_EQ(st, CL_OK) << out;
+  Report core(out);
+  EXPECT_EQ(core.num("kind"), CL_CALLER_CORE) << out;
+  EXPECT_EQ(core.text("plugin"), "") << out;
+  EXPECT_EQ(core.text("principal"), "") << out;
+  auto [pst, pout] = host_->call("conf.priv");
+  EXPECT_EQ(pst, CL_OK) << pout;
+  EXPECT_EQ(pout, "{\"priv\":true}");
 }
 
 TEST_F(Conformance, UnloadStopsNewCalls) {

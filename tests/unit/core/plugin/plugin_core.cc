@@ -32,7 +32,7 @@ PluginCore::PluginCore(const std::string& tag, const std::function<void(http::Li
   if (server->listen(lo, &err) != CL_OK) throw std::runtime_error("listen: " + err);
   port = server->listener("manager")->bound_port;
   svc = std::make_unique<HostServices>(
-      HostServices{loop, *server, store.get(), ops, events, "test", dir.string(), "testlet", "open"});
+      HostServices{loop, *server, store.get(), ops, events, "test", dir.string(), "testlet", "open", &jobs});
   pm = std::make_unique<PluginManager>(*svc);
 }
 
@@ -55,13 +55,14 @@ int PluginCore::close() {
 }
 
 cl_status_t PluginCore::load(const std::string& name, const std::string& path, std::vector<std::string> prefixes,
-                             std::string* error) {
+                             std::string* error, std::vector<std::string> grants) {
   PluginSpec spec;
   spec.name = name;
   spec.path = path;
   spec.prefixes = std::move(prefixes);
   spec.guards = guards;
   spec.files_dir = files_dir;
+  spec.grants = std::move(grants);
   std::string ignored;
   return pm->load(spec, error ? error : &ignored);
 }

@@ -12,6 +12,7 @@
 
 #include "events/bus.h"
 #include "http/server.h"
+#include "jobs/jobs.h"
 #include "http_client.h"
 #include "loop/loop.h"
 #include "ops/operations.h"
@@ -33,7 +34,7 @@ class PluginCore {
 
   // Loads with the guards and files directory set below (the configuration's plugins[].guards).
   cl_status_t load(const std::string& name, const std::string& path, std::vector<std::string> prefixes = {},
-                   std::string* error = nullptr);
+                   std::string* error = nullptr, std::vector<std::string> grants = {});
   std::vector<std::string> guards;  // listeners whose guard the next loaded plugin may set
   std::string files_dir;            // the next loaded plugin's files directory ("" = the default)
   // Unloads every plugin; the loop turns here (never inside unload_all). False if it took over 20 s.
@@ -59,6 +60,7 @@ class PluginCore {
   std::unique_ptr<Store> store;
   Operations ops{loop};
   EventBus events{loop};
+  Jobs jobs{loop, events, ops};
   std::unique_ptr<http::Server> server;
   std::unique_ptr<HostServices> svc;
   std::unique_ptr<PluginManager> pm;

@@ -80,7 +80,8 @@ struct FakeCore {
     };
     for (const char* op : {"service.list", "service.get", "instance.start", "instance.stop", "system.info",
                            "device.auth", "device.attach", "message.fetch"}) {
-      fh.provide(op, rec(op));
+      // As in the core, device.auth (it returns a device's API password) is privileged.
+      fh.provide(op, rec(op), std::string(op) == "device.auth" ? CL_OP_F_PRIVILEGED : 0u);
     }
     if (apps) {
       fh.provide("app.list", rec("app.list"));
@@ -183,6 +184,7 @@ class OffloadTest : public ::testing::Test {
     fh.facts["api_mode"] = mode;
     fh.local_ip = "192.168.7.2";  // a phone on the LAN reached us here
     core.install(fh, apps);
+    fh.grants = {"device.auth"};  // as config/cloudletd.json grants it
     std::string error;
     ASSERT_EQ(fh.load(plugin_path(), "{}", &error), CL_OK) << error;
   }
