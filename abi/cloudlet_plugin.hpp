@@ -5,7 +5,7 @@
  * init(). It adds no core types, no exceptions across the boundary and no std types in any call to the core.
  * What it gives a C++ author:
  *   - cl::str / cl::view:  std::string_view <-> cl_str_t (no copies);
- *   - cl::Host:            the (h, api) pair with string_view methods;
+ *   - cl::Host:            the (h, api) pair with string_view methods; cl::host_get for host facts;
  *   - cl::Buf, cl::Json, cl::Txn: RAII owners of a cl_buf_t, a parsed JSON document, a store transaction;
  *   - cl::Request:         a request's accessors and responses with string_view;
  *   - cl::Job:             a job (ABI 1.1) that owns its cancel callable and is finished exactly once;
@@ -123,6 +123,15 @@ class Host {
     return api_->timer_start(h_, timeout_ms, repeat_ms, cb, ud, out);
   }
   cl_status_t timer_stop(cl_timer_id_t id) const noexcept { return api_->timer_stop(h_, id); }
+  /* The loop's clock (milliseconds, monotonic). */
+  uint64_t now_ms() const noexcept { return api_->now_ms(h_); }
+  /* Listens to a topic with a plain function (ud passed back untouched) until event_unsubscribe or fini. */
+  cl_status_t event_subscribe(std::string_view topic, cl_event_cb cb, void* ud, cl_sub_id_t* out) const noexcept {
+    return api_->event_subscribe(h_, str(topic), cb, ud, out);
+  }
+  cl_status_t event_unsubscribe(cl_sub_id_t id) const noexcept { return api_->event_unsubscribe(h_, id); }
+  /* Adds a route (the core copies the descriptor). */
+  cl_status_t route_add(const cl_route_desc_t& desc) const noexcept { return api_->route_add(h_, &desc); }
   /* Since 1.1 (check with has(&cl_host_api_t::listener_guard_set)): the guard of a listener, during init. */
   cl_status_t listener_guard_set(std::string_view listener, cl_guard_cb cb, void* ud) const noexcept {
     return api_->listener_guard_set(h_, str(listener), cb, ud);
@@ -301,6 +310,13 @@ class Txn {
   cl_txn_t* t_ = nullptr;
 };
 
+/* A fact of the host ("api_mode", "data_dir", ...) as text, or nullopt when it has none. */
+inline std::optional<std::string> host_get(const Host& host, std::string_view name) {
+  Buf b(host);
+  if (host.api()->host_get(host.handle(), str(name), b.out()) != CL_OK) return std::nullopt;
+  return std::string(b.view());
+}
+
 // ---- requests ------------------------------------------------------------------------------------------
 
 /* A view of a cl_request_t with string_view accessors. It does not own the request: after a call that
@@ -341,6 +357,20 @@ class Request {
     if (api_->req_peer_cert(r_, &v) != CL_OK) return std::nullopt;
     return view(v);
   }
+  /* The index-th query or form parameter (name, value), or nullopt past the last one. */
+  std::optional<std::pair<std::string_view, std::string_view>> param_at(size_t index) const noexcept {
+    cl_str_t n{nullptr, 0}, v{nullptr, 0};
+    if (api_->req_param_at(r_, index, &n, &v) != CL_OK) return std::nullopt;
+    return std::make_pair(view(n), view(v));
+  }
+  /* The address the client connected to (text form of the IP), or nullopt. */
+  std::optional<std::string_view> local_ip() const noexcept {
+    cl_str_t ip{nullptr, 0};
+    uint16_t port = 0;
+    if (api_->req_local_addr(r_, &ip, &port) != CL_OK) return std::nullopt;
+    return view(ip);
+  }
+
   cl_status_t add_header(std::string_view name, std::string_view value) const noexcept {
     return api_->resp_header_add(r_, str(name), str(value));
   }
@@ -358,6 +388,10 @@ class Request {
     return api_->resp_write(r_, bytes.data(), bytes.size(), nullptr, nullptr);
   }
   cl_status_t end() const noexcept { return api_->resp_end(r_); }
+  /* Sends a file with the core's static file handler (Range, ETag, HEAD). */
+  cl_status_t file(std::string_view path, std::string_view content_type) const noexcept {
+    return api_->resp_file(r_, str(path), str(content_type));
+  }
   cl_status_t sse_start() const noexcept { return api_->sse_start(r_); }
   cl_status_t sse_send(std::string_view event, std::string_view data) const noexcept {
     return api_->sse_send(r_, str(event), str(data));

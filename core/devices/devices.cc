@@ -1,10 +1,10 @@
 #include "devices/devices.h"
 
 #include <openssl/rand.h>
-#include <sys/time.h>
 
 #include <fmt/format.h>
 
+#include "devices/op_util.h"
 #include "events/bus.h"
 #include "http/op_gateway.h"
 #include "http/request.h"
@@ -21,18 +21,7 @@ namespace cloudlet {
 namespace {
 
 constexpr const char* kDevices = "devices";
-constexpr const char* kMessages = "messages";
 constexpr int64_t kMaxDurationS = 10LL * 366 * 24 * 3600;
-constexpr int64_t kKeepReadMessagesMs = 7LL * 24 * 3600 * 1000;
-constexpr size_t kMaxMessageBytes = 64 * 1024;
-
-bool printable(std::string_view s, size_t max) {
-  if (s.size() > max) return false;
-  for (unsigned char c : s) {
-    if (c < 0x20 || c == 0x7f) return false;
-  }
-  return true;
-}
 
 const char* state_of(const json::Value& d, int64_t now) {
   if (d["revoked"].GetBool()) return "revoked";
@@ -77,35 +66,11 @@ bool load(Store& store, std::string_view id, json::Document* doc) {
   return json::parse(text, doc, nullptr) && doc->IsObject();
 }
 
-// Parses an operation's arguments (already validated as an object by Operations::call).
-json::Document args_of(std::string_view args) {
-  json::Document d;
-  json::parse(args, &d, nullptr);
-  return d;
-}
-
-// Writes a document and answers once it is durable (pairing and revocation must survive a crash).
-void put_durable(Store& store, std::string_view coll, std::string_view key, const std::string& value,
-                 Operations::Reply reply, std::string answer) {
-  cl_status_t st = CL_OK;
-  auto txn = store.begin(&st);
-  if (!txn) return reply.error(st, "the store is busy");
-  st = txn->put(coll, key, value);
-  if (st != CL_OK) return reply.error(st, "cannot store the device");
-  st = store.commit(std::move(txn), [reply, answer = std::move(answer)](cl_status_t s) {
-    if (s != CL_OK) return reply.error(s, "the store could not write the change");
-    reply(CL_OK, answer);
-  });
-  if (st != CL_OK) reply.error(st, "cannot commit");
-}
-
 }  // namespace
 
-int64_t Devices::wall_ms() {
-  timeval tv;
-  gettimeofday(&tv, nullptr);
-  return static_cast<int64_t>(tv.tv_sec) * 1000 + tv.tv_usec / 1000;
-}
+using devices::args_of;
+using devices::printable;
+using devices::put_durable;
 
 bool Devices::valid_device_id(std::string_view id) {
   if (id.empty() || id.size() > 128) return false;
@@ -130,7 +95,7 @@ bool Devices::valid_service_id(std::string_view id) {
 }
 
 Devices::Devices(Loop& loop, Store& store, Operations& ops, EventBus& events)
-    : loop_(loop), store_(store), ops_(ops), events_(events) {}
+    : loop_(loop), store_(store), ops_(ops), events_(events), mailbox_(store, ops) {}
 
 Devices::~Devices() { stop(); }
 
@@ -231,221 +196,169 @@ void Devices::start() {
   for (auto& [id, end] : windows) arm(id, end);
   sub_ = events_.subscribe("instance.state", [this](std::string_view, std::string_view p) { on_instance_state(p); });
 
-  ops_.add("device.pair", [this](std::string_view args, Operations::Reply reply) {
-    json::Document a = args_of(args);
-    auto id = json::get_string(a, "device_id");
-    auto duration = json::get_int(a, "duration_s");
-    auto type = json::get_string(a, "type").value_or("mobile");
-    auto conn = json::get_string(a, "connection_id").value_or("");
-    if (!id || !valid_device_id(*id)) return reply.error(CL_EINVAL, "device_id must be [A-Za-z0-9._:-]{1,128}");
-    if (!duration || *duration <= 0 || *duration > kMaxDurationS) {
-      return reply.error(CL_EINVAL, "duration_s must be a positive number of seconds (at most ten years)");
-    }
-    if (type != "mobile" && type != "cloudlet") return reply.error(CL_EINVAL, "type must be mobile or cloudlet");
-    if (!printable(conn, 128)) return reply.error(CL_EINVAL, "connection_id must be printable, at most 128 bytes");
-    std::string existing;
-    if (store_.get(kDevices, *id, &existing) == CL_OK) {
-      return reply.error(CL_EEXIST, "device " + std::string(*id) + " is already paired");
-    }
-    unsigned char key[32];
-    if (RAND_bytes(key, sizeof key) != 1) return reply.error(CL_EIO, "no randomness available");
-    std::string device_key = hex_encode(key, sizeof key);
-    OPENSSL_cleanse(key, sizeof key);
-    std::string password = sha256_hex(device_key);
-    int64_t now = wall_ms();
-    json::Document d(rapidjson::kObjectType);
-    auto& al = d.GetAllocator();
-    d.AddMember("device_id", json::Value(id->data(), static_cast<rapidjson::SizeType>(id->size()), al), al);
-    d.AddMember("type", json::Value(type.data(), static_cast<rapidjson::SizeType>(type.size()), al), al);
-    d.AddMember("connection_id", json::Value(conn.data(), static_cast<rapidjson::SizeType>(conn.size()), al), al);
-    d.AddMember("api_password", json::Value(password.c_str(), al), al);
-    d.AddMember("paired_ms", now, al);
-    d.AddMember("auth_start_ms", now, al);
-    d.AddMember("auth_duration_s", *duration, al);
-    d.AddMember("revoked", false, al);
-    d.AddMember("instances", json::Value(rapidjson::kArrayType), al);
-    std::string v = view(d, now);
-    // The key goes to the caller once; only its hash is kept.
-    std::string answer = v.substr(0, v.size() - 1) + ",\"device_key\":\"" + device_key + "\",\"api_password\":\"" +
-                         password + "\"}";
-    std::string device_id(*id);
-    put_durable(store_, kDevices, device_id, json::stringify(d), reply, answer);
-    arm(device_id, now + *duration * 1000);
-    log::info("devices", "paired device {} for {} s", device_id, *duration);
-    events_.publish("device.changed", fmt::format("{{\"device_id\":\"{}\",\"state\":\"ok\"}}", device_id));
-  }, nullptr, CL_OP_F_PRIVILEGED);  // never to an ungranted plugin (see Operations)
+  // Privileged: pairing, revoking and unpairing change who may use the cloudlet, and device.auth hands out a
+  // device's API password; a plugin needs a grant for them (see Operations).
+  using Method = void (Devices::*)(std::string_view, Operations::Reply);
+  struct Entry {
+    const char* name;
+    Method method;
+    uint32_t flags;
+  };
+  const Entry operations[] = {
+      {"device.pair", &Devices::pair, CL_OP_F_PRIVILEGED},     {"device.list", &Devices::list, 0},
+      {"device.get", &Devices::get, 0},                        {"device.auth", &Devices::auth, CL_OP_F_PRIVILEGED},
+      {"device.revoke", &Devices::revoke, CL_OP_F_PRIVILEGED}, {"device.unpair", &Devices::unpair, CL_OP_F_PRIVILEGED},
+      {"device.attach", &Devices::attach, 0},
+  };
+  for (const Entry& e : operations) {
+    Method method = e.method;
+    ops_.add(
+        e.name, [this, method](std::string_view args, Operations::Reply reply) { (this->*method)(args, reply); },
+        nullptr, e.flags);
+  }
+  mailbox_.start();
+}
 
-  ops_.add("device.list", [this](std::string_view, Operations::Reply reply) {
-    int64_t now = wall_ms();
-    std::string out = "{\"devices\":[";
-    bool first = true;
-    store_.scan(kDevices, "", [&](std::string_view, std::string_view value) {
-      json::Document d;
-      if (json::parse(value, &d, nullptr) && d.IsObject()) {
-        if (!first) out += ",";
-        first = false;
-        out += view(d, now);
-      }
-      return true;
-    });
-    reply(CL_OK, out + "]}");
-  });
+void Devices::pair(std::string_view args, Operations::Reply reply) {
+  json::Document a = args_of(args);
+  auto id = json::get_string(a, "device_id");
+  auto duration = json::get_int(a, "duration_s");
+  auto type = json::get_string(a, "type").value_or("mobile");
+  auto conn = json::get_string(a, "connection_id").value_or("");
+  if (!id || !valid_device_id(*id)) return reply.error(CL_EINVAL, "device_id must be [A-Za-z0-9._:-]{1,128}");
+  if (!duration || *duration <= 0 || *duration > kMaxDurationS) {
+    return reply.error(CL_EINVAL, "duration_s must be a positive number of seconds (at most ten years)");
+  }
+  if (type != "mobile" && type != "cloudlet") return reply.error(CL_EINVAL, "type must be mobile or cloudlet");
+  if (!printable(conn, 128)) return reply.error(CL_EINVAL, "connection_id must be printable, at most 128 bytes");
+  std::string existing;
+  if (store_.get(kDevices, *id, &existing) == CL_OK) {
+    return reply.error(CL_EEXIST, "device " + std::string(*id) + " is already paired");
+  }
+  unsigned char key[32];
+  if (RAND_bytes(key, sizeof key) != 1) return reply.error(CL_EIO, "no randomness available");
+  std::string device_key = hex_encode(key, sizeof key);
+  OPENSSL_cleanse(key, sizeof key);
+  std::string password = sha256_hex(device_key);
+  int64_t now = wall_ms();
+  json::Document d(rapidjson::kObjectType);
+  auto& al = d.GetAllocator();
+  d.AddMember("device_id", json::Value(id->data(), static_cast<rapidjson::SizeType>(id->size()), al), al);
+  d.AddMember("type", json::Value(type.data(), static_cast<rapidjson::SizeType>(type.size()), al), al);
+  d.AddMember("connection_id", json::Value(conn.data(), static_cast<rapidjson::SizeType>(conn.size()), al), al);
+  d.AddMember("api_password", json::Value(password.c_str(), al), al);
+  d.AddMember("paired_ms", now, al);
+  d.AddMember("auth_start_ms", now, al);
+  d.AddMember("auth_duration_s", *duration, al);
+  d.AddMember("revoked", false, al);
+  d.AddMember("instances", json::Value(rapidjson::kArrayType), al);
+  std::string v = view(d, now);
+  // The key goes to the caller once; only its hash is kept.
+  std::string answer = v.substr(0, v.size() - 1) + ",\"device_key\":\"" + device_key + "\",\"api_password\":\"" +
+                       password + "\"}";
+  std::string device_id(*id);
+  put_durable(store_, kDevices, device_id, json::stringify(d), reply, answer);
+  arm(device_id, now + *duration * 1000);
+  log::info("devices", "paired device {} for {} s", device_id, *duration);
+  events_.publish("device.changed", fmt::format("{{\"device_id\":\"{}\",\"state\":\"ok\"}}", device_id));
+}
 
-  ops_.add("device.get", [this](std::string_view args, Operations::Reply reply) {
-    json::Document a = args_of(args);
-    auto id = json::get_string(a, "device_id");
+void Devices::list(std::string_view, Operations::Reply reply) {
+  int64_t now = wall_ms();
+  std::string out = "{\"devices\":[";
+  bool first = true;
+  store_.scan(kDevices, "", [&](std::string_view, std::string_view value) {
     json::Document d;
-    if (!id || !valid_device_id(*id)) return reply.error(CL_EINVAL, "device_id is required");
-    if (!load(store_, *id, &d)) return reply.error(CL_ENOENT, "device " + std::string(*id) + " is not paired");
-    reply(CL_OK, view(d, wall_ms()));
-  });
-
-  ops_.add("device.auth", [this](std::string_view args, Operations::Reply reply) {
-    json::Document a = args_of(args);
-    auto id = json::get_string(a, "device_id");
-    json::Document d;
-    if (!id || !valid_device_id(*id) || !load(store_, *id, &d)) {
-      return reply.error(CL_ENOENT, "device is not paired to this cloudlet");
-    }
-    std::string out = "{\"device_id\":";
-    json::append_quoted(&out, *id);
-    out += fmt::format(",\"state\":\"{}\",\"api_password\":\"{}\",\"type\":\"{}\"}}", state_of(d, wall_ms()),
-                       d["api_password"].GetString(), d["type"].GetString());
-    reply(CL_OK, out);
-  }, nullptr, CL_OP_F_PRIVILEGED);  // never to an ungranted plugin (see Operations)
-
-  ops_.add("device.revoke", [this](std::string_view args, Operations::Reply reply) {
-    json::Document a = args_of(args);
-    auto id = json::get_string(a, "device_id");
-    json::Document d;
-    if (!id || !valid_device_id(*id)) return reply.error(CL_EINVAL, "device_id is required");
-    if (!load(store_, *id, &d)) return reply.error(CL_ENOENT, "device " + std::string(*id) + " is not paired");
-    std::string device_id(*id);
-    std::vector<std::string> instances;
-    for (const auto& i : d["instances"].GetArray()) instances.emplace_back(i.GetString());
-    d["revoked"].SetBool(true);
-    put_durable(store_, kDevices, device_id, json::stringify(d), reply, view(d, wall_ms()));
-    disarm(device_id);
-    leave_instances(device_id, instances, "revoked");
-    log::info("devices", "revoked device {}", device_id);
-    events_.publish("device.changed", fmt::format("{{\"device_id\":\"{}\",\"state\":\"revoked\"}}", device_id));
-  }, nullptr, CL_OP_F_PRIVILEGED);  // never to an ungranted plugin (see Operations)
-
-  ops_.add("device.unpair", [this](std::string_view args, Operations::Reply reply) {
-    json::Document a = args_of(args);
-    auto id = json::get_string(a, "device_id");
-    json::Document d;
-    if (!id || !valid_device_id(*id)) return reply.error(CL_EINVAL, "device_id is required");
-    if (!load(store_, *id, &d)) return reply.error(CL_ENOENT, "device " + std::string(*id) + " is not paired");
-    std::string device_id(*id);
-    std::vector<std::string> instances;
-    for (const auto& i : d["instances"].GetArray()) instances.emplace_back(i.GetString());
-    cl_status_t st = CL_OK;
-    auto txn = store_.begin(&st);
-    if (!txn) return reply.error(st, "the store is busy");
-    txn->del(kDevices, device_id);
-    std::vector<std::string> keys;
-    store_.scan(kMessages, device_id + "/", [&](std::string_view k, std::string_view) {
-      keys.emplace_back(k);
-      return true;
-    });
-    for (auto& k : keys) txn->del(kMessages, k);
-    store_.commit(std::move(txn), [reply](cl_status_t s) {
-      if (s != CL_OK) return reply.error(s, "the store could not write the change");
-      reply(CL_OK, "{}");
-    });
-    disarm(device_id);
-    leave_instances(device_id, instances, "unpaired");
-    log::info("devices", "unpaired device {} ({} message(s) deleted)", device_id, keys.size());
-    events_.publish("device.changed", fmt::format("{{\"device_id\":\"{}\",\"state\":\"unpaired\"}}", device_id));
-  }, nullptr, CL_OP_F_PRIVILEGED);  // never to an ungranted plugin (see Operations)
-
-  ops_.add("device.attach", [this](std::string_view args, Operations::Reply reply) {
-    json::Document a = args_of(args);
-    auto id = json::get_string(a, "device_id");
-    auto inst = json::get_string(a, "instance_id");
-    json::Document d;
-    if (!id || !inst || !valid_device_id(*id) || inst->empty() || inst->size() > 64) {
-      return reply.error(CL_EINVAL, "device_id and instance_id are required");
-    }
-    if (!load(store_, *id, &d)) return reply.error(CL_ENOENT, "device " + std::string(*id) + " is not paired");
-    auto& list = d["instances"];
-    for (const auto& i : list.GetArray()) {
-      if (std::string_view(i.GetString(), i.GetStringLength()) == *inst) return reply(CL_OK, "{}");
-    }
-    list.PushBack(json::Value(inst->data(), static_cast<rapidjson::SizeType>(inst->size()), d.GetAllocator()),
-                  d.GetAllocator());
-    put_durable(store_, kDevices, *id, json::stringify(d), reply, "{}");
-  });
-
-  ops_.add("message.post", [this](std::string_view args, Operations::Reply reply) {
-    json::Document a = args_of(args);
-    auto dev = json::get_string(a, "device_id");
-    auto svc = json::get_string(a, "service_id");
-    auto msg = json::get_string(a, "message");
-    if (!dev || !valid_device_id(*dev)) return reply.error(CL_EINVAL, "device_id must be [A-Za-z0-9._:-]{1,128}");
-    if (!svc || !valid_service_id(*svc)) return reply.error(CL_EINVAL, "service_id must be [A-Za-z0-9._-]{1,128}");
-    if (!msg || msg->empty() || !printable(*msg, 128)) return reply.error(CL_EINVAL, "message must be a short string");
-    const json::Value* params = json::member(a, "params");
-    if (params && !params->IsObject()) return reply.error(CL_EINVAL, "params must be an object of strings");
-    if (params) {
-      for (auto it = params->MemberBegin(); it != params->MemberEnd(); ++it) {
-        if (!it->value.IsString()) return reply.error(CL_EINVAL, "params values must be strings (phones read them so)");
-      }
-    }
-    const json::Value* secret = json::member(a, "secret");
-    if (secret && !secret->IsBool()) return reply.error(CL_EINVAL, "secret must be true or false");
-    if (args.size() > kMaxMessageBytes) return reply.error(CL_ETOOBIG, "message too large");
-    // Keys sort by time, so a fetch returns messages in the order they were posted.
-    static uint64_t seq = 0;
-    std::string key = fmt::format("{}/{}/{:016x}{:04x}", *dev, *svc, wall_ms(), (seq++) & 0xffff);
-    std::string value = "{\"message\":";
-    json::append_quoted(&value, *msg);
-    value += ",\"params\":" + (params ? json::stringify(*params) : std::string("{}"));
-    if (secret && secret->GetBool()) value += ",\"secret\":true";
-    value += fmt::format(",\"read\":false,\"created_ms\":{}}}", wall_ms());
-    std::string answer = "{\"id\":";
-    json::append_quoted(&answer, key);
-    put_durable(store_, kMessages, key, value, reply, answer + "}");
-  });
-
-  ops_.add("message.fetch", [this](std::string_view args, Operations::Reply reply) {
-    json::Document a = args_of(args);
-    auto dev = json::get_string(a, "device_id");
-    auto svc = json::get_string(a, "service_id");
-    bool secure = json::get_bool(a, "secure").value_or(false);
-    if (!dev || !valid_device_id(*dev)) return reply.error(CL_EINVAL, "device_id must be [A-Za-z0-9._:-]{1,128}");
-    if (!svc || !valid_service_id(*svc)) return reply.error(CL_EINVAL, "service_id must be [A-Za-z0-9._-]{1,128}");
-    cl_status_t st = CL_OK;
-    auto txn = store_.begin(&st);
-    if (!txn) return reply.error(st, "the store is busy");
-    int64_t now = wall_ms();
-    std::string out = "{\"messages\":[";
-    bool first = true;
-    std::string prefix = std::string(*dev) + "/" + std::string(*svc) + "/";
-    store_.scan(kMessages, prefix, [&](std::string_view key, std::string_view value) {
-      json::Document m;
-      if (!json::parse(value, &m, nullptr) || !m.IsObject()) return true;
-      if (m["read"].GetBool()) {
-        if (now - m["created_ms"].GetInt64() > kKeepReadMessagesMs) txn->del(kMessages, key);
-        return true;
-      }
-      // A message with secrets waits for the device's authenticated channel; the open API only has an id.
-      if (!secure && json::get_bool(m, "secret").value_or(false)) return true;
+    if (json::parse(value, &d, nullptr) && d.IsObject()) {
       if (!first) out += ",";
       first = false;
-      out += "{\"message\":" + json::stringify(m["message"]) + ",\"params\":" + json::stringify(m["params"]) + "}";
-      m["read"].SetBool(true);
-      txn->put(kMessages, key, json::stringify(m));  // read and marked in one transaction
-      return true;
-    });
-    out += "]}";
-    // Answer as soon as the transaction is visible: waiting for durability would risk marking messages read
-    // that the client never received.
-    st = store_.commit(std::move(txn), {});
-    if (st != CL_OK) return reply.error(st, "cannot mark messages read");
-    reply(CL_OK, out);
+      out += view(d, now);
+    }
+    return true;
   });
+  reply(CL_OK, out + "]}");
+}
+
+void Devices::get(std::string_view args, Operations::Reply reply) {
+  json::Document a = args_of(args);
+  auto id = json::get_string(a, "device_id");
+  json::Document d;
+  if (!id || !valid_device_id(*id)) return reply.error(CL_EINVAL, "device_id is required");
+  if (!load(store_, *id, &d)) return reply.error(CL_ENOENT, "device " + std::string(*id) + " is not paired");
+  reply(CL_OK, view(d, wall_ms()));
+}
+
+void Devices::auth(std::string_view args, Operations::Reply reply) {
+  json::Document a = args_of(args);
+  auto id = json::get_string(a, "device_id");
+  json::Document d;
+  if (!id || !valid_device_id(*id) || !load(store_, *id, &d)) {
+    return reply.error(CL_ENOENT, "device is not paired to this cloudlet");
+  }
+  std::string out = "{\"device_id\":";
+  json::append_quoted(&out, *id);
+  out += fmt::format(",\"state\":\"{}\",\"api_password\":\"{}\",\"type\":\"{}\"}}", state_of(d, wall_ms()),
+                     d["api_password"].GetString(), d["type"].GetString());
+  reply(CL_OK, out);
+}
+
+void Devices::revoke(std::string_view args, Operations::Reply reply) {
+  json::Document a = args_of(args);
+  auto id = json::get_string(a, "device_id");
+  json::Document d;
+  if (!id || !valid_device_id(*id)) return reply.error(CL_EINVAL, "device_id is required");
+  if (!load(store_, *id, &d)) return reply.error(CL_ENOENT, "device " + std::string(*id) + " is not paired");
+  std::string device_id(*id);
+  std::vector<std::string> instances;
+  for (const auto& i : d["instances"].GetArray()) instances.emplace_back(i.GetString());
+  d["revoked"].SetBool(true);
+  put_durable(store_, kDevices, device_id, json::stringify(d), reply, view(d, wall_ms()));
+  disarm(device_id);
+  leave_instances(device_id, instances, "revoked");
+  log::info("devices", "revoked device {}", device_id);
+  events_.publish("device.changed", fmt::format("{{\"device_id\":\"{}\",\"state\":\"revoked\"}}", device_id));
+}
+
+void Devices::unpair(std::string_view args, Operations::Reply reply) {
+  json::Document a = args_of(args);
+  auto id = json::get_string(a, "device_id");
+  json::Document d;
+  if (!id || !valid_device_id(*id)) return reply.error(CL_EINVAL, "device_id is required");
+  if (!load(store_, *id, &d)) return reply.error(CL_ENOENT, "device " + std::string(*id) + " is not paired");
+  std::string device_id(*id);
+  std::vector<std::string> instances;
+  for (const auto& i : d["instances"].GetArray()) instances.emplace_back(i.GetString());
+  cl_status_t st = CL_OK;
+  auto txn = store_.begin(&st);
+  if (!txn) return reply.error(st, "the store is busy");
+  txn->del(kDevices, device_id);
+  size_t deleted = mailbox_delete_device(store_, *txn, device_id);
+  store_.commit(std::move(txn), [reply](cl_status_t s) {
+    if (s != CL_OK) return reply.error(s, "the store could not write the change");
+    reply(CL_OK, "{}");
+  });
+  disarm(device_id);
+  leave_instances(device_id, instances, "unpaired");
+  log::info("devices", "unpaired device {} ({} message(s) deleted)", device_id, deleted);
+  events_.publish("device.changed", fmt::format("{{\"device_id\":\"{}\",\"state\":\"unpaired\"}}", device_id));
+}
+
+void Devices::attach(std::string_view args, Operations::Reply reply) {
+  json::Document a = args_of(args);
+  auto id = json::get_string(a, "device_id");
+  auto inst = json::get_string(a, "instance_id");
+  json::Document d;
+  if (!id || !inst || !valid_device_id(*id) || inst->empty() || inst->size() > 64) {
+    return reply.error(CL_EINVAL, "device_id and instance_id are required");
+  }
+  if (!load(store_, *id, &d)) return reply.error(CL_ENOENT, "device " + std::string(*id) + " is not paired");
+  auto& list = d["instances"];
+  for (const auto& i : list.GetArray()) {
+    if (std::string_view(i.GetString(), i.GetStringLength()) == *inst) return reply(CL_OK, "{}");
+  }
+  list.PushBack(json::Value(inst->data(), static_cast<rapidjson::SizeType>(inst->size()), d.GetAllocator()),
+                d.GetAllocator());
+  put_durable(store_, kDevices, *id, json::stringify(d), reply, "{}");
 }
 
 void Devices::add_routes(http::Server& server) {

@@ -11,9 +11,9 @@
 // lose one user); a timer per device does this, re-armed at start-up from the store.
 //
 // Operations: device.pair, device.list, device.get, device.revoke, device.unpair, device.auth, device.attach,
-// message.post, message.fetch (see core/ops/README.md); pair, revoke, unpair and auth are privileged
-// (CL_OP_F_PRIVILEGED: plugins need a grant). Manager routes: POST/GET /manager/api/devices,
-// POST /manager/api/devices/{id}/revoke, DELETE /manager/api/devices/{id}.
+// one method each; the mailbox's message.post and message.fetch are in mailbox.h (see core/ops/README.md).
+// pair, revoke, unpair and auth are privileged (CL_OP_F_PRIVILEGED: plugins need a grant). Manager routes:
+// POST/GET /manager/api/devices, POST /manager/api/devices/{id}/revoke, DELETE /manager/api/devices/{id}.
 #pragma once
 
 #include <cstdint>
@@ -23,12 +23,12 @@
 #include <vector>
 
 #include "cloudlet_plugin.h"
+#include "devices/mailbox.h"
+#include "ops/operations.h"
 
 namespace cloudlet {
 
 class Loop;
-class Store;
-class Operations;
 class EventBus;
 namespace http {
 class Server;
@@ -48,11 +48,17 @@ class Devices {
 
   static bool valid_device_id(std::string_view id);
   static bool valid_service_id(std::string_view id);
-  // Wall-clock milliseconds since the epoch (authorization windows survive restarts).
-  static int64_t wall_ms();
 
  private:
-  struct Device;
+  // The operations (arguments and results: core/ops/README.md).
+  void pair(std::string_view args, Operations::Reply reply);
+  void list(std::string_view args, Operations::Reply reply);
+  void get(std::string_view args, Operations::Reply reply);
+  void auth(std::string_view args, Operations::Reply reply);
+  void revoke(std::string_view args, Operations::Reply reply);
+  void unpair(std::string_view args, Operations::Reply reply);
+  void attach(std::string_view args, Operations::Reply reply);
+
   void arm(const std::string& device_id, int64_t end_ms);
   void disarm(const std::string& device_id);
   void leave_instances(const std::string& device_id, const std::vector<std::string>& instances, const char* why);
@@ -64,6 +70,7 @@ class Devices {
   EventBus& events_;
   std::map<std::string, uint64_t> timers_;  // device id -> expiry timer
   uint64_t sub_ = 0;
+  Mailbox mailbox_;
 };
 
 }  // namespace cloudlet

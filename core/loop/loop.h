@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <ctime>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -19,6 +20,14 @@ namespace cloudlet {
 
 // Monotonic milliseconds read now (not the loop's cached time): for deadlines on worker threads. Any thread.
 inline int64_t monotonic_ms() { return static_cast<int64_t>(uv_hrtime() / 1000000); }
+
+// Wall-clock milliseconds since the epoch: for what is stored and must mean the same after a restart
+// (authorization windows, creation times). Any thread.
+inline int64_t wall_ms() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
 
 class Loop {
  public:

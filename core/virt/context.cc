@@ -1,17 +1,9 @@
 #include "virt/context.h"
 
-#include <time.h>
-
 #include "json/json.h"
 #include "log/log.h"
 
 namespace cloudlet::virt {
-
-int64_t wall_ms() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
 
 std::string error_json(std::string_view message) { return json::error_object(message); }
 

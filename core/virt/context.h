@@ -9,6 +9,7 @@
 
 #include "cloudlet_plugin.h"
 #include "jobs/jobs.h"
+#include "loop/loop.h"  // wall_ms
 #include "ops/operations.h"
 #include "store/store.h"
 #include "virt/hypervisor.h"
@@ -40,9 +41,6 @@ struct VirtContext {
 
 constexpr const char* kServicesCollection = "services";
 constexpr const char* kInstancesCollection = "instances";
-
-// Wall-clock milliseconds (records survive restarts).
-int64_t wall_ms();
 
 // Every long operation is a job. With wait, reply gets the job's outcome when it ends; without, reply gets
 // {"job_id"} at once. Returns the job id; the caller ends the job with ctx.jobs.finish().

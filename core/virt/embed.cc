@@ -68,14 +68,28 @@ bool embed_root_from_uri(const std::string& uri, std::string* root) {
   return false;
 }
 
-std::string embed_qemu_conf() {
-  return "# Written by cloudletd for its embedded libvirt QEMU driver; changes are overwritten.\n"
-         "user = \"root\"\n"
-         "group = \"root\"\n"
-         "security_driver = \"none\"\n"
-         "cgroup_controllers = [ ]\n"
-         "stdio_handler = \"file\"\n"
-         "remember_owner = 0\n";
+EmbedVncBlock embed_vnc_block(const std::string& root) {
+  // FNV-1a: stable across runs and builds (std::hash is not), so a root keeps its block after a restart.
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : root) h = (h ^ c) * 1099511628211ull;
+  int block = static_cast<int>(h % kVncBlocks);
+  int min = kVncPortBase + block * kVncBlockSize;
+  return {min, min + kVncBlockSize - 1};
+}
+
+std::string embed_qemu_conf(const std::string& root) {
+  EmbedVncBlock vnc = embed_vnc_block(root);
+  return fmt::format(
+      "# Written by cloudletd for its embedded libvirt QEMU driver; changes are overwritten.\n"
+      "user = \"root\"\n"
+      "group = \"root\"\n"
+      "security_driver = \"none\"\n"
+      "cgroup_controllers = [ ]\n"
+      "stdio_handler = \"file\"\n"
+      "remember_owner = 0\n"
+      "remote_display_port_min = {}\n"
+      "remote_display_port_max = {}\n",
+      vnc.min, vnc.max);
 }
 
 std::string embed_ensure_qemu_user() {
@@ -106,7 +120,7 @@ std::string embed_prepare(const std::string& root) {
   std::string etc = root + "/etc";
   if (auto e = mkdirs(etc); !e.empty()) return e;
   std::string conf_path = etc + "/qemu.conf";
-  std::string want = embed_qemu_conf();
+  std::string want = embed_qemu_conf(root);
   std::string have;
   {
     std::ifstream in(conf_path, std::ios::binary);

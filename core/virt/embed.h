@@ -17,8 +17,22 @@ namespace cloudlet::virt {
 // The root of a "qemu:///embed?root=/abs/dir" URI. False if `uri` is not an embed URI with an absolute root.
 bool embed_root_from_uri(const std::string& uri, std::string* root);
 
-// The qemu.conf the embedded driver gets.
-std::string embed_qemu_conf();
+// VNC ports of one embedded root. Every embedded driver has its own port allocator, and each starts at 5900:
+// two cloudletd processes (or test processes) on one host, each with its own root, raced for the same port and
+// one QEMU failed to start. Each root gets a block of its own, chosen by a hash of its path: 54 blocks of 256
+// ports from 5900 up to 19723, below the forwarded ports' default range (20000-) and Linux's ephemeral ports
+// (32768-). Two roots share a block with a chance of 1 in 54; the allocator's bind check still keeps them apart
+// then, as it did before.
+constexpr int kVncPortBase = 5900;
+constexpr int kVncBlockSize = 256;
+constexpr int kVncBlocks = 54;
+struct EmbedVncBlock {
+  int min, max;
+};
+EmbedVncBlock embed_vnc_block(const std::string& root);
+
+// The qemu.conf the embedded driver with this root gets.
+std::string embed_qemu_conf(const std::string& root);
 
 // Blocking (worker): creates DIR/etc, writes DIR/etc/qemu.conf if needed, ensures the libvirt-qemu user.
 // Error text "" on success.

@@ -8,7 +8,12 @@ namespace cloudlet::virt {
 
 using json::put_string;
 
-std::string instance_record(const InstanceDef& i) {
+namespace {
+
+// The store document and the operations' object share one writer: the fields both carry are written once, in
+// the same order; `stored` selects the few that differ (users as a list with times vs a count, the VNC port vs
+// its address, the state as stored vs as clients see it).
+std::string write_instance(const InstanceDef& i, bool stored, const std::string& ip_address) {
   rapidjson::StringBuffer b;
   json::Writer w(b);
   w.StartObject();
@@ -19,29 +24,51 @@ std::string instance_record(const InstanceDef& i) {
   w.Uint(i.port);
   w.Key("ssh_port");
   w.Uint(i.ssh_port);
-  put_string(w, "ip_address", i.ip_address);
-  w.Key("vnc_port");
-  w.Int(i.vnc_port);
-  put_string(w, "state", i.state);
+  put_string(w, "ip_address", ip_address.empty() ? i.ip_address : ip_address);
+  if (stored) {
+    w.Key("vnc_port");
+    w.Int(i.vnc_port);
+    put_string(w, "state", i.state);
+  } else {
+    w.Key("vnc_address");
+    if (i.vnc_port > 0) {
+      std::string v = "127.0.0.1:" + std::to_string(i.vnc_port);
+      w.String(v.c_str(), static_cast<rapidjson::SizeType>(v.size()));
+    } else {
+      w.Null();
+    }
+    w.Key("fqdn");
+    w.Null();
+    // The contract's states: an instance being stopped is already gone for its clients.
+    put_string(w, "state", i.state == "stopping" ? std::string("stopped") : i.state);
+  }
   w.Key("memory_restored");
   w.Bool(i.memory_restored);
   w.Key("shared");
   w.Bool(i.shared);
   w.Key("users");
-  w.StartArray();
-  for (auto& u : i.users) {
-    w.StartObject();
-    put_string(w, "device_id", u.device_id);
-    w.Key("since_ms");
-    w.Int64(u.since_ms);
-    w.EndObject();
+  if (stored) {
+    w.StartArray();
+    for (auto& u : i.users) {
+      w.StartObject();
+      put_string(w, "device_id", u.device_id);
+      w.Key("since_ms");
+      w.Int64(u.since_ms);
+      w.EndObject();
+    }
+    w.EndArray();
+  } else {
+    w.Uint64(i.users.size());
   }
-  w.EndArray();
   w.Key("started_ms");
   w.Int64(i.started_ms);
   w.EndObject();
   return std::string(b.GetString(), b.GetSize());
 }
+
+}  // namespace
+
+std::string instance_record(const InstanceDef& i) { return write_instance(i, true, {}); }
 
 std::string instance_parse_record(std::string_view text, InstanceDef* out) {
   json::Document d;
@@ -76,38 +103,7 @@ std::string instance_parse_record(std::string_view text, InstanceDef* out) {
 }
 
 std::string instance_json(const InstanceDef& i, const std::string& ip_address) {
-  rapidjson::StringBuffer b;
-  json::Writer w(b);
-  w.StartObject();
-  put_string(w, "id", i.id);
-  put_string(w, "service_id", i.service_id);
-  put_string(w, "name", i.name);
-  w.Key("port");
-  w.Uint(i.port);
-  w.Key("ssh_port");
-  w.Uint(i.ssh_port);
-  put_string(w, "ip_address", ip_address.empty() ? i.ip_address : ip_address);
-  w.Key("vnc_address");
-  if (i.vnc_port > 0) {
-    std::string v = "127.0.0.1:" + std::to_string(i.vnc_port);
-    w.String(v.c_str(), static_cast<rapidjson::SizeType>(v.size()));
-  } else {
-    w.Null();
-  }
-  w.Key("fqdn");
-  w.Null();
-  // The contract's states: an instance being stopped is already gone for its clients.
-  put_string(w, "state", i.state == "stopping" ? std::string("stopped") : i.state);
-  w.Key("memory_restored");
-  w.Bool(i.memory_restored);
-  w.Key("users");
-  w.Uint64(i.users.size());
-  w.Key("shared");
-  w.Bool(i.shared);
-  w.Key("started_ms");
-  w.Int64(i.started_ms);
-  w.EndObject();
-  return std::string(b.GetString(), b.GetSize());
+  return write_instance(i, false, ip_address);
 }
 
 bool instance_remove_user(InstanceDef* i, const std::string& device_id) {

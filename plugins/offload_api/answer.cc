@@ -25,7 +25,7 @@ std::string header_safe_name(std::string_view name) {
 }
 
 void send(Plugin& p, cl_request_t* req, const Answer& a) {
-  cl_status_t st = p.api->resp_send(req, a.status, cs(a.content_type), cs(a.body));
+  cl_status_t st = cl::Request(p.host, req).send(a.status, a.content_type, a.body);
   if (st == CL_ECLOSING && a.undelivered) a.undelivered();
 }
 
@@ -118,10 +118,11 @@ const char* sealed_error_text(uint32_t status) {
 void answer_send(Plugin& p, cl_request_t* req, Answer a) {
   if (!a.file_path.empty()) {
     std::string disposition = "attachment; filename=\"" + header_safe_name(a.file_name) + "\"";
-    p.api->resp_header_add(req, cs("Content-Disposition"), cs(disposition));
-    cl_status_t st = p.api->resp_file(req, cs(a.file_path), cs(a.content_type));
+    cl::Request r(p.host, req);
+    r.add_header("Content-Disposition", disposition);
+    cl_status_t st = r.file(a.file_path, a.content_type);
     if (st != CL_ENOENT && st != CL_EPERM) return;  // sent (or the client is gone): the request is finished
-    p.log(CL_LOG_WARN, "app package " + a.file_path + " cannot be sent (" + p.api->strerror(st) + ")");
+    p.log(CL_LOG_WARN, "app package " + a.file_path + " cannot be sent (" + p.host.strerror(st) + ")");
     a = Answer::error(404, "The package file of this app is missing");
   }
   send(p, req, a);
@@ -138,7 +139,7 @@ void answer_send_sealed(Plugin& p, cl_request_t* req, Answer a, const TunnelKey&
   if (!tunnel_random_iv(&iv)) return send(p, req, Answer::error(500, "No randomness available to encrypt the reply"));
   if (!a.file_path.empty()) {
     auto* job = new SealFile{&p, p.alive, req, a.file_path, key, iv, {}, 200, {}};
-    if (p.api->work_queue(p.h, seal_file_work, seal_file_done, job, nullptr) != CL_OK) {
+    if (p.host.api()->work_queue(p.host.handle(), seal_file_work, seal_file_done, job, nullptr) != CL_OK) {
       delete job;
       send(p, req, Answer::error(503, "The server is shutting down"));
     }

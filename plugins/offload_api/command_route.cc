@@ -5,6 +5,7 @@
 // protocol, echoing it would let anyone decrypt captured traffic (answer.h).
 #include "answer.h"
 #include "json/json.h"
+#include "params.h"
 #include "plugin.h"
 #include "routes.h"
 #include "wire.h"
@@ -13,15 +14,9 @@ namespace cloudlet::offload {
 
 namespace {
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
 void reply(Plugin& p, cl_request_t* req, uint32_t status, std::string_view message) {
   Answer a = Answer::error(status, message);
-  p.api->resp_send(req, a.status, cs(a.content_type), cs(a.body));
+  cl::Request(p.host, req).send(a.status, a.content_type, a.body);
 }
 
 // The device is authorized: decrypt, parse and run the command.
@@ -52,21 +47,19 @@ void run_sealed(Plugin& p, cl_request_t* req, const std::string& device, const s
 cl_status_t on_command_route(void* ud, cl_request_t* req) noexcept {
   Plugin& p = *static_cast<RouteSlot*>(ud)->p;
   try {
-    cl_str_t header;
-    std::string device;
-    if (p.api->req_header(req, cs("X-Device-ID"), &header) == CL_OK) device = std::string(trim(sv(header)));
+    cl::Request request(p.host, req);
+    std::string device(trim(request.header("X-Device-ID").value_or("")));
     if (device.empty()) {
       reply(p, req, 400, "Must provide the X-Device-ID header");
       return CL_OK;
     }
     // The query string or an x-www-form-urlencoded body (pycloud read request.params: both worked).
     std::string command;
-    cl_str_t value;
-    if (p.api->req_param(req, cs("command"), &value) == CL_OK) {
-      command = std::string(sv(value));
+    if (auto value = request.param("command")) {
+      command = std::string(*value);
     } else {
       Params form;
-      parse_urlencoded(sv(p.api->req_body(req)), &form);
+      parse_urlencoded(request.body(), &form);
       if (const std::string* c = form.get("command")) command = *c;
     }
     if (command.empty()) {

@@ -8,7 +8,7 @@
  */
 #include <exception>
 
-#include "cloudlet_plugin.h"
+#include "cloudlet_plugin.hpp"
 #include "plugin.h"
 #include "routes.h"
 
@@ -28,7 +28,7 @@ void on_op_done(void* ud, cl_status_t status, cl_str_t result) {
   OpDone done = std::move(op->done);
   delete op;
   try {
-    done(status, sv(result), false);
+    done(status, cl::view(result), false);
   } catch (const std::exception& e) {
     p->log(CL_LOG_ERROR, std::string("operation result handler failed: ") + e.what());
   }
@@ -41,21 +41,14 @@ cl_status_t offload_init(cl_host_t* h, const cl_host_api_t* api, cl_str_t config
   Plugin* p = nullptr;
   try {
     p = new Plugin;
-    p->h = h;
-    p->api = api;
-    cl_buf_t mode{nullptr, 0};
-    if (api->host_get(h, cs("api_mode"), &mode) == CL_OK) {
-      p->mode.assign(mode.ptr, mode.len);
-      api->buf_free(h, &mode);
-    } else {
-      p->mode = "open";
-    }
+    p->host = cl::Host(h, api);
+    p->mode = cl::host_get(p->host, "api_mode").value_or("open");
     if (p->mode != "open" && p->mode != "encrypted" && p->mode != "both") {
       p->log(CL_LOG_ERROR, "unknown api_mode '" + p->mode + "' (open, encrypted or both)");
       delete p;
       return CL_EINVAL;
     }
-    cl_status_t st = api->event_subscribe(h, cs("service.changed"), on_service_changed, p, &p->services_sub);
+    cl_status_t st = p->host.event_subscribe("service.changed", on_service_changed, p, &p->services_sub);
     if (st == CL_OK) st = routes_add(*p);
     if (st != CL_OK) {
       delete p;  // the core removes whatever was registered
@@ -70,9 +63,9 @@ cl_status_t offload_init(cl_host_t* h, const cl_host_api_t* api, cl_str_t config
   }
 }
 
-void offload_fini(cl_host_t* h, void* state) noexcept {
+void offload_fini(cl_host_t*, void* state) noexcept {
   auto* p = static_cast<Plugin*>(state);
-  if (p->services_sub) p->api->event_unsubscribe(h, p->services_sub);
+  if (p->services_sub) p->host.event_unsubscribe(p->services_sub);
   *p->alive = false;
   // No operation result is delivered after fini: the calls' contexts (and the requests they would answer,
   // which the core now answers itself) are released here.
@@ -96,7 +89,7 @@ const cl_plugin_desc_t offload_desc = {sizeof(cl_plugin_desc_t),
 void Plugin::call(std::string_view name, const std::string& args_json, OpDone done) {
   auto* op = new PendingOp{this, std::move(done)};
   pending.insert(op);
-  cl_status_t st = api->op_call(h, cs(name), cs(args_json), on_op_done, op);
+  cl_status_t st = host.api()->op_call(host.handle(), cl::str(name), cl::str(args_json), on_op_done, op);
   if (st != CL_OK) {
     pending.erase(op);
     OpDone d = std::move(op->done);

@@ -32,6 +32,9 @@ void parse_urlencoded(std::string_view text, Params* out);
 // message, for a piece without '=' or with an empty name.
 bool parse_command(std::string_view text, std::string* path, Params* out, std::string* error);
 
+// Without leading and trailing spaces and tabs (header values, tag list entries).
+std::string_view trim(std::string_view s);
+
 // pycloud's boolean parameters: true for T, TRUE, Y, YES (any case), false for anything else.
 bool truthy(const std::string* value);
 

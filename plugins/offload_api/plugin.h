@@ -8,14 +8,11 @@
 #include <string_view>
 #include <vector>
 
-#include "cloudlet_plugin.h"
+#include "cloudlet_plugin.hpp"
 #include "replay.h"
 #include "services_cache.h"
 
 namespace cloudlet::offload {
-
-inline cl_str_t cs(std::string_view s) { return cl_str_t{s.data(), s.size()}; }
-inline std::string_view sv(cl_str_t s) { return s.ptr ? std::string_view(s.ptr, s.len) : std::string_view(); }
 
 // The result of an operation call. `missing` is set when nothing provides the operation (the app store is a
 // later plugin, for example); status is then CL_ENOENT.
@@ -25,8 +22,7 @@ struct PendingOp;
 struct RouteSlot;
 
 struct Plugin {
-  cl_host_t* h = nullptr;
-  const cl_host_api_t* api = nullptr;
+  cl::Host host;
   std::string mode;                                            // "open", "encrypted" or "both"
   std::set<PendingOp*> pending;                                // operation calls not answered yet (freed by fini)
   std::vector<std::unique_ptr<RouteSlot>> slots;               // route handler contexts
@@ -35,7 +31,7 @@ struct Plugin {
   cl_sub_id_t services_sub = 0;
   ReplayCache replays;  // ciphertext blocks of the tunnel commands each device sent
 
-  void log(int32_t level, std::string_view text) const { api->log(h, level, cs(text)); }
+  void log(int32_t level, std::string_view text) const { host.log(level, text); }
   // Calls an operation. done runs exactly once: later, or at once when the call cannot be made.
   void call(std::string_view name, const std::string& args_json, OpDone done);
 };

@@ -3,35 +3,29 @@
 #include <cstring>
 
 #include "answer.h"
+#include "params.h"
 #include "plugin.h"
 
 namespace cloudlet::offload {
 
 namespace {
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
 cl_status_t on_open_route(void* ud, cl_request_t* req) noexcept {
   auto* slot = static_cast<RouteSlot*>(ud);
   Plugin& p = *slot->p;
   try {
-    if ((slot->command == Command::start || slot->command == Command::stop) && sv(p.api->req_method(req)) == "HEAD") {
+    cl::Request r(p.host, req);
+    if ((slot->command == Command::start || slot->command == Command::stop) && r.method() == "HEAD") {
       // HEAD must not change anything: it would start or stop a VM (pycloud did so).
-      p.api->resp_header_add(req, cs("Allow"), cs("GET"));
-      return p.api->resp_send(req, 405, cs("text/plain"), cs("405 Method Not Allowed\n"));
+      r.add_header("Allow", "GET");
+      return r.send(405, "text/plain", "405 Method Not Allowed\n");
     }
     Call c;
     c.command = slot->command;
-    cl_str_t name, value;
-    for (size_t i = 0; p.api->req_param_at(req, i, &name, &value) == CL_OK; i++) {
-      c.params.add(std::string(sv(name)), std::string(sv(value)));
+    for (size_t i = 0; auto param = r.param_at(i); i++) {
+      c.params.add(std::string(param->first), std::string(param->second));
     }
-    cl_str_t device;
-    if (p.api->req_header(req, cs("X-Device-ID"), &device) == CL_OK) c.device_id = std::string(trim(sv(device)));
+    c.device_id = std::string(trim(r.header("X-Device-ID").value_or("")));
     if (c.command == Command::start) c.local_ip = local_ip(p, req);  // two syscalls: only when needed
     command_run(p, std::move(c), [&p, req](Answer a) { answer_send(p, req, std::move(a)); });
     return CL_OK;
@@ -51,7 +45,7 @@ cl_status_t add(Plugin& p, const char* method, const char* pattern, cl_route_cb 
   d.max_body = max_body;
   d.handler = handler;
   d.ud = ud;
-  cl_status_t st = p.api->route_add(p.h, &d);
+  cl_status_t st = p.host.route_add(d);
   if (st != CL_OK) p.log(CL_LOG_ERROR, std::string("cannot add route ") + method + " " + pattern);
   return st;
 }
@@ -59,10 +53,7 @@ cl_status_t add(Plugin& p, const char* method, const char* pattern, cl_route_cb 
 }  // namespace
 
 std::string local_ip(Plugin& p, cl_request_t* req) {
-  cl_str_t ip{nullptr, 0};
-  uint16_t port = 0;
-  if (p.api->req_local_addr(req, &ip, &port) != CL_OK) return "";
-  return std::string(sv(ip));
+  return std::string(cl::Request(p.host, req).local_ip().value_or(""));
 }
 
 cl_status_t routes_add(Plugin& p) {

@@ -28,7 +28,7 @@ void fetch(Plugin& p) {
         cache.array = array;
         cache.body = body;
         cache.valid = true;
-        cache.fetched_ms = p.api->now_ms(p.h);
+        cache.fetched_ms = p.host.now_ms();
       }
     }
     // Requests that came after a change must not get a list fetched before it: they wait for the next one.
@@ -44,7 +44,7 @@ void fetch(Plugin& p) {
 
 void services_fetch(Plugin& p, ServicesDone done) {
   ServicesCache& c = p.services;
-  if (c.valid && p.api->now_ms(p.h) - c.fetched_ms < ServicesCache::kMaxAgeMs) {
+  if (c.valid && p.host.now_ms() - c.fetched_ms < ServicesCache::kMaxAgeMs) {
     return done(CL_OK, c.array, c.body, std::string(), false);
   }
   c.waiters.emplace_back(c.generation, std::move(done));

@@ -51,12 +51,7 @@ class ShellStream final : public Stream {
     host_.stream_close(*this);
     report(std::move(err));
   }
-  void report(Error err) {
-    if (err) err.message = describe() + " failed: " + err.message;
-    auto cb = std::move(cb_);
-    std::string out = err ? std::string() : std::move(output_);
-    host_.complete([cb, err, out = std::move(out)]() mutable { cb(err, std::move(out)); });
-  }
+  void report(Error err) { deliver(cb_, std::move(err), output_); }
 
   std::string command_;
   size_t max_;

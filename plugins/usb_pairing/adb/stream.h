@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "adb/error.h"
@@ -59,6 +60,21 @@ class Stream {
   virtual std::string describe() const = 0;
 
  protected:
+  // Ends the caller's wait: exactly once (cb is moved out), later on a clean stack, the error prefixed with
+  // what the stream was doing (described before the value is taken). On an error the caller gets the default
+  // value (no partial output). The value is taken by reference so that describe() still sees it.
+  template <class... Value>
+  void deliver(std::function<void(Error, Value...)>& cb, Error err, std::type_identity_t<Value>&... value) {
+    if (err) err.message = describe() + " failed: " + err.message;
+    auto done = std::move(cb);
+    cb = nullptr;
+    if (err) {
+      host_.complete([done = std::move(done), err]() mutable { done(err, Value()...); });
+    } else {
+      host_.complete([done = std::move(done), err, ... v = std::move(value)]() mutable { done(err, std::move(v)...); });
+    }
+  }
+
   StreamHost& host_;
   std::string service_;
 };

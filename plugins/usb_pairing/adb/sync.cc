@@ -246,11 +246,7 @@ class PushStream final : public SyncStream {
     }
   }
 
-  void report(Error err) {
-    if (err) err.message = describe() + " failed: " + err.message;
-    auto cb = std::move(cb_);
-    host_.complete([cb, err] { cb(err); });
-  }
+  void report(Error err) { deliver(cb_, std::move(err)); }
 
   PushRequest req_;
   std::function<void(Error)> cb_;
@@ -344,12 +340,7 @@ class PullStream final : public SyncStream {
     else quit();
     report(std::move(err));
   }
-  void report(Error err) {
-    if (err) err.message = describe() + " failed: " + err.message;
-    auto cb = std::move(cb_);
-    std::string data = err ? std::string() : std::move(result_);
-    host_.complete([cb, err, data = std::move(data)]() mutable { cb(err, std::move(data)); });
-  }
+  void report(Error err) { deliver(cb_, std::move(err), result_); }
 
   std::string remote_;
   size_t max_;
@@ -411,11 +402,7 @@ class StatStream final : public SyncStream {
     else quit();
     report(std::move(err), st);
   }
-  void report(Error err, RemoteStat st) {
-    if (err) err.message = describe() + " failed: " + err.message;
-    auto cb = std::move(cb_);
-    host_.complete([cb, err, st] { cb(err, st); });
-  }
+  void report(Error err, RemoteStat st) { deliver(cb_, std::move(err), st); }
 
   std::string remote_;
   std::function<void(Error, RemoteStat)> cb_;
