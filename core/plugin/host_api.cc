@@ -56,7 +56,7 @@ std::string_view sv(cl_str_t s) { return std::string_view(s.ptr ? s.ptr : "", s.
 cl_str_t cs(std::string_view s) { return cl_str_t{s.data(), s.size()}; }
 constexpr cl_str_t kEmpty{nullptr, 0};
 constexpr size_t kMaxJobText = 1024;   // a job's subject and progress message (abi/cloudlet_plugin.h)
-constexpr size_t kMaxPrincipal = 256;  // op_call_as
+constexpr size_t kMaxPrincipal = 256;  // op_call_as, req_set_principal
 
 bool before(const std::shared_ptr<Life>& life, int phase) { return life->phase.load() <= phase; }
 
@@ -954,9 +954,8 @@ cl_status_t host_op_call_as(cl_host_t* h, cl_str_t name, cl_str_t args, cl_str_t
   caller.principal = std::string(p);
   return op_call_from(h, caller, name, args, cb, ud);
 }
-// ---- listener guards, principals, static files, peer certificates (since 1.1) ---------------------------
 
-constexpr size_t kMaxPrincipal = 256;
+// ---- listener guards, principals, static files, peer certificates (since 1.1) ---------------------------
 
 cl_status_t host_listener_guard_set(cl_host_t* h, cl_str_t listener, cl_guard_cb cb, void* ud) {
   LOOP_ONLY(h, "listener_guard_set");

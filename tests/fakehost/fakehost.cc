@@ -1091,6 +1091,8 @@ cl_status_t f_op_call_as(cl_host_t* h, cl_str_t name, cl_str_t args, cl_str_t pr
   caller.kind = CL_CALLER_AGENT;
   caller.principal = std::string(sv(principal));
   return op_call_from(impl, std::move(caller), name, args, cb, ud);
+}
+
 bool fake_listener(FakeHost* fh, std::string_view name) {
   for (const auto& l : fh->listeners) {
     if (l == name) return true;

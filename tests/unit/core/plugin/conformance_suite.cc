@@ -417,6 +417,8 @@ TEST_F(Conformance, StaticFilesFromThePluginsDirectory) {
   EXPECT_EQ(host_->request("GET", "/plugins/conformance/static/missing.txt").status, 404);
   EXPECT_EQ(host_->request("GET", "/plugins/conformance/static/leak.txt").status, 404);  // symlink out
   EXPECT_EQ(host_->request("GET", "/plugins/conformance/static/%2e%2e/out/secret.txt").status, 404);
+}
+
 TEST_F(Conformance, JobsShowProgressAreCancelledAndFinishOnce) {
   Report r = run("conf.jobs");
   EXPECT_EQ(r.num("bad_kind"), CL_EINVAL) << r.str();
