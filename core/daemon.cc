@@ -201,6 +201,12 @@ bool Daemon::start(std::string* error) {
 }
 
 void Daemon::load_plugins() {
+  // A listener whose guard the configuration grants stays closed (503) until its plugin installs the guard:
+  // if that plugin fails to load, the listener must not serve unauthenticated.
+  for (const auto& p : cfg_.plugins) {
+    if (!p.enabled) continue;
+    for (const auto& listener : p.guards) server_->expect_guard(listener);
+  }
   for (const auto& p : cfg_.plugins) {
     if (!p.enabled) continue;
     PluginSpec spec;

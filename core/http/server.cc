@@ -137,10 +137,17 @@ void Server::remove_routes(void* owner) {
 cl_status_t Server::set_guard(std::string_view name, void* owner, std::function<cl_status_t(Request&)> guard) {
   Listener* l = listener(name);
   if (!l) return CL_ENOENT;
-  if (l->guarded) return CL_EEXIST;
+  if (l->guarded && (l->guard || l->guard_owner)) return CL_EEXIST;  // expected only (expect_guard): free
   if (!guard) return CL_EINVAL;
   l->guard = std::move(guard);
   l->guard_owner = owner;
+  l->guarded = true;
+  return CL_OK;
+}
+
+cl_status_t Server::expect_guard(std::string_view name) {
+  Listener* l = listener(name);
+  if (!l) return CL_ENOENT;
   l->guarded = true;
   return CL_OK;
 }

@@ -56,7 +56,8 @@ struct Listener {
   std::list<Connection*> request_list;
   // The listener's guard (a plugin's: listener_guard_set), run when a request's headers have arrived, before
   // routing, for every request (plugin routes, core routes, static files). CL_OK lets a request through.
-  // Once set the listener stays guarded: when its owner goes, `guard` is cleared and requests get 503.
+  // Once set (or expected: Server::expect_guard) the listener stays guarded: while `guard` is empty (not installed
+  // yet, or its owner went) requests get 503.
   std::function<cl_status_t(Request&)> guard;
   void* guard_owner = nullptr;
   bool guarded = false;
@@ -93,6 +94,10 @@ class Server {
   void remove_routes(void* owner);
   // Installs a listener's guard (see Listener::guard). CL_ENOENT (no such listener), CL_EEXIST (guarded).
   cl_status_t set_guard(std::string_view listener, void* owner, std::function<cl_status_t(Request&)> guard);
+  // Marks a listener as guarded before its guard exists (the configuration grants the guard to a plugin): it
+  // refuses every request (503) until that plugin installs the guard, so a plugin that fails to load leaves it
+  // closed, never open. CL_ENOENT (no such listener).
+  cl_status_t expect_guard(std::string_view listener);
   // Removes the guards an owner set: those listeners then refuse every request (503) instead of opening.
   void remove_guards(void* owner);
 

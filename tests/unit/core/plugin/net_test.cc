@@ -221,6 +221,23 @@ TEST(PluginNet, AnInitThatFailsAfterSettingTheGuardClosesTheListener) {
   EXPECT_EQ(core.get("/core/hello").status, 503);
 }
 
+// The daemon marks a listener whose guard the configuration grants (Server::expect_guard) before loading
+// plugins: it refuses until the guard is installed, and stays closed when the plugin fails to load.
+TEST(PluginNet, AGrantedGuardKeepsTheListenerClosedUntilInstalled) {
+  Scratch s("expect");
+  PluginCore core("net-expect");
+  add_core_routes(core);
+  ASSERT_EQ(core.server->expect_guard("manager"), CL_OK);
+  EXPECT_EQ(core.server->expect_guard("nosuch"), CL_ENOENT);
+  EXPECT_EQ(core.get("/core/hello").status, 503);
+  core.guards = {"manager"};
+  core.files_dir = s.files();
+  EXPECT_NE(core.load("conformance", (s.dir / "missing.so").string()), CL_OK);
+  EXPECT_EQ(core.get("/core/hello").status, 503);  // its plugin did not load: still closed
+  ASSERT_EQ(core.load("conformance", fixture()), CL_OK);
+  EXPECT_EQ(core.get("/core/hello").status, 200);  // through the installed guard
+}
+
 TEST(PluginNet, AGuardNotGrantedIsRefused) {
   Scratch s("notgranted");
   PluginCore core("net-notgranted");
