@@ -566,6 +566,16 @@ cl_status_t queue_work(const Host& host, W work, D done, cl_work_id_t* id = null
   return st;
 }
 
+namespace detail {
+/* The completion of op_call and op_call_as: runs the boxed callable once, then frees it. */
+template <typename D>
+void op_done(void* ud, cl_status_t s, cl_str_t result) noexcept {
+  auto* b = static_cast<Boxed<D>*>(ud);
+  guarded_void([&] { b->fn(s, view(result)); });
+  delete b;
+}
+}  // namespace detail
+
 /* Calls an operation; done(status, result_json) runs exactly once (CL_ECANCELED if unloading first). */
 template <typename D>
 cl_status_t op_call(const Host& host, std::string_view name, std::string_view args_json, D done) noexcept {
@@ -573,12 +583,7 @@ cl_status_t op_call(const Host& host, std::string_view name, std::string_view ar
   if (!box) return CL_ENOMEM;
   cl_status_t st = host.api()->op_call(
       host.handle(), str(name), str(args_json),
-      [](void* ud, cl_status_t s, cl_str_t result) {
-        auto* b = static_cast<detail::Boxed<D>*>(ud);
-        guarded_void([&] { b->fn(s, view(result)); });
-        delete b;
-      },
-      box);
+      detail::op_done<D>, box);
   if (st != CL_OK) delete box;
   return st;
 }
@@ -592,12 +597,7 @@ cl_status_t op_call_as(const Host& host, std::string_view name, std::string_view
   if (!box) return CL_ENOMEM;
   cl_status_t st = host.api()->op_call_as(
       host.handle(), str(name), str(args_json), str(principal),
-      [](void* ud, cl_status_t s, cl_str_t result) {
-        auto* b = static_cast<detail::Boxed<D>*>(ud);
-        guarded_void([&] { b->fn(s, view(result)); });
-        delete b;
-      },
-      box);
+      detail::op_done<D>, box);
   if (st != CL_OK) delete box;
   return st;
 }

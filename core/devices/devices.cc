@@ -4,6 +4,9 @@
 
 #include <fmt/format.h>
 
+#include <optional>
+#include <vector>
+
 #include "devices/op_util.h"
 #include "events/bus.h"
 #include "http/op_gateway.h"
@@ -66,6 +69,30 @@ bool load(Store& store, std::string_view id, json::Document* doc) {
   return json::parse(text, doc, nullptr) && doc->IsObject();
 }
 
+// The paired device an operation's "device_id" names, loaded into *d; nullopt once it has answered CL_EINVAL
+// (missing or malformed id) or CL_ENOENT (not paired).
+std::optional<std::string> named_device(Store& store, std::string_view args, const Operations::Reply& reply,
+                                        json::Document* d) {
+  json::Document a = devices::args_of(args);
+  auto id = json::get_string(a, "device_id");
+  if (!id || !Devices::valid_device_id(*id)) {
+    reply.error(CL_EINVAL, "device_id is required");
+    return std::nullopt;
+  }
+  if (!load(store, *id, d)) {
+    reply.error(CL_ENOENT, "device " + std::string(*id) + " is not paired");
+    return std::nullopt;
+  }
+  return std::string(*id);
+}
+
+// The instances a device uses (its record's "instances").
+std::vector<std::string> instances_of(const json::Value& d) {
+  std::vector<std::string> out;
+  for (const auto& i : d["instances"].GetArray()) out.emplace_back(i.GetString());
+  return out;
+}
+
 }  // namespace
 
 using devices::args_of;
@@ -118,10 +145,8 @@ void Devices::arm(const std::string& device_id, int64_t end_ms) {
       arm(device_id, end_of(d));
       return;
     }
-    std::vector<std::string> instances;
-    for (const auto& i : d["instances"].GetArray()) instances.emplace_back(i.GetString());
     log::info("devices", "authorization of device {} ended", device_id);
-    leave_instances(device_id, instances, "authorization ended");
+    leave_instances(device_id, instances_of(d), "authorization ended");
     events_.publish("device.changed", fmt::format("{{\"device_id\":\"{}\",\"state\":\"expired\"}}", device_id));
   });
 }
@@ -280,11 +305,8 @@ void Devices::list(std::string_view, Operations::Reply reply) {
 }
 
 void Devices::get(std::string_view args, Operations::Reply reply) {
-  json::Document a = args_of(args);
-  auto id = json::get_string(a, "device_id");
   json::Document d;
-  if (!id || !valid_device_id(*id)) return reply.error(CL_EINVAL, "device_id is required");
-  if (!load(store_, *id, &d)) return reply.error(CL_ENOENT, "device " + std::string(*id) + " is not paired");
+  if (!named_device(store_, args, reply, &d)) return;
   reply(CL_OK, view(d, wall_ms()));
 }
 
@@ -303,14 +325,11 @@ void Devices::auth(std::string_view args, Operations::Reply reply) {
 }
 
 void Devices::revoke(std::string_view args, Operations::Reply reply) {
-  json::Document a = args_of(args);
-  auto id = json::get_string(a, "device_id");
   json::Document d;
-  if (!id || !valid_device_id(*id)) return reply.error(CL_EINVAL, "device_id is required");
-  if (!load(store_, *id, &d)) return reply.error(CL_ENOENT, "device " + std::string(*id) + " is not paired");
-  std::string device_id(*id);
-  std::vector<std::string> instances;
-  for (const auto& i : d["instances"].GetArray()) instances.emplace_back(i.GetString());
+  std::optional<std::string> named = named_device(store_, args, reply, &d);
+  if (!named) return;
+  const std::string& device_id = *named;
+  std::vector<std::string> instances = instances_of(d);
   d["revoked"].SetBool(true);
   put_durable(store_, kDevices, device_id, json::stringify(d), reply, view(d, wall_ms()));
   disarm(device_id);
@@ -320,14 +339,11 @@ void Devices::revoke(std::string_view args, Operations::Reply reply) {
 }
 
 void Devices::unpair(std::string_view args, Operations::Reply reply) {
-  json::Document a = args_of(args);
-  auto id = json::get_string(a, "device_id");
   json::Document d;
-  if (!id || !valid_device_id(*id)) return reply.error(CL_EINVAL, "device_id is required");
-  if (!load(store_, *id, &d)) return reply.error(CL_ENOENT, "device " + std::string(*id) + " is not paired");
-  std::string device_id(*id);
-  std::vector<std::string> instances;
-  for (const auto& i : d["instances"].GetArray()) instances.emplace_back(i.GetString());
+  std::optional<std::string> named = named_device(store_, args, reply, &d);
+  if (!named) return;
+  const std::string& device_id = *named;
+  std::vector<std::string> instances = instances_of(d);
   cl_status_t st = CL_OK;
   auto txn = store_.begin(&st);
   if (!txn) return reply.error(st, "the store is busy");
