@@ -19,9 +19,10 @@
  * Unloading begins at shutdown (or when init fails). From then on the core makes no new calls into the
  * plugin: timers, fd watches, event deliveries, route handlers and operation handlers stop. What the plugin
  * already started still completes, before fini: running work, posts, lent writes and commits are waited for;
- * queued work, operation results and body streams still pending get CL_ECANCELED. Slots that would start
- * something new (timer_start, work_queue, io_start, event_subscribe, op_register, op_call, req_body_read, and
- * post once fini is near) return CL_ECANCELED while unloading. After fini returns nothing is ever called again.
+ * queued work, operation results and body streams still pending get CL_ECANCELED, child processes are killed
+ * and their exit callback gets CL_ECANCELED. Slots that would start something new (timer_start, work_queue,
+ * io_start, event_subscribe, op_register, op_call, req_body_read, proc_spawn, and post once fini is near)
+ * return CL_ECANCELED while unloading. After fini returns nothing is ever called again.
  * A failed init goes through the same steps without fini.
  */
 #ifndef CLOUDLET_PLUGIN_H
@@ -242,6 +243,52 @@ typedef struct cl_caller_s {
  * request itself (resp_send, e.g. a redirect to a login page) the core sends nothing more, else the core
  * answers with the status's HTTP code. Runs synchronously on the loop: keep it fast (no KDF here). */
 typedef cl_status_t (*cl_guard_cb)(void *ud, cl_request_t *req);
+
+/* ---- since 1.1: child processes ---- */
+
+/* A child process (proc_spawn). Core-owned; valid until its exit callback returns. */
+typedef struct cl_proc_s cl_proc_t;
+
+/* Process flags (cl_proc_desc_t.flags). SINCE: 1.1 */
+#define CL_PROC_F_CAPTURE_STDOUT 1u /* keep stdout (up to max_capture bytes) for the exit callback */
+#define CL_PROC_F_CAPTURE_STDERR 2u /* keep stderr (up to max_capture bytes) for the exit callback */
+#define CL_PROC_F_STREAM_STDOUT 4u  /* deliver stdout as it arrives to the output callback */
+#define CL_PROC_F_STREAM_STDERR 8u  /* deliver stderr as it arrives to the output callback */
+#define CL_PROC_F_STDIN_PIPE 16u    /* stdin is a pipe fed with proc_write (else /dev/null) */
+
+/* How to start a process. Never through a shell: argv is passed as is. OWNERSHIP: every string is copied by
+ * proc_spawn; the struct may be freed when it returns. SINCE: 1.1 */
+typedef struct cl_proc_desc_s {
+  uint32_t struct_size;      /* = sizeof(cl_proc_desc_t) */
+  uint32_t flags;            /* CL_PROC_F_* */
+  const char *const *argv;   /* NULL-terminated, at most 4096 entries; argv[0] is an absolute path or a name
+                                looked up in the child's PATH */
+  const char *const *env;    /* NULL-terminated "NAME=value" strings, at most 4096; NULL = PATH and LANG only */
+  const char *cwd;           /* working directory; NULL = the plugin's data directory (host fact
+                                "plugin_data_dir") */
+  uint64_t timeout_ms;       /* 0 = none; when it passes: SIGTERM, SIGKILL 2 s later, status CL_ETIMEDOUT */
+  uint64_t max_capture;      /* per captured stream; 0 = 1 MiB; more is dropped and `truncated` is set */
+} cl_proc_desc_t;
+
+/* How a process ended (the exit callback). OWNERSHIP: borrowed for the callback. SINCE: 1.1 */
+typedef struct cl_proc_exit_s {
+  uint32_t struct_size; /* = sizeof(cl_proc_exit_t) */
+  cl_status_t status;   /* CL_OK when it ran and exited (any code, or a signal proc_kill sent), CL_ETIMEDOUT,
+                           CL_ECANCELED (killed because the plugin is unloading), CL_ENOENT (program not found),
+                           CL_EPERM (not executable), CL_EIO (could not start) */
+  int64_t exit_code;    /* exit status when it exited normally, else -1 */
+  int32_t term_signal;  /* the signal that ended it, else 0 */
+  uint32_t truncated;   /* a mask: 1 stdout capture truncated, 2 stderr capture truncated */
+  cl_str_t out;         /* captured stdout (CL_PROC_F_CAPTURE_STDOUT), else empty */
+  cl_str_t err;         /* captured stderr (CL_PROC_F_CAPTURE_STDERR), else empty */
+} cl_proc_exit_t;
+
+/* Output of a streamed stream: fd is 1 (stdout) or 2 (stderr); chunk borrowed for the call. Notification (not
+ * after the exit callback). */
+typedef void (*cl_proc_output_cb)(void *ud, cl_proc_t *p, int32_t fd, cl_str_t chunk);
+/* The process ended (or never started): after it exited and its output was read to the end. Completion:
+ * exactly once when proc_spawn returned CL_OK, never from inside proc_spawn. */
+typedef void (*cl_proc_exit_cb)(void *ud, cl_proc_t *p, const cl_proc_exit_t *exit);
 
 /* ------------------------------------------------------------------------------------------------------------
  * The host function table. Filled by the core, handed to init(), valid until fini() returns.
@@ -677,6 +724,35 @@ typedef struct cl_host_api_s {
    * @return CL_OK, CL_EINVAL, CL_ENOENT (no such listener or directory), CL_EPERM, CL_EEXIST, CL_ESTATE (called
    * after init). OWNERSHIP: copied. THREAD: loop. SINCE: 1.1 */
   cl_status_t (*static_add)(cl_host_t *h, cl_str_t listener, cl_str_t url_prefix, cl_str_t dir);
+
+  /* ---- since 1.1: child processes ---- */
+
+  /** Starts a program (never through a shell) and watches it on the loop: output callbacks while it runs,
+   * then exactly one exit callback. The child gets its own process group, no descriptor but 0-2, default
+   * signal handling and the environment of desc->env only. Processes still running when unloading begins are
+   * killed (SIGTERM, SIGKILL 2 s later) and their exit callback gets CL_ECANCELED, before fini.
+   * @param [out] out the process. @return CL_OK, CL_EINVAL (no argv, bad flags, too many strings),
+   * CL_ECANCELED (unloading); a program that cannot be started is reported through the exit callback
+   * (CL_ENOENT, CL_EPERM, CL_EIO). OWNERSHIP: desc copied; ud must stay valid until the exit callback returns.
+   * THREAD: loop. SINCE: 1.1 */
+  cl_status_t (*proc_spawn)(cl_host_t *h, const cl_proc_desc_t *desc, cl_proc_output_cb on_output,
+                            cl_proc_exit_cb on_exit, void *ud, cl_proc_t **out);
+
+  /** Writes to the process's stdin (CL_PROC_F_STDIN_PIPE). done NULL copies the bytes now; else they are lent
+   * until done(ptr, hint) runs: a completion, exactly once when this returns CL_OK or CL_ECLOSING (also when
+   * the child stops reading), on the loop from a clean stack, before fini. Completion is the back-pressure
+   * signal. @return CL_OK, CL_EINVAL, CL_ESTATE (no stdin pipe, closed by proc_close_stdin, or a handle whose
+   * exit callback returned), CL_ECLOSING (the process has exited). OWNERSHIP: lent bytes must not change or be
+   * freed until done runs. THREAD: loop. SINCE: 1.1 */
+  cl_status_t (*proc_write)(cl_proc_t *p, const void *ptr, size_t len, cl_free_cb done, void *hint);
+
+  /** Closes the process's stdin (end of input) once what was written is sent. @return CL_OK or CL_ESTATE.
+   * OWNERSHIP: nothing is passed. THREAD: loop. SINCE: 1.1 */
+  cl_status_t (*proc_close_stdin)(cl_proc_t *p);
+
+  /** Sends a signal (SIGTERM, SIGKILL, SIGHUP, SIGINT) to the process's group. @return CL_OK, CL_EINVAL
+   * (another signal), CL_ESTATE (already exited). OWNERSHIP: nothing is passed. THREAD: loop. SINCE: 1.1 */
+  cl_status_t (*proc_kill)(cl_proc_t *p, int32_t signum);
 
   /* New slots are appended here, at the end of the struct only, in a group marked "since 1.N". */
 } cl_host_api_t;

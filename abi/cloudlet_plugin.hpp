@@ -13,6 +13,7 @@
  *   - cl::post, cl::queue_work, cl::op_call, cl::op_call_as, cl::commit: completions as C++ callables. The ABI
  *     calls every completion exactly once (rule E2), so each callable is heap-allocated when the slot accepts it
  *     and freed right after it ran; when the slot refuses, it is freed at once and never called;
+ *   - cl::spawn:           a child process (ABI 1.1) with its exit and output callables (cl::ProcSpec, cl::ProcExit);
  *   - cl::guarded:         runs a hook body and turns any exception into a status (rule E3).
  * Every hook a plugin hands to the core must be noexcept: wrap its body in cl::guarded (or catch yourself).
  */
@@ -25,6 +26,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "cloudlet_plugin.h"
 
@@ -616,6 +618,87 @@ cl_status_t commit(Txn& txn, D done) noexcept {
       box);
   if (st != CL_OK) delete box;
   return st;
+}
+
+// ---- child processes (ABI 1.1) -------------------------------------------------------------------------------
+
+/* How a child process ended (a view of cl_proc_exit_t: out and err are borrowed for the exit callable). */
+struct ProcExit {
+  cl_status_t status;  /* CL_OK when it ran (any exit code), CL_ETIMEDOUT, CL_ECANCELED, CL_ENOENT, CL_EPERM, CL_EIO */
+  int64_t exit_code;   /* -1 unless it exited normally */
+  int32_t term_signal; /* 0 unless a signal ended it */
+  uint32_t truncated;  /* 1: stdout capture truncated, 2: stderr */
+  std::string_view out, err;
+  /* It ran and exited with 0. */
+  bool ok() const noexcept { return status == CL_OK && exit_code == 0; }
+};
+
+/* What to run. argv and env are copied by the core at spawn; env empty = PATH and LANG only. */
+struct ProcSpec {
+  std::vector<std::string> argv;
+  std::vector<std::string> env;
+  std::string cwd;  /* "" = the plugin's data directory */
+  uint32_t flags = CL_PROC_F_CAPTURE_STDOUT | CL_PROC_F_CAPTURE_STDERR;
+  uint64_t timeout_ms = 0;
+  uint64_t max_capture = 0;
+};
+
+namespace detail {
+struct NoOutput {
+  void operator()(int32_t, std::string_view) const noexcept {}
+};
+}  // namespace detail
+
+/* Starts a program (never through a shell). on_output(fd, chunk) runs for streamed streams (CL_PROC_F_STREAM_*),
+ * on_exit(const ProcExit&) exactly once when this returns CL_OK (also when the program could not be started,
+ * and with CL_ECANCELED when the plugin unloads first). *out (optional) is the handle for proc_write,
+ * proc_close_stdin and proc_kill, valid until on_exit returns. CL_ENOTSUP on a core older than 1.1. */
+template <typename E, typename O = detail::NoOutput>
+cl_status_t spawn(const Host& host, const ProcSpec& spec, E on_exit, O on_output = O(),
+                  cl_proc_t** out = nullptr) noexcept {
+  if (!host.has(&cl_host_api_t::proc_spawn)) return CL_ENOTSUP;
+  struct Box {
+    E exit;
+    O output;
+  };
+  std::vector<const char*> argv, env;
+  try {
+    for (const auto& a : spec.argv) argv.push_back(a.c_str());
+    argv.push_back(nullptr);
+    for (const auto& e : spec.env) env.push_back(e.c_str());
+    env.push_back(nullptr);
+  } catch (...) {
+    return CL_ENOMEM;
+  }
+  cl_proc_desc_t d{};
+  d.struct_size = sizeof d;
+  d.flags = spec.flags;
+  d.argv = argv.data();
+  d.env = spec.env.empty() ? nullptr : env.data();
+  d.cwd = spec.cwd.empty() ? nullptr : spec.cwd.c_str();
+  d.timeout_ms = spec.timeout_ms;
+  d.max_capture = spec.max_capture;
+  auto* box = new (std::nothrow) Box{std::move(on_exit), std::move(on_output)};
+  if (!box) return CL_ENOMEM;
+  cl_proc_t* p = nullptr;
+  cl_status_t st = host.api()->proc_spawn(
+      host.handle(), &d,
+      [](void* ud, cl_proc_t*, int32_t fd, cl_str_t chunk) {
+        guarded_void([&] { static_cast<Box*>(ud)->output(fd, view(chunk)); });
+      },
+      [](void* ud, cl_proc_t*, const cl_proc_exit_t* x) {
+        auto* b = static_cast<Box*>(ud);
+        ProcExit e{x->status, x->exit_code, x->term_signal, x->truncated, view(x->out), view(x->err)};
+        guarded_void([&] { b->exit(e); });
+        delete b;
+      },
+      box, &p);
+  if (st != CL_OK) {
+    delete box;
+    return st;
+  }
+  if (out) *out = p;
+  return CL_OK;
 }
 
 }  // namespace cl

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "cloudlet_plugin.h"
+#include "loop/child.h"
 #include "ops/operations.h"
 #include "store/store.h"
 
@@ -91,6 +92,16 @@ struct cl_job_s {
   bool finished = false;  // finished by the core at unload; the plugin's job_finish then gets CL_ESTATE
 };
 
+// A child process the plugin started (proc_spawn). Owned by its host: deleted after the exit callback returns
+// (or when the host is abandoned, after detaching the child).
+struct cl_proc_s {
+  cl_host_s* host;
+  cloudlet::Child* child;
+  cl_proc_output_cb on_output;
+  cl_proc_exit_cb on_exit;
+  void* ud;
+};
+
 struct cl_host_s {
   struct IoWatch;
   struct LentWrite;
@@ -133,7 +144,7 @@ struct cl_host_s {
   std::shared_ptr<Life> life = std::make_shared<Life>();
 
   // Completions the plugin is owed (loop thread): work items, lent writes, commits, operation results, body
-  // streams. Posts are counted in life->posts_queued (any thread).
+  // streams, process exits. Posts are counted in life->posts_queued (any thread).
   size_t owed = 0;
   // Set by the manager when unloading begins: runs (deferred, clean stack) once nothing is owed any more.
   std::function<void()> on_quiet;
@@ -147,6 +158,7 @@ struct cl_host_s {
   std::set<cl_op_call_s*> calls;
   std::set<std::shared_ptr<Awaited>> awaited;
   std::map<std::string, cl_job_s*> jobs;  // by id: the plugin's jobs not finished by job_finish
+  std::set<cl_proc_s*> procs;             // its child processes whose exit callback has not run
   cloudlet::Caller caller;                // how its op_call reaches callees: CL_CALLER_PLUGIN, its name, grants
   std::atomic<int64_t> json_docs{0};  // documents parsed and not freed (any thread): reported at unload
   cl_txn_s* txn = nullptr;
@@ -178,6 +190,7 @@ struct cl_host_s {
  private:
   void stop_notifications();
   void finish_jobs();
+  void release_procs();
   void release_all();
 };
 
@@ -191,6 +204,8 @@ void report_slow_hook(const cl_host_s* h, const char* what, uint64_t ms);
 std::unordered_set<cl_op_call_s*>& live_op_calls();
 // Every cl_job_s a plugin may still use, so a stale pointer (a second job_finish) is refused, not followed.
 std::unordered_set<cl_job_s*>& live_jobs();
+// Every cl_proc_s a plugin may still use, so a stale pointer (a write after the exit callback) is refused.
+std::unordered_set<cl_proc_s*>& live_procs();
 // Stops an fd watch and frees it from its close callback.
 void close_io_watch(cl_host_s::IoWatch* w);
 

@@ -25,6 +25,7 @@
 #include "loop/loop.h"
 #include "plugin/host.h"
 #include "plugin/json_doc.h"
+#include "plugin/proc_slots.h"
 #include "plugin/status_text.h"
 
 using cloudlet::guard;
@@ -122,6 +123,16 @@ void host_buf_free(cl_host_t*, cl_buf_t* buf) {
   buf->len = 0;
 }
 
+// The plugin's own directory under the data directory (data/plugins/<name>, 0700), created when missing.
+bool plugin_data_dir(cl_host_s* h, std::string* out) {
+  std::string dir = h->svc->data_dir + "/plugins";
+  mkdir(dir.c_str(), 0700);
+  dir += "/" + h->name();
+  if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return false;
+  *out = std::move(dir);
+  return true;
+}
+
 cl_status_t host_host_get(cl_host_t* h, cl_str_t key, cl_buf_t* out) {
   LOOP_ONLY(h, "host_get");
   if (!out) return CL_EINVAL;
@@ -134,10 +145,8 @@ cl_status_t host_host_get(cl_host_t* h, cl_str_t key, cl_buf_t* out) {
   if (k == "api_mode") return copy_out(s.api_mode, out);
   if (k == "plugin_files_dir") return copy_out(h->spec.files_dir, out);
   if (k == "plugin_data_dir") {
-    std::string dir = s.data_dir + "/plugins";
-    mkdir(dir.c_str(), 0700);
-    dir += "/" + h->name();
-    if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return CL_EIO;
+    std::string dir;
+    if (!plugin_data_dir(h, &dir)) return CL_EIO;
     return copy_out(dir, out);
   }
   return CL_ENOENT;
@@ -713,10 +722,9 @@ cl_status_t host_req_file_take(cl_request_t* r, size_t index, cl_str_t dest) {
   if (!h) return CL_EINVAL;
   if (!r->form || index >= r->form->files().size()) return CL_ENOENT;
   if (!safe_relative(sv(dest))) return CL_EINVAL;
-  cl_buf_t dir{nullptr, 0};
-  if (host_host_get(h, cl_str_t{"plugin_data_dir", 15}, &dir) != CL_OK) return CL_EIO;
-  std::string abs = std::string(dir.ptr, dir.len) + "/" + std::string(sv(dest));
-  host_buf_free(h, &dir);
+  std::string dir;
+  if (!plugin_data_dir(h, &dir)) return CL_EIO;
+  std::string abs = dir + "/" + std::string(sv(dest));
   std::string error;
   cl_status_t st = r->form->take_file(index, abs, &error);
   if (st == CL_EIO) cloudlet::log::error(h->name(), "moving an upload to {}: {}", abs, error);
@@ -1056,6 +1064,97 @@ cl_status_t host_static_add(cl_host_t* h, cl_str_t listener, cl_str_t url_prefix
   return router->add(std::move(route));
 }
 
+
+// ---- child processes (since 1.1) -------------------------------------------------------------------------
+
+// A process handle the plugin may still use, with its host on the loop thread; null otherwise (logged off-loop).
+cl_host_s* proc_host(cl_proc_t* p, const char* slot) {
+  if (!p || !cloudlet::live_procs().count(p)) return nullptr;
+  return on_loop(p->host, slot) ? p->host : nullptr;
+}
+
+cl_status_t host_proc_spawn(cl_host_t* h, const cl_proc_desc_t* desc, cl_proc_output_cb on_output,
+                            cl_proc_exit_cb on_exit, void* ud, cl_proc_t** out) {
+  LOOP_ONLY(h, "proc_spawn");
+  if (!out) return CL_EINVAL;
+  *out = nullptr;
+  if (!on_exit) return CL_EINVAL;
+  std::string default_cwd;
+  if (desc && !desc->cwd && !plugin_data_dir(h, &default_cwd)) return CL_EIO;
+  cloudlet::ChildOptions options;
+  if (cl_status_t st = cloudlet::proc_options(desc, default_cwd, &options); st != CL_OK) return st;
+  if ((options.stream[0] || options.stream[1]) && !on_output) return CL_EINVAL;
+  if (!h->open()) return CL_ECANCELED;
+  auto* p = new cl_proc_s{h, nullptr, on_output, on_exit, ud};
+  std::shared_ptr<Life> life = h->life;
+  auto output = [p, life](int fd, std::string_view chunk) {
+    if (!before(life, cl_host_s::running)) return;  // a notification: none once unloading began
+    guard(p->host, "process output callback", [&] { p->on_output(p->ud, p, fd, cs(chunk)); });
+  };
+  // The Child reports from a clean loop turn, exactly once; the host waits for it (owed) before fini.
+  auto exited = [p, life](const cloudlet::ChildExit& e) {
+    cl_host_s* host = p->host;
+    cl_proc_exit_t x;
+    cloudlet::proc_exit_fill(e, &x);
+    guard(host, "process exit callback", [&] { p->on_exit(p->ud, p, &x); });
+    host->procs.erase(p);
+    cloudlet::live_procs().erase(p);
+    delete p;
+    host->settle();
+  };
+  h->owed++;
+  h->procs.insert(p);
+  cloudlet::live_procs().insert(p);
+  p->child = cloudlet::Child::start(h->svc->loop.uv(), std::move(options), std::move(output), std::move(exited));
+  *out = p;
+  return CL_OK;
+}
+
+cl_status_t host_proc_write(cl_proc_t* p, const void* ptr, size_t len, cl_free_cb done, void* hint) {
+  cl_host_s* h = proc_host(p, "proc_write");
+  if (!h) return CL_ESTATE;
+  if (!ptr && len) return CL_EINVAL;
+  std::string_view bytes(static_cast<const char*>(ptr), ptr ? len : 0);
+  cloudlet::Child::WriteDone release;
+  std::shared_ptr<std::string> copy;
+  if (!done) {
+    copy = std::make_shared<std::string>(bytes);
+    bytes = *copy;
+    release = [copy](int) {};
+  } else {
+    std::shared_ptr<Life> life = h->life;
+    release = [h, life, done, ptr, hint](int) {
+      if (!before(life, cl_host_s::unloading)) return;  // abandoned with its manager: not called any more
+      guard(h, "write completion", [&] { done(const_cast<void*>(ptr), hint); });
+      h->settle();
+    };
+  }
+  int rc = p->child->write(bytes, release);
+  if (rc == 0) {
+    if (done) h->owed++;
+    return CL_OK;
+  }
+  if (rc != UV_ECANCELED) return CL_ESTATE;
+  // The process has exited: lent bytes come back from a clean stack, as the header promises.
+  if (done) {
+    h->owed++;
+    h->svc->loop.defer([release] { release(UV_ECANCELED); });
+  }
+  return CL_ECLOSING;
+}
+
+cl_status_t host_proc_close_stdin(cl_proc_t* p) {
+  if (!proc_host(p, "proc_close_stdin")) return CL_ESTATE;
+  return p->child->close_stdin() == 0 ? CL_OK : CL_ESTATE;
+}
+
+cl_status_t host_proc_kill(cl_proc_t* p, int32_t signum) {
+  if (!proc_host(p, "proc_kill")) return CL_ESTATE;
+  if (!cloudlet::proc_signal_allowed(signum)) return CL_EINVAL;
+  int rc = p->child->kill(signum);
+  return rc == 0 ? CL_OK : rc == UV_ESRCH ? CL_ESTATE : CL_EIO;
+}
+
 }  // namespace
 
 namespace cloudlet {
@@ -1140,6 +1239,10 @@ const cl_host_api_t* host_api_table() {
     t.req_principal = host_req_principal;
     t.req_peer_cert = host_req_peer_cert;
     t.static_add = host_static_add;
+    t.proc_spawn = host_proc_spawn;
+    t.proc_write = host_proc_write;
+    t.proc_close_stdin = host_proc_close_stdin;
+    t.proc_kill = host_proc_kill;
     return t;
   }();
   return &table;
@@ -1161,6 +1264,11 @@ std::unordered_set<cl_op_call_s*>& live_op_calls() {
 std::unordered_set<cl_job_s*>& live_jobs() {
   static std::unordered_set<cl_job_s*> jobs;
   return jobs;
+}
+
+std::unordered_set<cl_proc_s*>& live_procs() {
+  static std::unordered_set<cl_proc_s*> procs;
+  return procs;
 }
 
 void close_io_watch(cl_host_s::IoWatch* w) {

@@ -55,6 +55,9 @@ void cl_host_s::begin_unload() {
   // Queued work that has not started is cancelled: its done gets CL_ECANCELED on a later loop turn. Running
   // work finishes and its done gets CL_OK. Either way it is owed, and waited for.
   for (uint64_t id : work) svc->loop.cancel_work(id);
+  // Child processes are killed (SIGTERM, SIGKILL 2 s later); their exit callback, owed, gets CL_ECANCELED.
+  if (!procs.empty()) cloudlet::log::info(name(), "unloading: stopping {} child process(es)", procs.size());
+  for (cl_proc_s* p : procs) p->child->stop();
   // Operation results still to come: CL_ECANCELED now, from a clean stack; the real result is dropped.
   for (const auto& a : awaited) {
     a->delivered = true;
@@ -119,6 +122,7 @@ void cl_host_s::abandon() {
   stop_notifications();
   finish_jobs();
   for (uint64_t id : work) svc->loop.cancel_work(id);
+  release_procs();
   life->phase = finishing;
   for (const auto& a : awaited) a->delivered = true;
   awaited.clear();
@@ -139,6 +143,7 @@ void cl_host_s::release_all() {
   if (int64_t docs = json_docs.load(); docs > 0) {
     cloudlet::log::warn(name(), "unloaded without freeing {} JSON document(s) (json_free)", docs);
   }
+  release_procs();
   for (auto& [id, job] : jobs) {
     cloudlet::live_jobs().erase(job);
     delete job;
@@ -168,4 +173,14 @@ void cl_host_s::release_all() {
       r->end();
     }
   }
+}
+
+void cl_host_s::release_procs() {
+  // Only when nothing may be waited for any more: the children are killed and reaped without calling back.
+  for (cl_proc_s* p : procs) {
+    p->child->detach();
+    cloudlet::live_procs().erase(p);
+    delete p;
+  }
+  procs.clear();
 }

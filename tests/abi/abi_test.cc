@@ -105,8 +105,12 @@ TEST(Abi, HostTableLayoutIsFrozen) {
   SLOT(req_principal, 69)
   SLOT(req_peer_cert, 70)
   SLOT(static_add, 71)
+  SLOT(proc_spawn, 72)
+  SLOT(proc_write, 73)
+  SLOT(proc_close_stdin, 74)
+  SLOT(proc_kill, 75)
 #undef SLOT
-  EXPECT_EQ(sizeof(cl_host_api_t), 8u + 8u * 72);
+  EXPECT_EQ(sizeof(cl_host_api_t), 8u + 8u * 76);
 }
 
 TEST(Abi, StructLayoutsAreFrozen) {
@@ -127,6 +131,20 @@ TEST(Abi, StructLayoutsAreFrozen) {
   EXPECT_EQ(offsetof(cl_caller_t, plugin), 8u);
   EXPECT_EQ(offsetof(cl_caller_t, principal), 24u);
   EXPECT_EQ(sizeof(cl_caller_t), 40u);
+  EXPECT_EQ(offsetof(cl_proc_desc_t, flags), 4u);
+  EXPECT_EQ(offsetof(cl_proc_desc_t, argv), 8u);
+  EXPECT_EQ(offsetof(cl_proc_desc_t, env), 16u);
+  EXPECT_EQ(offsetof(cl_proc_desc_t, cwd), 24u);
+  EXPECT_EQ(offsetof(cl_proc_desc_t, timeout_ms), 32u);
+  EXPECT_EQ(offsetof(cl_proc_desc_t, max_capture), 40u);
+  EXPECT_EQ(sizeof(cl_proc_desc_t), 48u);
+  EXPECT_EQ(offsetof(cl_proc_exit_t, status), 4u);
+  EXPECT_EQ(offsetof(cl_proc_exit_t, exit_code), 8u);
+  EXPECT_EQ(offsetof(cl_proc_exit_t, term_signal), 16u);
+  EXPECT_EQ(offsetof(cl_proc_exit_t, truncated), 20u);
+  EXPECT_EQ(offsetof(cl_proc_exit_t, out), 24u);
+  EXPECT_EQ(offsetof(cl_proc_exit_t, err), 40u);
+  EXPECT_EQ(sizeof(cl_proc_exit_t), 56u);
   EXPECT_EQ(offsetof(cl_plugin_desc_t, abi_major), 4u);
   EXPECT_EQ(offsetof(cl_plugin_desc_t, abi_minor), 6u);
   EXPECT_EQ(offsetof(cl_plugin_desc_t, name), 8u);

@@ -193,6 +193,40 @@ TEST_F(Hpp, JobOwnsItsCancelAndFinishesOnce) {
 }
 
 // Host::caller and cl::op_call_as: who called, as the handler sees it.
+TEST_F(Hpp, SpawnRunsTheExitCallableOnceAndStreamsOutput) {
+  int exits = 0;
+  std::string streamed, captured_err;
+  cl::ProcExit seen{};
+  cl::ProcSpec spec;
+  spec.argv = {"/bin/sh", "-c", "printf hello; printf oops >&2; exit 2"};
+  spec.flags = CL_PROC_F_STREAM_STDOUT | CL_PROC_F_CAPTURE_STDERR;
+  ASSERT_EQ(cl::spawn(
+                host_, spec,
+                [&](const cl::ProcExit& e) {
+                  exits++;
+                  seen = e;
+                  captured_err = std::string(e.err);  // borrowed for the call only
+                },
+                [&](int32_t fd, std::string_view chunk) {
+                  EXPECT_EQ(fd, 1);
+                  streamed += chunk;
+                }),
+            CL_OK);
+  ASSERT_TRUE(fh_.run_until([&] { return exits > 0; }));
+  fh_.run_for(20);
+  EXPECT_EQ(exits, 1);
+  EXPECT_EQ(seen.status, CL_OK);
+  EXPECT_EQ(seen.exit_code, 2);
+  EXPECT_FALSE(seen.ok());
+  EXPECT_EQ(streamed, "hello");
+  EXPECT_EQ(captured_err, "oops");
+  // A refused spec frees the callable without calling it.
+  cl::ProcSpec empty;
+  EXPECT_EQ(cl::spawn(host_, empty, [&](const cl::ProcExit&) { exits++; }), CL_EINVAL);
+  fh_.run_for(20);
+  EXPECT_EQ(exits, 1);
+}
+
 TEST_F(Hpp, CallerAndCallAs) {
   static cl::Host* host = nullptr;
   host = &host_;

@@ -22,6 +22,7 @@
 #include "plugin/status_text.h"
 #if CL_ABI_MINOR >= 1
 #include "plugin/json_doc.h"
+#include "plugin/proc_slots.h"
 #endif
 
 using cloudlet::test::FakeHost;
@@ -73,6 +74,15 @@ struct cl_job_s {
   cl_job_cancel_cb cancel;
   void* ud;
   bool finished = false;  // finished by the host at unload: job_finish answers CL_ESTATE until fini
+};
+
+// A child process the plugin started; deleted after its exit callback returns.
+struct cl_proc_s {
+  FakeHost* fh;
+  cloudlet::Child* child;
+  cl_proc_output_cb on_output;
+  cl_proc_exit_cb on_exit;
+  void* ud;
 };
 #endif
 
@@ -174,6 +184,7 @@ struct FakeHost::Impl {
   uint64_t next_job = 1;
 #if CL_ABI_MINOR >= 1
   std::map<std::string, cl_job_s*> job_handles;
+  std::set<cl_proc_s*> procs;  // child processes whose exit callback has not run
 #endif
 
   bool on_loop(const char* slot) {
@@ -1205,6 +1216,88 @@ cl_status_t f_static_add(cl_host_t* h, cl_str_t listener, cl_str_t url_prefix, c
   if (added == CL_OK) fh->routes.push_back({name, "GET", prefix + "{*path}", 0});
   return added;
 }
+
+// ---- child processes: the core's Child runs them on the fake's loop ----
+
+// Every process handle a plugin may still use (all fakes): a stale pointer is compared, never followed.
+std::set<cl_proc_s*>& live_procs() {
+  static std::set<cl_proc_s*> procs;
+  return procs;
+}
+
+cl_proc_s* live_proc(cl_proc_t* p, const char* slot) {
+  if (!p || !live_procs().count(p) || !p->fh->impl->on_loop(slot)) return nullptr;
+  return p;
+}
+
+cl_status_t f_proc_spawn(cl_host_t* h, const cl_proc_desc_t* desc, cl_proc_output_cb on_output,
+                         cl_proc_exit_cb on_exit, void* ud, cl_proc_t** out) {
+  Impl* impl = impl_of(h);
+  LOOP_ONLY(impl, "proc_spawn");
+  if (!out) return CL_EINVAL;
+  *out = nullptr;
+  if (!on_exit) return CL_EINVAL;
+  cloudlet::ChildOptions options;
+  cl_status_t st = cloudlet::proc_options(desc, fh_of(h)->facts["plugin_data_dir"], &options);
+  if (st != CL_OK) return st;
+  if ((options.stream[0] || options.stream[1]) && !on_output) return CL_EINVAL;
+  if (!impl->open()) return CL_ECANCELED;
+  auto* p = new cl_proc_s{fh_of(h), nullptr, on_output, on_exit, ud};
+  impl->owed++;
+  impl->procs.insert(p);
+  live_procs().insert(p);
+  p->child = cloudlet::Child::start(
+      fh_of(h)->loop(), std::move(options),
+      [p, impl](int fd, std::string_view chunk) {
+        if (impl->open()) p->on_output(p->ud, p, fd, cs(chunk));
+      },
+      [p, impl](const cloudlet::ChildExit& e) {
+        cl_proc_exit_t x;
+        cloudlet::proc_exit_fill(e, &x);
+        p->on_exit(p->ud, p, &x);
+        impl->procs.erase(p);
+        live_procs().erase(p);
+        delete p;
+        impl->settle();
+      });
+  *out = p;
+  return CL_OK;
+}
+
+cl_status_t f_proc_write(cl_proc_t* p, const void* ptr, size_t len, cl_free_cb done, void* hint) {
+  if (!live_proc(p, "proc_write")) return CL_ESTATE;
+  if (!ptr && len) return CL_EINVAL;
+  Impl* impl = p->fh->impl.get();
+  std::string_view bytes(static_cast<const char*>(ptr), ptr ? len : 0);
+  std::shared_ptr<std::string> copy;
+  if (!done) {
+    copy = std::make_shared<std::string>(bytes);
+    bytes = *copy;
+  }
+  auto release = [impl, copy, done, ptr, hint](int) {
+    if (!done) return;
+    done(const_cast<void*>(ptr), hint);
+    impl->settle();
+  };
+  int rc = p->child->write(bytes, release);
+  if (rc != 0 && rc != UV_ECANCELED) return CL_ESTATE;
+  if (done) impl->owed++;
+  if (rc == 0) return CL_OK;
+  impl->deferred.push_back([release] { release(UV_ECANCELED); });  // exited: lent bytes come back later
+  return CL_ECLOSING;
+}
+
+cl_status_t f_proc_close_stdin(cl_proc_t* p) {
+  if (!live_proc(p, "proc_close_stdin")) return CL_ESTATE;
+  return p->child->close_stdin() == 0 ? CL_OK : CL_ESTATE;
+}
+
+cl_status_t f_proc_kill(cl_proc_t* p, int32_t signum) {
+  if (!live_proc(p, "proc_kill")) return CL_ESTATE;
+  if (!cloudlet::proc_signal_allowed(signum)) return CL_EINVAL;
+  int rc = p->child->kill(signum);
+  return rc == 0 ? CL_OK : rc == UV_ESRCH ? CL_ESTATE : CL_EIO;
+}
 #endif
 
 const cl_host_api_t kTable = [] {
@@ -1286,6 +1379,10 @@ const cl_host_api_t kTable = [] {
   t.req_principal = f_req_principal;
   t.req_peer_cert = f_req_peer_cert;
   t.static_add = f_static_add;
+  t.proc_spawn = f_proc_spawn;
+  t.proc_write = f_proc_write;
+  t.proc_close_stdin = f_proc_close_stdin;
+  t.proc_kill = f_proc_kill;
 #endif
   return t;
 }();
@@ -1432,6 +1529,7 @@ size_t FakeHost::unload() {
     job->finished = true;
     finish_job(impl.get(), impl->jobs[id], CL_ECANCELED, "{\"error\":\"the plugin is unloading\"}");
   }
+  for (cl_proc_s* p : impl->procs) p->child->stop();  // exit callbacks (owed) get CL_ECANCELED
 #endif
   // Cancel what can be: queued work, awaited operation results, open body streams.
   for (auto& [id, w] : impl->work) uv_cancel(reinterpret_cast<uv_req_t*>(&w->req));
@@ -1476,6 +1574,12 @@ size_t FakeHost::unload() {
     delete job;
   }
   impl->job_handles.clear();
+  for (cl_proc_s* p : impl->procs) {  // only when waiting timed out: nothing is called back any more
+    p->child->detach();
+    live_procs().erase(p);
+    delete p;
+  }
+  impl->procs.clear();
 #endif
   pump(impl.get());
   impl->desc = nullptr;

@@ -10,6 +10,7 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -292,8 +293,9 @@ TEST_F(Conformance, LoopOnlySlotsRefuseOtherThreads) {
   EXPECT_EQ(r.num("event_publish"), CL_ESTATE) << r.str();
   EXPECT_EQ(r.num("host_get"), CL_ESTATE) << r.str();
   EXPECT_EQ(r.num("now_ms"), 0) << r.str();
+  EXPECT_EQ(r.num("proc_spawn"), CL_ESTATE) << r.str();
   EXPECT_TRUE(r.flag("strerror")) << r.str();
-  EXPECT_EQ(host_->log_lines_with("called off the loop thread"), 5);
+  EXPECT_EQ(host_->log_lines_with("called off the loop thread"), 6);
   EXPECT_EQ(host_->log_lines_with("logging from another thread is allowed"), 1);
 }
 
@@ -486,6 +488,70 @@ TEST_F(Conformance, UnloadFinishesOpenJobsOnceWithCanceled) {
   EXPECT_EQ(host_->call("job.cancel", "{\"job_id\":\"" + id + "\"}").first, CL_ESTATE);
   host_->run_for(20);
   EXPECT_EQ(host_->log_lines_with("open job cancel callback ran"), 0);
+}
+
+TEST_F(Conformance, ChildProcessesRunWithoutAShellAndExitOnce) {
+  Report r = run("conf.procs");
+  // Refused descriptions start nothing.
+  for (const char* k : {"null_out", "null_desc", "null_exit", "small_struct", "empty_argv", "bad_flags",
+                        "stream_without_cb", "bad_env"}) {
+    EXPECT_EQ(r.num(k), CL_EINVAL) << k << ": " << r.str();
+  }
+  EXPECT_TRUE(r.flag("refused_is_null")) << r.str();
+  // Exit code and both captured streams; the exit callback never runs from inside proc_spawn.
+  EXPECT_EQ(r.num("sh_spawn"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("sh_status"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("sh_code"), 3) << r.str();
+  EXPECT_EQ(r.text("sh_out"), "out") << r.str();
+  EXPECT_EQ(r.text("sh_err"), "err") << r.str();
+  for (const char* k : {"sh_from_spawn", "missing_from_spawn", "argv_from_spawn"}) EXPECT_FALSE(r.flag(k)) << k;
+  // No shell: metacharacters are plain arguments.
+  EXPECT_EQ(r.text("argv_out"), "$(id) ; rm -rf /") << r.str();
+  // A program that does not exist is reported through the exit callback.
+  EXPECT_EQ(r.num("missing_spawn"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("missing_status"), CL_ENOENT) << r.str();
+  EXPECT_EQ(r.num("missing_code"), -1) << r.str();
+  // Deadline: SIGTERM, status CL_ETIMEDOUT.
+  EXPECT_EQ(r.num("timeout_status"), CL_ETIMEDOUT) << r.str();
+  EXPECT_EQ(r.num("timeout_signal"), SIGTERM) << r.str();
+  // proc_kill: a signal outside the list is refused; SIGKILL ends it, and that is still a normal exit report.
+  EXPECT_EQ(r.num("kill_bad_signal"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("kill"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("kill_status"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("kill_signal"), SIGKILL) << r.str();
+  // Streaming delivers everything, on fd 1, before the exit callback; nothing captured.
+  EXPECT_EQ(r.text("streamed"), "abcdef") << r.str();
+  EXPECT_EQ(r.num("stream_fd_bad"), 0) << r.str();
+  EXPECT_EQ(r.num("stream_out_len"), 0) << r.str();
+  // Capture is bounded and says so.
+  EXPECT_EQ(r.text("trunc_out"), "0123") << r.str();
+  EXPECT_EQ(r.num("trunc_truncated"), 1) << r.str();
+  // Defaults: the plugin's data directory, and an environment of PATH and LANG only.
+  EXPECT_TRUE(r.flag("cwd_is_plugin_data_dir")) << r.str();
+  EXPECT_TRUE(r.flag("env_has_path")) << r.str();
+  EXPECT_FALSE(r.flag("env_has_home")) << r.str();
+  // stdin: lent and copied writes arrive in order, end of input once; lent bytes come back exactly once.
+  EXPECT_EQ(r.num("write_lent"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("write_copied"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("write_null"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("close_stdin"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("close_stdin_again"), CL_ESTATE) << r.str();
+  EXPECT_EQ(r.num("write_after_close"), CL_ESTATE) << r.str();
+  EXPECT_EQ(r.text("stdin_out"), "15") << r.str();
+  EXPECT_EQ(r.num("lent_done"), 1) << r.str();
+  EXPECT_EQ(r.num("write_without_pipe"), CL_ESTATE) << r.str();
+  // A handle whose exit callback returned is refused, not followed.
+  EXPECT_EQ(r.num("write_after_exit"), CL_ESTATE) << r.str();
+  EXPECT_EQ(r.num("kill_after_exit"), CL_ESTATE) << r.str();
+}
+
+TEST_F(Conformance, UnloadKillsRunningProcessesAndReportsThemBeforeFini) {
+  ASSERT_EQ(host_->call("conf.proc_open").first, CL_OK);
+  host_->unload();
+  EXPECT_EQ(host_->log_lines_with("open process exit: " + std::to_string(CL_ECANCELED) + " signal " +
+                                  std::to_string(SIGTERM)),
+            1);
+  EXPECT_EQ(host_->log_lines_with("fini: open process ended before fini: yes"), 1);
 }
 
 TEST_F(Conformance, CallersAndPrivilegedOperations) {
