@@ -728,8 +728,9 @@ typedef struct cl_host_api_s {
   /* ---- since 1.1: child processes ---- */
 
   /** Starts a program (never through a shell) and watches it on the loop: output callbacks while it runs,
-   * then exactly one exit callback. The child gets its own process group, no descriptor but 0-2, default
-   * signal handling and the environment of desc->env only. Processes still running when unloading begins are
+   * then exactly one exit callback. The child gets its own process group, default signal handling, the
+   * environment of desc->env only, and descriptors 0-2 (the core opens all of its own close-on-exec; open the
+   * plugin's own with O_CLOEXEC too, or the child inherits them). Processes still running when unloading begins are
    * killed (SIGTERM, SIGKILL 2 s later) and their exit callback gets CL_ECANCELED, before fini.
    * @param [out] out the process. @return CL_OK, CL_EINVAL (no argv, bad flags, too many strings),
    * CL_ECANCELED (unloading); a program that cannot be started is reported through the exit callback

@@ -1092,7 +1092,7 @@ cl_status_t host_proc_spawn(cl_host_t* h, const cl_proc_desc_t* desc, cl_proc_ou
     guard(p->host, "process output callback", [&] { p->on_output(p->ud, p, fd, cs(chunk)); });
   };
   // The Child reports from a clean loop turn, exactly once; the host waits for it (owed) before fini.
-  auto exited = [p, life](const cloudlet::ChildExit& e) {
+  auto exited = [p](const cloudlet::ChildExit& e) {
     cl_host_s* host = p->host;
     cl_proc_exit_t x;
     cloudlet::proc_exit_fill(e, &x);

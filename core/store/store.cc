@@ -240,6 +240,10 @@ bool Store::Impl::open_env(std::string* error) {
   rc = mdb_env_set_mapsize(env, opts.map_size);
   if (rc == 0) rc = mdb_env_open(env, dir.c_str(), MDB_NOTLS, 0600);
   if (rc != 0) return fail(fmt::format("store: cannot open the LMDB environment in {}: {}", dir, mdb_strerror(rc)));
+  // LMDB opens its data file without close-on-exec: every program the server or a plugin starts would
+  // inherit the store (found by the proc_spawn conformance test). Mark it before anything can spawn.
+  mdb_filehandle_t data_fd;
+  if (mdb_env_get_fd(env, &data_fd) == 0) fcntl(data_fd, F_SETFD, fcntl(data_fd, F_GETFD) | FD_CLOEXEC);
   if (static_cast<size_t>(mdb_env_get_maxkeysize(env)) < kMaxCollection + 1 + kMaxKey)
     return fail(fmt::format("store: this LMDB allows keys of {} bytes, {} are needed", mdb_env_get_maxkeysize(env),
                             kMaxCollection + 1 + kMaxKey));

@@ -530,6 +530,11 @@ TEST_F(Conformance, ChildProcessesRunWithoutAShellAndExitOnce) {
   EXPECT_TRUE(r.flag("cwd_is_plugin_data_dir")) << r.str();
   EXPECT_TRUE(r.flag("env_has_path")) << r.str();
   EXPECT_FALSE(r.flag("env_has_home")) << r.str();
+  // Nothing of the host's leaks into the child: no store file, no socket, no epoll or event descriptor (what
+  // the test runner itself passed down, a log file or a pipe, may be there).
+  std::string fds = r.text("fds_out");
+  EXPECT_NE(fds, "<absent>") << r.str();
+  for (const char* leak : {".mdb", "socket:", "anon_inode:"}) EXPECT_EQ(fds.find(leak), std::string::npos) << fds;
   // stdin: lent and copied writes arrive in order, end of input once; lent bytes come back exactly once.
   EXPECT_EQ(r.num("write_lent"), CL_OK) << r.str();
   EXPECT_EQ(r.num("write_copied"), CL_OK) << r.str();
