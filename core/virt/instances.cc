@@ -24,6 +24,9 @@ namespace cloudlet::virt {
 namespace {
 
 constexpr int kPortRetries = 2;  // another process took a reserved port before QEMU bound it
+// A forced stop ends an instance for every device using it: the operator's act. A plugin may ask for it only
+// when the configuration grants it this name (plugins[].grants), like a privileged operation.
+constexpr std::string_view kForceStopGrant = "instance.stop.force";
 
 bool numeric_ip(std::string_view s) {
   if (s.empty() || s.size() > 64) return false;
@@ -564,6 +567,10 @@ void Instances::op_stop(std::string_view args, Operations::Reply reply) {
   bool bad = false;
   bool force = bool_arg(a, "force", false, &bad);
   if (bad) return reply.error(CL_EINVAL, "force must be true or false");
+  if (force && !reply.caller().may_call(kForceStopGrant)) {
+    return reply.error(CL_EPERM, fmt::format("a forced stop ends the instance for every device: plugin '{}' needs "
+                                             "the grant '{}'", reply.caller().plugin, kForceStopGrant));
+  }
   auto it = insts_.find(id);
   if (it == insts_.end()) return reply.error(CL_ENOENT, fmt::format("no instance '{}'", id));
   auto inst = it->second;

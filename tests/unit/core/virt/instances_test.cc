@@ -432,6 +432,26 @@ TEST_F(VirtOnTestDriver, BadInputsGiveClearErrorsAndLeaveNothing) {
   EXPECT_EQ(start("svc", ",\"join\":\"yes\"").status, CL_EINVAL);
   EXPECT_EQ(call("instance.stop", "{\"id\":\"x\"}").status, CL_EINVAL);
   EXPECT_EQ(call("instance.stop", "{\"id\":\"6f1c1d5e-1111-4222-8333-444455556666\"}").status, CL_ENOENT);
+  // A forced stop (every device's share) is the operator's: a plugin needs the grant "instance.stop.force".
+  const std::string forced = "{\"id\":\"6f1c1d5e-1111-4222-8333-444455556666\",\"force\":true}";
+  auto call_as = [&](const Caller& caller) {
+    cl_status_t got = CL_OK;
+    bool done = false;
+    EXPECT_EQ(ops_->call_as(caller, "instance.stop", forced, [&](cl_status_t s, std::string_view) {
+      got = s;
+      done = true;
+    }), CL_OK);
+    EXPECT_TRUE(vt::run_until(*loop_, [&] { return done; }, 5000));
+    return got;
+  };
+  Caller plugin;
+  plugin.kind = CL_CALLER_PLUGIN;
+  plugin.plugin = "offload_api";
+  plugin.grants = std::make_shared<std::set<std::string>>(std::set<std::string>{"device.auth"});
+  EXPECT_EQ(call_as(plugin), CL_EPERM);
+  plugin.grants = std::make_shared<std::set<std::string>>(std::set<std::string>{"instance.stop.force"});
+  EXPECT_EQ(call_as(plugin), CL_ENOENT);  // let through: there is no such instance
+  EXPECT_EQ(call("instance.stop", forced).status, CL_ENOENT);  // the core always may
   Result m = start("nodisk");
   EXPECT_EQ(m.status, CL_EIO);
   EXPECT_NE(m.text.find("disk"), std::string::npos) << m.text;
