@@ -20,9 +20,10 @@
  * plugin: timers, fd watches, event deliveries, route handlers and operation handlers stop. What the plugin
  * already started still completes, before fini: running work, posts, lent writes and commits are waited for;
  * queued work, operation results and body streams still pending get CL_ECANCELED, child processes are killed
- * and their exit callback gets CL_ECANCELED. Slots that would start something new (timer_start, work_queue,
- * io_start, event_subscribe, op_register, op_call, req_body_read, proc_spawn, and post once fini is near)
- * return CL_ECANCELED while unloading. After fini returns nothing is ever called again.
+ * and their exit callback gets CL_ECANCELED, WebSockets are closed (1001) and their close callback gets
+ * CL_ECANCELED. Slots that would start something new (timer_start, work_queue, io_start, event_subscribe,
+ * op_register, op_call, req_body_read, proc_spawn, ws_accept, and post once fini is near) return CL_ECANCELED
+ * while unloading. After fini returns nothing is ever called again.
  * A failed init goes through the same steps without fini.
  */
 #ifndef CLOUDLET_PLUGIN_H
@@ -289,6 +290,38 @@ typedef void (*cl_proc_output_cb)(void *ud, cl_proc_t *p, int32_t fd, cl_str_t c
 /* The process ended (or never started): after it exited and its output was read to the end. Completion:
  * exactly once when proc_spawn returned CL_OK, never from inside proc_spawn. */
 typedef void (*cl_proc_exit_cb)(void *ud, cl_proc_t *p, const cl_proc_exit_t *exit);
+
+/* ---- since 1.1: WebSocket ---- */
+
+/* An accepted WebSocket (ws_accept). Core-owned; valid until its close callback returns. */
+typedef struct cl_ws_s cl_ws_t;
+
+/* WebSocket message types. SINCE: 1.1 */
+#define CL_WS_TEXT 1
+#define CL_WS_BINARY 2
+
+/* How to accept a WebSocket. OWNERSHIP: copied by ws_accept; the struct may be freed when it returns.
+ * SINCE: 1.1 */
+typedef struct cl_ws_desc_s {
+  uint32_t struct_size;      /* = sizeof(cl_ws_desc_t) */
+  uint32_t flags;            /* none yet: 0 */
+  cl_str_t subprotocol;      /* the Sec-WebSocket-Protocol to answer (one the client offered), or empty */
+  uint64_t max_message;      /* 0 = 1 MiB, at most 64 MiB: a longer message closes the socket with 1009 */
+  uint64_t ping_interval_ms; /* 0 = 30 s, at least 100: the core pings, and drops a peer silent for two
+                                intervals (close callback: CL_ETIMEDOUT, 1006) */
+} cl_ws_desc_t;
+
+/* A complete message (fragments are joined by the core; control frames are the core's). type is CL_WS_TEXT
+ * (valid UTF-8) or CL_WS_BINARY; data borrowed for the call. Notification (not while paused, not once
+ * unloading began, never after the close callback). */
+typedef void (*cl_ws_message_cb)(void *ud, cl_ws_t *ws, int32_t type, cl_str_t data);
+/* The socket is closed. status: CL_OK after a closing handshake (either side began it); CL_ECLOSING when
+ * the peer left without one (code 1006) or the server shut down (1001); CL_EINVAL or CL_ETOOBIG when the peer
+ * broke the protocol (1002, 1007) or max_message (1009); CL_ETIMEDOUT for a silent peer or a close the peer
+ * never answered; CL_ECANCELED when the plugin is unloading (1001). code and reason: the peer's close frame
+ * when one came (1005 when it had no code), else the core's. Completion: exactly once when ws_accept
+ * returned CL_OK, from a clean stack, before fini. */
+typedef void (*cl_ws_close_cb)(void *ud, cl_ws_t *ws, cl_status_t status, uint32_t code, cl_str_t reason);
 
 /* ------------------------------------------------------------------------------------------------------------
  * The host function table. Filled by the core, handed to init(), valid until fini() returns.
@@ -754,6 +787,41 @@ typedef struct cl_host_api_s {
   /** Sends a signal (SIGTERM, SIGKILL, SIGHUP, SIGINT) to the process's group. @return CL_OK, CL_EINVAL
    * (another signal), CL_ESTATE (already exited). OWNERSHIP: nothing is passed. THREAD: loop. SINCE: 1.1 */
   cl_status_t (*proc_kill)(cl_proc_t *p, int32_t signum);
+
+  /* ---- since 1.1: WebSocket (RFC 6455, over the request's HTTP/1.1 connection, TLS included) ---- */
+
+  /** Accepts a WebSocket upgrade for a GET request that asked for one (Upgrade: websocket, Connection:
+   * Upgrade, Sec-WebSocket-Key, version 13), now or later (after an operation call): the core answers 101,
+   * the request is complete (dead once this returns CL_OK) and the socket lives on. Frames the client sent
+   * before the accept are delivered after it. Ping/pong, fragmentation, masking, UTF-8 checks and the
+   * closing handshake are the core's; the listener's guard and the Host and cross-site checks ran on the
+   * request as on any other. Sockets still open when unloading begins are closed with 1001 and their close
+   * callback gets CL_ECANCELED, before fini.
+   * @param [out] out the socket. @return CL_OK; CL_EINVAL (not a valid upgrade request, a subprotocol the
+   * client did not offer, or a bad desc: the request is still the plugin's to answer, e.g. with 400);
+   * CL_ESTATE (response already started, or the client left); CL_ECANCELED (unloading).
+   * OWNERSHIP: desc copied; ud must stay valid until the close callback returns. THREAD: loop. SINCE: 1.1 */
+  cl_status_t (*ws_accept)(cl_request_t *r, const cl_ws_desc_t *desc, cl_ws_message_cb on_message,
+                           cl_ws_close_cb on_close, void *ud, cl_ws_t **out);
+
+  /** Sends one message (type CL_WS_TEXT, valid UTF-8, or CL_WS_BINARY). As resp_write: done NULL copies now
+   * (a client that lets copied messages pile up unread is dropped), else the bytes are lent until done runs:
+   * a completion, exactly once (also on error), from a clean stack, before fini; it is the back-pressure
+   * signal. @return CL_OK, CL_EINVAL (bad type, text not UTF-8), CL_ECLOSING (closing or closed), CL_ESTATE (a
+   * handle whose close callback returned; done is not called). OWNERSHIP: lent bytes must not change or be
+   * freed until done runs; hint is passed back untouched. THREAD: loop. SINCE: 1.1 */
+  cl_status_t (*ws_send)(cl_ws_t *ws, int32_t type, const void *ptr, size_t len, cl_free_cb done, void *hint);
+
+  /** Pauses (paused != 0) or resumes delivery of messages; the socket is not read while paused.
+   * @return CL_OK, CL_ECLOSING, CL_ESTATE (stale handle). OWNERSHIP: nothing is passed. THREAD: loop.
+   * SINCE: 1.1 */
+  cl_status_t (*ws_pause)(cl_ws_t *ws, int paused);
+
+  /** Starts the closing handshake with code (1000-1003, 1007-1014 or 3000-4999) and a reason (at most 123
+   * bytes of UTF-8); the close callback follows once the peer answers (or after 5 s). @return CL_OK,
+   * CL_EINVAL, CL_ECLOSING (already closing), CL_ESTATE (stale handle). OWNERSHIP: reason copied.
+   * THREAD: loop. SINCE: 1.1 */
+  cl_status_t (*ws_close)(cl_ws_t *ws, uint32_t code, cl_str_t reason);
 
   /* New slots are appended here, at the end of the struct only, in a group marked "since 1.N". */
 } cl_host_api_t;

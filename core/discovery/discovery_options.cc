@@ -6,34 +6,14 @@
 #include <climits>
 #include <set>
 
+#include "text/utf8.h"
+
 namespace cloudlet {
 
 namespace {
 
 constexpr size_t kMaxLabel = 63;  // one DNS label
 constexpr uint32_t kMaxRetryMs = 3600 * 1000;
-
-// Length of the valid UTF-8 sequence starting at s[i], or 0 if it is not valid UTF-8.
-size_t utf8_length(std::string_view s, size_t i) {
-  auto c = static_cast<unsigned char>(s[i]);
-  size_t n;
-  uint32_t cp;
-  if (c < 0x80) return 1;
-  if ((c & 0xE0) == 0xC0) n = 2, cp = c & 0x1F;
-  else if ((c & 0xF0) == 0xE0) n = 3, cp = c & 0x0F;
-  else if ((c & 0xF8) == 0xF0) n = 4, cp = c & 0x07;
-  else return 0;
-  if (i + n > s.size()) return 0;
-  for (size_t k = 1; k < n; ++k) {
-    auto cc = static_cast<unsigned char>(s[i + k]);
-    if ((cc & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (cc & 0x3F);
-  }
-  // Reject overlong forms, surrogates and values past U+10FFFF.
-  if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000)) return 0;
-  if ((cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) return 0;
-  return n;
-}
 
 std::string txt_key(const std::string& entry) { return entry.substr(0, entry.find('=')); }
 
@@ -50,7 +30,7 @@ bool discovery_name_valid(const std::string& name) {
   for (size_t i = 0; i < name.size();) {
     auto c = static_cast<unsigned char>(name[i]);
     if (c < 0x20 || c == 0x7F) return false;
-    size_t n = utf8_length(name, i);
+    size_t n = cloudlet::text::utf8_sequence_length(name, i);
     if (n == 0) return false;
     i += n;
   }
@@ -64,7 +44,7 @@ std::string discovery_default_name() {
   // Cut on a character boundary so a long UTF-8 host name stays valid.
   size_t end = 0;
   for (size_t i = 0; i < name.size();) {
-    size_t n = utf8_length(name, i);
+    size_t n = cloudlet::text::utf8_sequence_length(name, i);
     if (n == 0 || i + n > kMaxLabel) break;
     i += n;
     end = i;
@@ -103,7 +83,7 @@ std::string discovery_clean_text(std::string_view text) {
   out.reserve(text.size());
   for (size_t i = 0; i < text.size();) {
     auto c = static_cast<unsigned char>(text[i]);
-    size_t n = utf8_length(text, i);
+    size_t n = cloudlet::text::utf8_sequence_length(text, i);
     if (n == 0 || c < 0x20 || c == 0x7F) {
       out += '?';
       i += 1;

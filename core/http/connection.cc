@@ -8,6 +8,7 @@
 #include "http/request_guard.h"
 #include "http/status.h"
 #include "http/url.h"
+#include "http/ws_session.h"
 #include "log/log.h"
 #include "loop/loop.h"
 
@@ -100,6 +101,10 @@ void Connection::close(std::string_view why) {
   server_.request_clock_stop(this);
   read_stop();
   peer_gone();
+  if (WsSession* ws = ws_) {
+    ws_ = nullptr;
+    ws->connection_closed();
+  }
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), [](uv_handle_t* h) {
     auto* c = static_cast<Connection*>(h->data);
     c->server_.connection_closed(c);
@@ -108,6 +113,10 @@ void Connection::close(std::string_view why) {
 }
 
 void Connection::drain() {
+  if (ws_) {
+    ws_->shutdown(CL_ECLOSING, "server shutting down");
+    return;
+  }
   if (req_ == nullptr && pending_writes_ == 0) {
     close("shutdown");
   } else {
@@ -155,6 +164,10 @@ void Connection::on_read(ssize_t nread, const uv_buf_t* buf) {
 
 void Connection::process(const char* data, size_t len) {
   if (closing()) return;
+  if (ws_) {
+    ws_->receive(std::string_view(data, len));
+    return;
+  }
   if (parser_paused_) {
     pending_.append(data, len);
     if (pending_.size() > kMaxPending || output_blocked()) read_stop();
@@ -168,8 +181,13 @@ void Connection::process(const char* data, size_t len) {
   if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
     const char* pos = llhttp_get_error_pos(&parser_);
     size_t used = pos ? static_cast<size_t>(pos - data) : len;
+    if (ws_) {
+      // Its handler accepted the WebSocket already: what follows the request is the first frames.
+      if (used < len) ws_->receive(std::string_view(data + used, len - used));
+      return;
+    }
     if (err == HPE_PAUSED_UPGRADE) {
-      // No protocol switching here: the request was answered as a plain one (its answer says Connection:
+      // Not (yet) a WebSocket: the request is answered as a plain one (its answer says Connection:
       // close), and the bytes after it are not HTTP. Close once the answer is out, not at the idle timeout.
       close_after_response_ = true;
       if (req_ == nullptr) after_write_state();
@@ -199,7 +217,7 @@ void Connection::process(const char* data, size_t len) {
 }
 
 void Connection::resume_parsing() {
-  if (closing() || req_ != nullptr || !parser_paused_) return;
+  if (closing() || req_ != nullptr || !parser_paused_ || ws_) return;
   if (output_blocked()) {
     read_stop();  // a completed write resumes (after_write_state)
     return;
@@ -759,6 +777,30 @@ void Connection::log_access(Request& r) {
                                 server_.loop().now_ms() - r.start_ms));
 }
 
+void Connection::upgrade(Request* r, WsSession* ws, std::string_view head) {
+  write_copy(head);
+  log_access(*r);
+  if (r->done_hook) r->done_hook(r->done_hook_ud, r);
+  r->done_hook = nullptr;
+  if (req_ == r) req_ = nullptr;
+  delete r;
+  ws_ = ws;
+  server_.request_clock_stop(this);
+  close_after_response_ = false;  // set for an upgrade request answered later than its parse (process())
+  std::string early;
+  early.swap(pending_);  // frames that arrived right behind the request
+  after_write_state();
+  if (closing()) return;
+  read_start();
+  if (!early.empty()) {
+    // From a clean stack: the handler that accepted is still running.
+    std::weak_ptr<bool> alive = alive_;
+    server_.loop().defer([this, alive, early = std::move(early)] {
+      if (!alive.expired() && ws_ && !closing()) ws_->receive(early);
+    });
+  }
+}
+
 void Connection::head_done(Request* r) {
   log_access(*r);
   if (req_ == r) req_ = nullptr;
@@ -811,6 +853,21 @@ void Connection::schedule_resume() {
 
 void Connection::after_write_state(bool progress) {
   if (closing_) return;
+  if (ws_) {
+    // A WebSocket has no HTTP phase: only a write the client does not take is timed.
+    if (pending_writes_ > 0) {
+      if (phase != Phase::write) server_.set_phase(this, Phase::write);
+      else if (progress) server_.touch(this);
+      return;
+    }
+    if (phase != Phase::none) server_.set_phase(this, Phase::none);
+    if (close_after_response_) {
+      close("websocket closed");
+      return;
+    }
+    if (progress) ws_->output_drained();
+    return;
+  }
   // A write completed: pipelined requests that waited for the output to drain may go on.
   if (progress && parser_paused_ && req_ == nullptr && !close_after_response_ && !output_blocked()) schedule_resume();
   if (pending_writes_ > 0) {

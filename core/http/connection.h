@@ -23,6 +23,8 @@
 
 namespace cloudlet::http {
 
+class WsSession;
+
 class Connection {
  public:
   Connection(Server& server, Listener& listener);
@@ -57,6 +59,9 @@ class Connection {
   uint64_t unsent() const { return unsent_; }
   // A streamed response's client lets too much pile up unread: close it (from a clean stack).
   void abort_slow_reader() { fail_later("the client does not read its response"); }
+  // Switches to a WebSocket (WsSession::accept): writes the 101 head, completes r (freed) without closing, and
+  // hands every byte read from now on, and those already read after r, to ws. The HTTP clocks stop.
+  void upgrade(Request* r, WsSession* ws, std::string_view head);
   // The response head of a HEAD request is out and the handler streams a body of unknown length (SSE): the
   // response is complete on the wire. The request is handed to its handler as if the client had left: its
   // close callback runs on the next loop turn, writes return CL_ECLOSING, and it is freed once ended.
@@ -82,6 +87,7 @@ class Connection {
   static int cb_message_complete(llhttp_t* p);
 
  private:
+  friend class WsSession;  // reads, writes and closes the connection it took over
   struct WriteReq;
 
   void on_read(ssize_t nread, const uv_buf_t* buf);
@@ -146,6 +152,7 @@ class Connection {
   uint64_t window_bytes_ = 0;  // body bytes since the whole-request clock last (re)started
   std::vector<Router::Match> matches_;  // routes for the request being parsed
   std::string allowed_;                 // methods of path-only matches (for 405)
+  WsSession* ws_ = nullptr;  // after an upgrade: every byte goes to it; it lives until it reported its close
   // Deferred callbacks hold a weak_ptr to this token: the connection may be gone when they run.
   std::shared_ptr<bool> alive_;
 };

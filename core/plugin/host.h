@@ -37,6 +37,7 @@ class EventBus;
 class Jobs;
 namespace http {
 class Server;
+class WsSession;
 }
 
 // What plugins reach through their host. Owned by main; outlives every plugin.
@@ -102,6 +103,16 @@ struct cl_proc_s {
   void* ud;
 };
 
+// A WebSocket the plugin accepted (ws_accept). Owned by its host: deleted after the close callback returns (or
+// when the host is abandoned, after detaching the session).
+struct cl_ws_s {
+  cl_host_s* host;
+  cloudlet::http::WsSession* session;
+  cl_ws_message_cb on_message;
+  cl_ws_close_cb on_close;
+  void* ud;
+};
+
 struct cl_host_s {
   struct IoWatch;
   struct LentWrite;
@@ -144,7 +155,7 @@ struct cl_host_s {
   std::shared_ptr<Life> life = std::make_shared<Life>();
 
   // Completions the plugin is owed (loop thread): work items, lent writes, commits, operation results, body
-  // streams, process exits. Posts are counted in life->posts_queued (any thread).
+  // streams, process exits, WebSocket closes. Posts are counted in life->posts_queued (any thread).
   size_t owed = 0;
   // Set by the manager when unloading begins: runs (deferred, clean stack) once nothing is owed any more.
   std::function<void()> on_quiet;
@@ -159,6 +170,7 @@ struct cl_host_s {
   std::set<std::shared_ptr<Awaited>> awaited;
   std::map<std::string, cl_job_s*> jobs;  // by id: the plugin's jobs not finished by job_finish
   std::set<cl_proc_s*> procs;             // its child processes whose exit callback has not run
+  std::set<cl_ws_s*> websockets;          // its WebSockets whose close callback has not run
   cloudlet::Caller caller;                // how its op_call reaches callees: CL_CALLER_PLUGIN, its name, grants
   std::atomic<int64_t> json_docs{0};  // documents parsed and not freed (any thread): reported at unload
   cl_txn_s* txn = nullptr;
@@ -191,6 +203,7 @@ struct cl_host_s {
   void stop_notifications();
   void finish_jobs();
   void release_procs();
+  void release_websockets();
   void release_all();
 };
 
@@ -206,6 +219,8 @@ std::unordered_set<cl_op_call_s*>& live_op_calls();
 std::unordered_set<cl_job_s*>& live_jobs();
 // Every cl_proc_s a plugin may still use, so a stale pointer (a write after the exit callback) is refused.
 std::unordered_set<cl_proc_s*>& live_procs();
+// Every cl_ws_s a plugin may still use, so a stale pointer (a send after the close callback) is refused.
+std::unordered_set<cl_ws_s*>& live_websockets();
 // Stops an fd watch and frees it from its close callback.
 void close_io_watch(cl_host_s::IoWatch* w);
 

@@ -19,6 +19,7 @@
 #include "http/request.h"
 #include "http/server.h"
 #include "http/static_files.h"
+#include "http/ws_session.h"
 #include "jobs/jobs.h"
 #include "json/json.h"
 #include "log/log.h"
@@ -1155,6 +1156,89 @@ cl_status_t host_proc_kill(cl_proc_t* p, int32_t signum) {
   return rc == 0 ? CL_OK : rc == UV_ESRCH ? CL_ESTATE : CL_EIO;
 }
 
+// ---- WebSocket (since 1.1) -------------------------------------------------------------------------------
+
+constexpr uint64_t kMaxWsMessage = uint64_t{64} << 20;
+constexpr uint64_t kMinPingIntervalMs = 100;
+
+// A socket handle the plugin may still use, with its host on the loop thread; null otherwise.
+cl_host_s* ws_host(cl_ws_t* w, const char* slot) {
+  if (!w || !cloudlet::live_websockets().count(w)) return nullptr;
+  return on_loop(w->host, slot) ? w->host : nullptr;
+}
+
+cl_status_t host_ws_accept(cl_request_t* r, const cl_ws_desc_t* desc, cl_ws_message_cb on_message,
+                           cl_ws_close_cb on_close, void* ud, cl_ws_t** out) {
+  REQ_LOOP_ONLY(r, "ws_accept", CL_ESTATE);
+  auto* h = static_cast<cl_host_s*>(r->owner);
+  if (!out) return CL_EINVAL;
+  *out = nullptr;
+  if (!h || !on_message || !on_close || !desc ||
+      desc->struct_size < offsetof(cl_ws_desc_t, ping_interval_ms) + sizeof desc->ping_interval_ms ||
+      desc->flags != 0 || desc->max_message > kMaxWsMessage ||
+      (desc->ping_interval_ms != 0 && desc->ping_interval_ms < kMinPingIntervalMs)) {
+    return CL_EINVAL;
+  }
+  if (!h->open()) return CL_ECANCELED;
+  cloudlet::http::WsOptions options;
+  options.subprotocol = std::string(sv(desc->subprotocol));
+  options.max_message = desc->max_message;
+  options.ping_interval_ms = desc->ping_interval_ms;
+  auto* w = new cl_ws_s{h, nullptr, on_message, on_close, ud};
+  std::shared_ptr<Life> life = h->life;
+  auto message = [w, life](cloudlet::http::ws::Opcode type, std::string_view data) {
+    if (!before(life, cl_host_s::running)) return;  // a notification: none once unloading began
+    int32_t t = type == cloudlet::http::ws::kText ? CL_WS_TEXT : CL_WS_BINARY;
+    guard(w->host, "WebSocket message callback", [&] { w->on_message(w->ud, w, t, cs(data)); });
+  };
+  // The session reports from a clean loop turn, exactly once; the host waits for it (owed) before fini.
+  auto closed = [w](cl_status_t status, uint16_t code, std::string_view reason) {
+    cl_host_s* host = w->host;
+    guard(host, "WebSocket close callback", [&] { w->on_close(w->ud, w, status, code, cs(reason)); });
+    host->websockets.erase(w);
+    cloudlet::live_websockets().erase(w);
+    delete w;
+    host->settle();
+  };
+  std::string error;
+  cloudlet::http::WsSession* session = nullptr;
+  cl_status_t st = cloudlet::http::WsSession::accept(r, std::move(options), std::move(message), std::move(closed),
+                                                     &session, &error);
+  if (st != CL_OK) {
+    if (st == CL_EINVAL) cloudlet::log::debug(h->name(), "WebSocket refused: {}", error);
+    delete w;
+    return st;
+  }
+  w->session = session;
+  h->owed++;
+  h->websockets.insert(w);
+  cloudlet::live_websockets().insert(w);
+  *out = w;
+  return CL_OK;
+}
+
+cl_status_t host_ws_send(cl_ws_t* w, int32_t type, const void* ptr, size_t len, cl_free_cb done, void* hint) {
+  cl_host_s* h = ws_host(w, "ws_send");
+  if (!h) return CL_ESTATE;
+  auto op = type == CL_WS_TEXT     ? cloudlet::http::ws::kText
+            : type == CL_WS_BINARY ? cloudlet::http::ws::kBinary
+                                   : cloudlet::http::ws::kContinuation;  // refused by send, done still runs
+  if (!done || !h->owed_delivery()) return w->session->send(op, ptr, len, nullptr, nullptr);
+  auto* lent = new cl_host_s::LentWrite{h, h->life, done, hint};
+  h->owed++;
+  return w->session->send(op, ptr, len, lent_write_done, lent);  // lent_write_done runs exactly once
+}
+
+cl_status_t host_ws_pause(cl_ws_t* w, int paused) {
+  if (!ws_host(w, "ws_pause")) return CL_ESTATE;
+  return w->session->pause(paused != 0);
+}
+
+cl_status_t host_ws_close(cl_ws_t* w, uint32_t code, cl_str_t reason) {
+  if (!ws_host(w, "ws_close")) return CL_ESTATE;
+  return w->session->close(code, sv(reason));
+}
+
 }  // namespace
 
 namespace cloudlet {
@@ -1243,6 +1327,10 @@ const cl_host_api_t* host_api_table() {
     t.proc_write = host_proc_write;
     t.proc_close_stdin = host_proc_close_stdin;
     t.proc_kill = host_proc_kill;
+    t.ws_accept = host_ws_accept;
+    t.ws_send = host_ws_send;
+    t.ws_pause = host_ws_pause;
+    t.ws_close = host_ws_close;
     return t;
   }();
   return &table;
@@ -1269,6 +1357,11 @@ std::unordered_set<cl_job_s*>& live_jobs() {
 std::unordered_set<cl_proc_s*>& live_procs() {
   static std::unordered_set<cl_proc_s*> procs;
   return procs;
+}
+
+std::unordered_set<cl_ws_s*>& live_websockets() {
+  static std::unordered_set<cl_ws_s*> sockets;
+  return sockets;
 }
 
 void close_io_watch(cl_host_s::IoWatch* w) {

@@ -4,6 +4,7 @@
 #include "events/bus.h"
 #include "http/request.h"
 #include "http/server.h"
+#include "http/ws_session.h"
 #include "jobs/jobs.h"
 #include "json/json.h"
 #include "log/log.h"
@@ -58,6 +59,9 @@ void cl_host_s::begin_unload() {
   // Child processes are killed (SIGTERM, SIGKILL 2 s later); their exit callback, owed, gets CL_ECANCELED.
   if (!procs.empty()) cloudlet::log::info(name(), "unloading: stopping {} child process(es)", procs.size());
   for (cl_proc_s* p : procs) p->child->stop();
+  // WebSockets are closed with 1001; their close callback, owed, gets CL_ECANCELED.
+  if (!websockets.empty()) cloudlet::log::info(name(), "unloading: closing {} WebSocket(s)", websockets.size());
+  for (cl_ws_s* w : websockets) w->session->shutdown(CL_ECANCELED, "the plugin is unloading");
   // Operation results still to come: CL_ECANCELED now, from a clean stack; the real result is dropped.
   for (const auto& a : awaited) {
     a->delivered = true;
@@ -123,6 +127,7 @@ void cl_host_s::abandon() {
   finish_jobs();
   for (uint64_t id : work) svc->loop.cancel_work(id);
   release_procs();
+  release_websockets();
   life->phase = finishing;
   for (const auto& a : awaited) a->delivered = true;
   awaited.clear();
@@ -144,6 +149,7 @@ void cl_host_s::release_all() {
     cloudlet::log::warn(name(), "unloaded without freeing {} JSON document(s) (json_free)", docs);
   }
   release_procs();
+  release_websockets();
   for (auto& [id, job] : jobs) {
     cloudlet::live_jobs().erase(job);
     delete job;
@@ -183,4 +189,14 @@ void cl_host_s::release_procs() {
     delete p;
   }
   procs.clear();
+}
+
+void cl_host_s::release_websockets() {
+  // Only when nothing may be waited for any more: the sockets close without calling back.
+  for (cl_ws_s* w : websockets) {
+    w->session->detach();
+    cloudlet::live_websockets().erase(w);
+    delete w;
+  }
+  websockets.clear();
 }

@@ -9,6 +9,7 @@
  *   - an event:     "hello.greeted" {"name":"X","count":N} after each greeting
  *   - a timer:      a log line every `heartbeat_s` seconds when configured (config {"heartbeat_s": N})
  *   - JSON input:   arguments and configuration read with the host's json_* slots (ABI 1.1)
+ *   - a WebSocket:  GET /plugins/hello/echo (upgrade) echoes each message back (ABI 1.1 ws_* slots)
  *
  * Rules worth copying: keep `h` and `api` in your state (no globals); every hook runs on the loop thread;
  * never block (use work_queue for slow work); copy anything borrowed you want to keep.
@@ -140,6 +141,41 @@ static cl_status_t on_greet_op(void *ud, cl_op_call_t *call, cl_str_t args) {
   return rc;
 }
 
+/* WebSocket echo: each message goes back as it came (copied: the bytes are borrowed only for the call).
+ * The core does ping/pong, fragments, masking, UTF-8 checks and the closing handshake. */
+static void on_echo_message(void *ud, cl_ws_t *ws, int32_t type, cl_str_t data) {
+  hello_t *st = ud;
+  st->api->ws_send(ws, type, data.ptr, data.len, NULL, NULL);
+}
+
+static void on_echo_close(void *ud, cl_ws_t *ws, cl_status_t status, uint32_t code, cl_str_t reason) {
+  hello_t *st = ud;
+  char line[200];
+  cl_str_t msg;
+  int n;
+  (void)ws;
+  n = snprintf(line, sizeof line, "echo socket closed: %s, code %u, reason \"%.*s\"", st->api->strerror(status),
+               (unsigned)code, (int)(reason.len > 123 ? 123 : reason.len), reason.ptr ? reason.ptr : "");
+  msg.ptr = line;
+  msg.len = n < 0 ? 0 : ((size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+  st->api->log(st->h, CL_LOG_INFO, msg);
+}
+
+static cl_status_t on_echo_route(void *ud, cl_request_t *req) {
+  hello_t *st = ud;
+  cl_ws_desc_t desc;
+  cl_ws_t *ws;
+  cl_status_t rc;
+  memset(&desc, 0, sizeof desc);
+  desc.struct_size = sizeof desc;
+  desc.max_message = 64 * 1024;
+  rc = st->api->ws_accept(req, &desc, on_echo_message, on_echo_close, st, &ws);
+  if (rc == CL_EINVAL) {
+    return st->api->resp_send(req, 400, CL_STR_LIT("text/plain"), CL_STR_LIT("this is a WebSocket endpoint\n"));
+  }
+  return rc;
+}
+
 static void on_heartbeat(void *ud, cl_timer_id_t id) {
   hello_t *st = ud;
   (void)id;
@@ -167,6 +203,11 @@ static cl_status_t hello_init(cl_host_t *h, const cl_host_api_t *api, cl_str_t c
   route.ud = st;
   rc = api->route_add(h, &route);
   if (rc == CL_OK) rc = api->op_register(h, CL_STR_LIT("hello.greet"), on_greet_op, st);
+  if (rc == CL_OK && CL_HAS(api, ws_accept)) { /* an older core has no WebSockets: greet anyway */
+    route.pattern = "/plugins/hello/echo";
+    route.handler = on_echo_route;
+    rc = api->route_add(h, &route);
+  }
   if (rc != CL_OK) {
     free(st); /* the core removes whatever was registered */
     return rc;

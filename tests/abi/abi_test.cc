@@ -109,8 +109,12 @@ TEST(Abi, HostTableLayoutIsFrozen) {
   SLOT(proc_write, 73)
   SLOT(proc_close_stdin, 74)
   SLOT(proc_kill, 75)
+  SLOT(ws_accept, 76)
+  SLOT(ws_send, 77)
+  SLOT(ws_pause, 78)
+  SLOT(ws_close, 79)
 #undef SLOT
-  EXPECT_EQ(sizeof(cl_host_api_t), 8u + 8u * 76);
+  EXPECT_EQ(sizeof(cl_host_api_t), 8u + 8u * 80);
 }
 
 TEST(Abi, StructLayoutsAreFrozen) {
@@ -145,6 +149,11 @@ TEST(Abi, StructLayoutsAreFrozen) {
   EXPECT_EQ(offsetof(cl_proc_exit_t, out), 24u);
   EXPECT_EQ(offsetof(cl_proc_exit_t, err), 40u);
   EXPECT_EQ(sizeof(cl_proc_exit_t), 56u);
+  EXPECT_EQ(offsetof(cl_ws_desc_t, flags), 4u);
+  EXPECT_EQ(offsetof(cl_ws_desc_t, subprotocol), 8u);
+  EXPECT_EQ(offsetof(cl_ws_desc_t, max_message), 24u);
+  EXPECT_EQ(offsetof(cl_ws_desc_t, ping_interval_ms), 32u);
+  EXPECT_EQ(sizeof(cl_ws_desc_t), 40u);
   EXPECT_EQ(offsetof(cl_plugin_desc_t, abi_major), 4u);
   EXPECT_EQ(offsetof(cl_plugin_desc_t, abi_minor), 6u);
   EXPECT_EQ(offsetof(cl_plugin_desc_t, name), 8u);

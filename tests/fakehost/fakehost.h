@@ -11,6 +11,10 @@
 // the two keep the same contract: thread rule (loop-only slots refuse other threads with CL_ESTATE), status
 // codes, exactly-once completions and the unload sequence. Drive it from the thread that created it.
 //
+// Not provided yet: the WebSocket slots (ws_accept, ws_send, ws_pause, ws_close are NULL, so CL_HAS is false
+// and a plugin sees a core without WebSockets); test those against the real core (tests/unit/core/plugin/
+// websocket_test.cc).
+//
 // Built twice: cl_fakehost against abi/cloudlet_plugin.h, and cl_fakehost_1_0 against the frozen 1.0 header
 // (tests/abi/headers), which is a host that provides ABI 1.0 only.
 #pragma once

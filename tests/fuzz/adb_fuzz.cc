@@ -93,6 +93,16 @@ struct Harness {
     conn.reset();
     close(sv[1]);
     for (int i = 0; i < 8; i++) uv_run(&loop, UV_RUN_NOWAIT);
+    // A signature may still be computing on a worker (the connection failed first). Wait for it: a worker
+    // still inside OpenSSL when the fuzzer exits crashes in OpenSSL's exit-time cleanup.
+    auto drain = Clock::now();
+    while (reactor->pending_work() > 0) {
+      uv_run(&loop, UV_RUN_ONCE);
+      if (std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - drain).count() > 5000) {
+        fprintf(stderr, "adb_fuzz: a work item never completed\n");
+        abort();
+      }
+    }
   }
 };
 

@@ -89,3 +89,23 @@ write("adb", "session", cnxn + online)
 write("adb", "auth_then_cnxn", msg(AUTH, 1, 0, bytes(range(20))) + cnxn)
 write("adb", "fail_reply", cnxn + msg(OKAY, 101, 1) + msg(WRTE, 101, 1, sync(b"FAIL", 4, b"nope")) + msg(CLSE, 101, 1))
 write("adb", "bad_magic", struct.pack("<6I", CNXN, 0x01000000, 4096, 0, 0, 0))
+
+
+# ---- websocket: the first byte picks how reads are split; then masked client frames ------------------------
+def ws_frame(first, payload, mask=b"\x37\xfa\x21\x3d"):
+    n = len(payload)
+    if n < 126:
+        head = bytes([first, 0x80 | n])
+    elif n <= 0xFFFF:
+        head = bytes([first, 0x80 | 126]) + struct.pack(">H", n)
+    else:
+        head = bytes([first, 0x80 | 127]) + struct.pack(">Q", n)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+write("websocket", "hello", b"\x00" + ws_frame(0x81, b"Hello"))
+write("websocket", "fragments", b"\x02" + ws_frame(0x01, b"Hel") + ws_frame(0x89, b"p") + ws_frame(0x80, b"lo"))
+write("websocket", "binary_16bit", b"\x03" + ws_frame(0x82, bytes(300)))
+write("websocket", "utf8", b"\x01" + ws_frame(0x81, "h\u00e9llo \U0001f600".encode()))
+write("websocket", "close", b"\x04" + ws_frame(0x88, struct.pack(">H", 1000) + b"bye") + ws_frame(0x81, b"x"))
+write("websocket", "ping_pong", b"\x05" + ws_frame(0x89, b"") + ws_frame(0x8A, b"pong"))

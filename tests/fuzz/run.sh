@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 build=$(cd "$1" && pwd)
 seconds=${2:-45}
 shift $(( $# >= 2 ? 2 : 1 ))
-targets=${*:-"json config tunnel adb http"}
+targets=${*:-"json config tunnel adb http websocket"}
 mkdir -p "$build/fuzz-corpus" "$build/fuzz-artifacts"
 total_start=$(date +%s)
 for t in $targets; do

@@ -42,6 +42,7 @@ struct Work {
   uv_work_t req;
   std::function<void()> work;
   std::function<void(bool)> done;
+  size_t* pending;  // the reactor's count, decremented before done runs
 };
 
 }  // namespace
@@ -180,10 +181,12 @@ bool UvReactor::work_queue(std::function<void()> work, std::function<void(bool)>
   w->req.data = w;
   w->work = std::move(work);
   w->done = std::move(done);
+  w->pending = &pending_work_;
   int rc = uv_queue_work(
       loop_, &w->req, [](uv_work_t* r) { static_cast<Work*>(r->data)->work(); },
       [](uv_work_t* r, int status) {
         auto* x = static_cast<Work*>(r->data);
+        (*x->pending)--;
         x->done(status == UV_ECANCELED);
         delete x;
       });
@@ -191,6 +194,7 @@ bool UvReactor::work_queue(std::function<void()> work, std::function<void(bool)>
     delete w;
     return false;
   }
+  pending_work_++;
   return true;
 }
 

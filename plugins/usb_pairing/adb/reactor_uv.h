@@ -39,6 +39,8 @@ class UvReactor final : public Reactor {
   uv_loop_t* loop() { return loop_; }
   size_t active_ios() const { return ios_.size(); }
   size_t active_timers() const { return timers_.size(); }
+  // Work items queued and not completed yet (their done has not run).
+  size_t pending_work() const { return pending_work_; }
 
  private:
   struct Io;
@@ -52,6 +54,7 @@ class UvReactor final : public Reactor {
   std::unordered_map<Id, Io*> ios_;
   std::unordered_map<Id, Timer*> timers_;
   Poster* poster_;
+  size_t pending_work_ = 0;
 };
 
 }  // namespace cloudlet::adb
