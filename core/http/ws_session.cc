@@ -212,8 +212,9 @@ void WsSession::begin_close(uint16_t code, std::string_view reason, cl_status_t 
   std::weak_ptr<bool> alive = alive_;
   if (conn_ && !close_timer_) {
     close_timer_ = loop_.timer_start(kCloseWaitMs, 0, [this, alive] {
+      if (alive.expired()) return;
       close_timer_ = 0;
-      if (alive.expired() || !conn_) return;
+      if (!conn_) return;
       close_status_ = close_status_ == CL_OK ? CL_ETIMEDOUT : close_status_;
       conn_->close("websocket close not answered");
     });
@@ -223,6 +224,11 @@ void WsSession::begin_close(uint16_t code, std::string_view reason, cl_status_t 
 void WsSession::on_ping_timer() {
   if (!conn_ || ended_) return;
   uint64_t now = loop_.now_ms();
+  if (!conn_->reading_) {
+    // Paused by its owner, or held back by unsent output: the peer cannot be heard, so it is not silent.
+    last_heard_ms_ = now;
+    return;
+  }
   if (now - last_heard_ms_ >= 2 * options_.ping_interval_ms) {
     close_status_ = CL_ETIMEDOUT;
     close_code_ = ws::kAbnormal;
@@ -247,8 +253,6 @@ void WsSession::connection_closed() {
     status = CL_ECLOSING;
     code = ws::kAbnormal;
     reason = "the connection was closed without a closing handshake";
-  } else if (close_received_ && status == CL_OK) {
-    code = close_code_;
   }
   ended_ = true;
   std::weak_ptr<bool> alive = alive_;

@@ -326,3 +326,54 @@ TEST(HttpServerWebSocket, PingsKeepItOpenAndASilentPeerIsDropped) {
   EXPECT_EQ(seen.status, CL_ETIMEDOUT);
   EXPECT_EQ(seen.code, ws::kAbnormal);
 }
+
+TEST(HttpServerWebSocket, PausedDeliveryWaitsAndIsNotMistakenForASilentPeer) {
+  Harness h;
+  Seen seen;
+  auto holder = std::make_shared<http::WsSession*>();
+  h.route("GET", "/ws", [&, holder](Request& r) {
+    std::string error;
+    http::WsOptions o;
+    o.ping_interval_ms = 100;
+    cl_status_t st = http::WsSession::accept(
+        &r, o,
+        [&seen](ws::Opcode, std::string_view data) {
+          std::lock_guard<std::mutex> l(seen.mu);
+          seen.messages.emplace_back(data);
+        },
+        [&seen](cl_status_t status, uint16_t code, std::string_view) {
+          std::lock_guard<std::mutex> l(seen.mu);
+          seen.closes++;
+          seen.status = status;
+          seen.code = code;
+        },
+        holder.get(), &error);
+    if (st == CL_OK) {
+      EXPECT_EQ((*holder)->pause(true), CL_OK);  // paused from the start
+    }
+    return st;
+  });
+  h.run([&] {
+    Client c(h.port);
+    ASSERT_TRUE(c.roundtrip(upgrade_request()));
+    ASSERT_TRUE(c.send(masked(0x81, "held")));
+    sleep_ms(600);  // six ping intervals without a word from the client: paused, so not "silent"
+    {
+      std::lock_guard<std::mutex> l(seen.mu);
+      EXPECT_TRUE(seen.messages.empty());
+      EXPECT_EQ(seen.closes, 0);
+    }
+    ASSERT_TRUE(h.on_loop([&] { EXPECT_EQ((*holder)->pause(false), CL_OK); }));
+    EXPECT_TRUE(wait_for([&] {
+      std::lock_guard<std::mutex> l(seen.mu);
+      return seen.messages.size() == 1;
+    }, 3000));
+    ASSERT_TRUE(c.send(masked(0x88, ws::close_payload(1000, ""))));
+    std::string rest;
+    c.wait_closed(3000, &rest);
+  });
+  EXPECT_EQ(seen.closes, 1);
+  EXPECT_EQ(seen.status, CL_OK);
+  ASSERT_EQ(seen.messages.size(), 1u);
+  EXPECT_EQ(seen.messages[0], "held");
+}
