@@ -791,14 +791,17 @@ void Connection::upgrade(Request* r, WsSession* ws, std::string_view head) {
   early.swap(pending_);  // frames that arrived right behind the request
   after_write_state();
   if (closing()) return;
-  read_start();
-  if (!early.empty()) {
-    // From a clean stack: the handler that accepted is still running.
-    std::weak_ptr<bool> alive = alive_;
-    server_.loop().defer([this, alive, early = std::move(early)] {
-      if (!alive.expired() && ws_ && !closing()) ws_->receive(early);
-    });
+  if (early.empty()) {
+    read_start();
+    return;
   }
+  // From a clean stack (the handler that accepted is still running), and before anything read later: the
+  // socket is read again only once these were decoded (the session restarts reading).
+  read_stop();
+  std::weak_ptr<bool> alive = alive_;
+  server_.loop().defer([this, alive, early = std::move(early)] {
+    if (!alive.expired() && ws_ && !closing()) ws_->receive(early);
+  });
 }
 
 void Connection::head_done(Request* r) {
