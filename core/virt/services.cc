@@ -329,18 +329,37 @@ void Services::op_update(std::string_view args, Operations::Reply reply) {
   std::string err = service_apply_metadata(a, &def, false);
   if (!err.empty()) return reply.error(CL_EINVAL, err);
   entry->def = def;  // visible at once (the store overlay is too)
+  // From now until service.json is rewritten a delete waits (files_written): it must not remove the directory
+  // while this puts a file back into it.
+  entry->file_writes++;
   std::string sid = def.service_id;
   std::string record = service_record(def);
   auto token = ctx_.pending.hold();
   commit_one(ctx_, kServicesCollection, sid, record, [this, sid, record, reply, token](cl_status_t st) {
-    if (st != CL_OK) return reply.error(st, "the service could not be saved");
-    auto it2 = entries_.find(sid);
-    if (it2 == entries_.end()) return reply.error(CL_ENOENT, fmt::format("no service '{}'", sid));
+    if (st != CL_OK) {
+      reply.error(st, "the service could not be saved");
+      return files_written(sid);
+    }
+    // The answer waits for the file too: a client that deletes right after finds the files settled.
     std::string path = dir(sid) + "/service.json";
-    ctx_.loop.queue_work([path, record] { files_write(path, record, 0444); }, [token](bool) {});
-    publish_changed(ctx_.events, sid);
-    reply(CL_OK, json_of(it2->second));
+    auto write_err = std::make_shared<std::string>();
+    ctx_.loop.queue_work([path, record, write_err] { *write_err = files_write(path, record, 0444); },
+                         [this, sid, reply, token, write_err](bool) {
+                           if (!write_err->empty()) log::warn("virt", "service {}: {}", sid, *write_err);
+                           auto it = entries_.find(sid);  // still there: deletes wait for this write
+                           publish_changed(ctx_.events, sid);
+                           if (it != entries_.end()) reply(CL_OK, json_of(it->second));
+                           files_written(sid);
+                         });
   });
+}
+
+void Services::files_written(const std::string& sid) {
+  auto it = entries_.find(sid);
+  if (it == entries_.end() || --it->second.file_writes > 0) return;
+  auto waiting = std::move(it->second.after_writes);
+  it->second.after_writes.clear();
+  for (auto& w : waiting) w();  // a delete: may erase the entry
 }
 
 void Services::op_delete(std::string_view args, Operations::Reply reply) {
@@ -353,6 +372,11 @@ void Services::op_delete(std::string_view args, Operations::Reply reply) {
   if (!e.job.empty()) return reply.error(CL_EBUSY, fmt::format("service '{}' is busy (job {})", sid, e.job));
   int64_t n = instance_count ? instance_count(sid) : 0;
   if (n > 0) return reply.error(CL_EBUSY, fmt::format("service '{}' has {} instance(s): stop them first", sid, n));
+  if (e.file_writes > 0) {
+    // An update is rewriting service.json: delete once it is written (everything is checked again then).
+    e.after_writes.push_back([this, args = std::string(args), reply] { op_delete(args, reply); });
+    return;
+  }
   e.deleting = true;
   auto token = ctx_.pending.hold();
   commit_one(ctx_, kServicesCollection, sid, "", [this, sid, reply, token](cl_status_t st) {

@@ -74,6 +74,10 @@ class Services {
     std::string job;         // create or refresh in progress
     std::shared_ptr<Run> run;
     std::vector<std::function<void()>> waiters;  // run when the job ends
+    // service.json rewrites (service.update) still on a worker, and what waits for them: a delete must not
+    // remove the directory while a write puts a file back into it.
+    int file_writes = 0;
+    std::vector<std::function<void()>> after_writes;
   };
 
   void register_operations();
@@ -81,6 +85,8 @@ class Services {
   void op_refresh(std::string_view args, Operations::Reply reply);
   void op_update(std::string_view args, Operations::Reply reply);
   void op_delete(std::string_view args, Operations::Reply reply);
+  // One service.json rewrite of service.update finished (or failed): runs what waited for the last one.
+  void files_written(const std::string& sid);
   std::string json_of(const Entry& e) const;
   // The live service named by args' "service_id"; nullptr after replying CL_EINVAL or CL_ENOENT.
   Entry* entry_for(const json::Value& args, Operations::Reply& reply);

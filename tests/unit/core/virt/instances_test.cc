@@ -564,6 +564,31 @@ TEST_F(VirtOnTestDriver, ServiceUpdateAndDelete) {
   EXPECT_EQ(changes_.size(), 2u);  // update, delete
 }
 
+// An update rewrites service.json on a worker; a delete sent right behind it (without waiting) must not race
+// that write: the directory is gone once both answered, every time (the CI's it_virt once kept it).
+TEST_F(VirtOnTestDriver, DeleteRightAfterAnUpdateLeavesNoDirectory) {
+  for (int round = 0; round < 20; round++) {
+    std::string sid = "race" + std::to_string(round);
+    add_service(sid, 0);
+  }
+  start_virt();
+  for (int round = 0; round < 20; round++) {
+    std::string sid = "race" + std::to_string(round);
+    int answered = 0;
+    cl_status_t update_st = 1, delete_st = 1;
+    ASSERT_EQ(ops_->call("service.update", "{\"service_id\":\"" + sid + "\",\"description\":\"d\"}",
+                         [&](cl_status_t s, std::string_view) { update_st = s, answered++; }),
+              CL_OK);
+    ASSERT_EQ(ops_->call("service.delete", "{\"service_id\":\"" + sid + "\"}",
+                         [&](cl_status_t s, std::string_view) { delete_st = s, answered++; }),
+              CL_OK);
+    ASSERT_TRUE(vt::run_until(*loop_, [&] { return answered == 2; }, 10000));
+    EXPECT_EQ(update_st, CL_OK) << sid;
+    EXPECT_EQ(delete_st, CL_OK) << sid;
+    EXPECT_FALSE(files_exists(data_ + "/services/" + sid)) << sid;
+  }
+}
+
 TEST_F(VirtOnTestDriver, FailedCreatesLeaveNothing) {
   start_virt();
   std::string outside = dir_ + "/outside.qcow2";
