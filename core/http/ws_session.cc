@@ -10,11 +10,6 @@ namespace {
 
 constexpr uint64_t kCloseWaitMs = 5000;  // how long our close frame waits for the peer's
 
-bool sendable_close_code(uint32_t code) {
-  return code >= 1000 && code <= 4999 && code != ws::kNoStatus && code != ws::kAbnormal && code != 1015 &&
-         (code >= 3000 || ws::close_code_valid(code));
-}
-
 }  // namespace
 
 cl_status_t WsSession::accept(Request* r, WsOptions options, OnMessage on_message, OnClose on_close,
@@ -184,7 +179,7 @@ cl_status_t WsSession::pause(bool paused) {
 }
 
 cl_status_t WsSession::close(uint32_t code, std::string_view reason) {
-  if (!sendable_close_code(code) || reason.size() > ws::kMaxCloseReason || !text::utf8_valid(reason)) {
+  if (!ws::close_code_valid(code) || reason.size() > ws::kMaxCloseReason || !text::utf8_valid(reason)) {
     return CL_EINVAL;
   }
   if (!conn_ || ended_ || close_sent_) return CL_ECLOSING;

@@ -21,8 +21,10 @@
 #include "http/url.h"
 #include "plugin/status_text.h"
 #if CL_ABI_MINOR >= 1
+#include "http/websocket.h"
 #include "plugin/json_doc.h"
 #include "plugin/proc_slots.h"
+#include "text/utf8.h"
 #endif
 
 using cloudlet::test::FakeHost;
@@ -83,6 +85,28 @@ struct cl_proc_s {
   cl_proc_output_cb on_output;
   cl_proc_exit_cb on_exit;
   void* ud;
+};
+
+// A WebSocket the plugin accepted; its client end is peer. Deleted after its close callback returns.
+struct cl_ws_s {
+  FakeHost* fh;
+  std::shared_ptr<FakeHost::WebSocket> peer;
+  cl_ws_message_cb on_message;
+  cl_ws_close_cb on_close;
+  void* ud;
+  uint64_t max_message;
+  bool paused = false;
+  bool close_sent = false;      // the server's close frame went out: sends are refused (CL_ECLOSING)
+  bool close_received = false;  // the client's close frame was read
+  bool ended = false;           // the close callback is scheduled
+  // What the client sent and the plugin has not seen yet (held while paused), in order. A close frame is
+  // queued too (code set), so messages before it still arrive first.
+  struct Incoming {
+    int32_t type;
+    std::string data;
+    uint32_t close_code = 0;  // non-zero: the client's close frame (1005: it had no code)
+  };
+  std::deque<Incoming> queued;
 };
 #endif
 
@@ -185,6 +209,7 @@ struct FakeHost::Impl {
 #if CL_ABI_MINOR >= 1
   std::map<std::string, cl_job_s*> job_handles;
   std::set<cl_proc_s*> procs;  // child processes whose exit callback has not run
+  std::set<cl_ws_s*> websockets;  // accepted WebSockets whose close callback has not run
 #endif
 
   bool on_loop(const char* slot) {
@@ -1298,6 +1323,161 @@ cl_status_t f_proc_kill(cl_proc_t* p, int32_t signum) {
   int rc = p->child->kill(signum);
   return rc == 0 ? CL_OK : rc == UV_ESRCH ? CL_ESTATE : CL_EIO;
 }
+
+// ---- WebSockets: the client end (FakeHost::WebSocket) stands in for the socket ----
+
+constexpr uint64_t kMaxWsMessage = uint64_t{64} << 20;
+constexpr uint64_t kMinPingIntervalMs = 100;
+
+// Every WebSocket handle a plugin may still use (all fakes): a stale pointer is compared, never followed.
+std::set<cl_ws_s*>& live_websockets() {
+  static std::set<cl_ws_s*> sockets;
+  return sockets;
+}
+
+cl_ws_s* live_ws(cl_ws_t* w, const char* slot) {
+  if (!w || !live_websockets().count(w) || !w->fh->impl->on_loop(slot)) return nullptr;
+  return w;
+}
+
+// The server's close frame, as the client sees it.
+void ws_send_close(cl_ws_s* w, uint32_t code, std::string_view reason) {
+  if (w->close_sent) return;
+  w->close_sent = true;
+  w->peer->close_code = code;
+  w->peer->close_reason = std::string(reason);
+}
+
+// The socket is gone: the close callback runs once, from a clean stack; the handle is stale once it returned.
+void ws_end(cl_ws_s* w, cl_status_t status, uint32_t code, std::string reason) {
+  if (w->ended) return;
+  w->ended = true;
+  w->close_sent = true;  // nothing more can go out
+  w->peer->open = false;
+  w->peer->handle = nullptr;
+  Impl* impl = w->fh->impl.get();
+  impl->deferred.push_back([w, impl, status, code, reason] {
+    w->on_close(w->ud, w, status, code, cs(reason));
+    impl->websockets.erase(w);
+    live_websockets().erase(w);
+    delete w;
+    impl->settle();
+  });
+}
+
+// Hands what the client sent on, in order, until paused or ended: messages to the plugin (not once unloading
+// began), and a close frame answered as the core does (the client's code echoed; the socket then ends).
+void ws_deliver(cl_ws_s* w) {
+  Impl* impl = w->fh->impl.get();
+  while (!w->paused && !w->ended && !w->queued.empty()) {
+    cl_ws_s::Incoming in = std::move(w->queued.front());
+    w->queued.pop_front();
+    if (in.close_code) {
+      ws_send_close(w, in.close_code == cloudlet::http::ws::kNoStatus ? 0 : in.close_code, "");
+      ws_end(w, CL_OK, in.close_code, in.data);
+      return;
+    }
+    if (impl->phase <= Impl::running) w->on_message(w->ud, w, in.type, cs(in.data));
+  }
+}
+
+cl_status_t f_ws_accept(cl_request_t* r, const cl_ws_desc_t* desc, cl_ws_message_cb on_message,
+                        cl_ws_close_cb on_close, void* ud, cl_ws_t** out) {
+  REQ_LOOP_ONLY(r, "ws_accept", CL_ESTATE);
+  if (!out) return CL_EINVAL;
+  *out = nullptr;
+  if (!on_message || !on_close || !desc ||
+      desc->struct_size < offsetof(cl_ws_desc_t, ping_interval_ms) + sizeof desc->ping_interval_ms ||
+      desc->flags != 0 || desc->max_message > kMaxWsMessage ||
+      (desc->ping_interval_ms != 0 && desc->ping_interval_ms < kMinPingIntervalMs)) {
+    return CL_EINVAL;
+  }
+  Impl* impl = r->fh->impl.get();
+  if (!impl->open()) return CL_ECANCELED;
+  if (r->started || r->in_guard) return CL_ESTATE;
+  std::string_view key, offered;
+  auto lookup = [r](std::string_view name, std::string_view* v) {
+    for (const auto& [k, value] : r->headers) {
+      if (iequals(k, name)) {
+        *v = value;
+        return true;
+      }
+    }
+    return false;
+  };
+  std::string subprotocol(sv(desc->subprotocol));
+  if (!cloudlet::http::ws::upgrade_error(r->method, lookup, &key).empty() || !r->body.empty() ||
+      (!subprotocol.empty() &&
+       (!lookup("sec-websocket-protocol", &offered) || !cloudlet::http::ws::protocol_offered(offered, subprotocol)))) {
+    return CL_EINVAL;
+  }
+  auto peer = std::make_shared<FakeHost::WebSocket>();
+  auto* w = new cl_ws_s{r->fh, peer, on_message, on_close, ud, desc->max_message ? desc->max_message : 1u << 20};
+  peer->handle = w;
+  r->resp->status = 101;
+  r->resp->headers = {{"Upgrade", "websocket"},
+                      {"Connection", "Upgrade"},
+                      {"Sec-WebSocket-Accept", cloudlet::http::ws::accept_key(key)}};
+  if (!subprotocol.empty()) r->resp->headers.emplace_back("Sec-WebSocket-Protocol", subprotocol);
+  r->resp->websocket = peer;
+  impl->finish_request(r);  // the request is complete; the socket lives on
+  impl->owed++;
+  impl->websockets.insert(w);
+  live_websockets().insert(w);
+  *out = w;
+  return CL_OK;
+}
+
+cl_status_t f_ws_send(cl_ws_t* w, int32_t type, const void* ptr, size_t len, cl_free_cb done, void* hint) {
+  if (!live_ws(w, "ws_send")) return CL_ESTATE;
+  Impl* impl = w->fh->impl.get();
+  if (impl->phase > Impl::unloading) done = nullptr;  // from fini: nothing is owed any more
+  std::string_view data(static_cast<const char*>(ptr), ptr ? len : 0);
+  cl_status_t st = CL_OK;
+  if ((type != CL_WS_TEXT && type != CL_WS_BINARY) || (!ptr && len)) {
+    st = CL_EINVAL;
+  } else if (w->close_sent || w->ended) {
+    st = CL_ECLOSING;
+  } else if (type == CL_WS_TEXT && !cloudlet::text::utf8_valid(data)) {
+    st = CL_EINVAL;
+  } else {
+    w->peer->messages.emplace_back(type, std::string(data));
+  }
+  if (done) {
+    // Lent bytes come back exactly once, from a clean stack, also on refusal.
+    impl->owed++;
+    impl->deferred.push_back([impl, done, ptr, hint] {
+      done(const_cast<void*>(ptr), hint);
+      impl->settle();
+    });
+  }
+  return st;
+}
+
+cl_status_t f_ws_pause(cl_ws_t* w, int paused) {
+  if (!live_ws(w, "ws_pause")) return CL_ESTATE;
+  if (w->ended || w->close_received) return CL_ECLOSING;
+  w->paused = paused != 0;
+  if (!w->paused && !w->queued.empty()) {
+    Impl* impl = w->fh->impl.get();
+    impl->deferred.push_back([w] {  // never from inside the caller
+      if (live_websockets().count(w)) ws_deliver(w);
+    });
+  }
+  return CL_OK;
+}
+
+cl_status_t f_ws_close(cl_ws_t* w, uint32_t code, cl_str_t reason) {
+  if (!live_ws(w, "ws_close")) return CL_ESTATE;
+  if (!cloudlet::http::ws::close_code_valid(code) || reason.len > cloudlet::http::ws::kMaxCloseReason || !cloudlet::text::utf8_valid(sv(reason))) {
+    return CL_EINVAL;
+  }
+  if (w->ended || w->close_sent) return CL_ECLOSING;
+  ws_send_close(w, code, sv(reason));
+  // The fake's client answers at once with the same code, as browsers do.
+  ws_end(w, CL_OK, code, "");
+  return CL_OK;
+}
 #endif
 
 const cl_host_api_t kTable = [] {
@@ -1383,6 +1563,10 @@ const cl_host_api_t kTable = [] {
   t.proc_write = f_proc_write;
   t.proc_close_stdin = f_proc_close_stdin;
   t.proc_kill = f_proc_kill;
+  t.ws_accept = f_ws_accept;
+  t.ws_send = f_ws_send;
+  t.ws_pause = f_ws_pause;
+  t.ws_close = f_ws_close;
 #endif
   return t;
 }();
@@ -1530,6 +1714,10 @@ size_t FakeHost::unload() {
     finish_job(impl.get(), impl->jobs[id], CL_ECANCELED, "{\"error\":\"the plugin is unloading\"}");
   }
   for (cl_proc_s* p : impl->procs) p->child->stop();  // exit callbacks (owed) get CL_ECANCELED
+  for (cl_ws_s* w : impl->websockets) {  // closed with "going away"; close callbacks (owed) get CL_ECANCELED
+    ws_send_close(w, cloudlet::http::ws::kGoingAway, "");
+    ws_end(w, CL_ECANCELED, cloudlet::http::ws::kGoingAway, "");
+  }
 #endif
   // Cancel what can be: queued work, awaited operation results, open body streams.
   for (auto& [id, w] : impl->work) uv_cancel(reinterpret_cast<uv_req_t*>(&w->req));
@@ -1753,5 +1941,48 @@ void FakeHost::provide(const std::string& name, OpHandler handler, uint32_t flag
 bool FakeHost::has_operation(const std::string& name) const { return impl->plugin_ops.count(name) > 0; }
 
 void FakeHost::publish(const std::string& topic, const std::string& json) { impl->events.emplace_back(topic, json); }
+
+#if CL_ABI_MINOR >= 1
+void FakeHost::ws_send(const std::shared_ptr<WebSocket>& ws, int32_t type, const std::string& data) {
+  auto* w = ws ? static_cast<cl_ws_s*>(ws->handle) : nullptr;
+  if (!w || w->ended || w->close_received) return;
+  if (type == CL_WS_TEXT && !cloudlet::text::utf8_valid(data)) {
+    ws_send_close(w, cloudlet::http::ws::kInvalidData, "");
+    ws_end(w, CL_EINVAL, cloudlet::http::ws::kInvalidData, "");
+  } else if (data.size() > w->max_message) {
+    ws_send_close(w, cloudlet::http::ws::kTooBig, "");
+    ws_end(w, CL_ETOOBIG, cloudlet::http::ws::kTooBig, "");
+  } else {
+    w->queued.push_back({type, data});
+    impl->deferred.push_back([w] {
+      if (live_websockets().count(w)) ws_deliver(w);
+    });
+  }
+  pump(impl.get());
+}
+
+void FakeHost::ws_close(const std::shared_ptr<WebSocket>& ws, uint32_t code, const std::string& reason) {
+  auto* w = ws ? static_cast<cl_ws_s*>(ws->handle) : nullptr;
+  if (!w || w->ended || w->close_received) return;
+  w->close_received = true;
+  w->queued.push_back({0, reason, code ? code : uint32_t{cloudlet::http::ws::kNoStatus}});
+  impl->deferred.push_back([w] {
+    if (live_websockets().count(w)) ws_deliver(w);
+  });
+  pump(impl.get());
+}
+
+void FakeHost::ws_drop(const std::shared_ptr<WebSocket>& ws) {
+  auto* w = ws ? static_cast<cl_ws_s*>(ws->handle) : nullptr;
+  if (!w || w->ended) return;
+  ws_end(w, CL_ECLOSING, cloudlet::http::ws::kAbnormal, "");
+  pump(impl.get());
+}
+#else
+// A 1.0 host has no WebSockets: no response carries one.
+void FakeHost::ws_send(const std::shared_ptr<WebSocket>&, int32_t, const std::string&) {}
+void FakeHost::ws_close(const std::shared_ptr<WebSocket>&, uint32_t, const std::string&) {}
+void FakeHost::ws_drop(const std::shared_ptr<WebSocket>&) {}
+#endif
 
 }  // namespace cloudlet::test

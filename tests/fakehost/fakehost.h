@@ -5,15 +5,15 @@
 // the operations it calls (e.g. "instance.start"), and inspect what it stored, published and logged.
 //
 // It is a second implementation of the ABI, written from the header: it links no core code except the router
-// and URL helpers, the pure slot helpers (core/plugin/json_doc.cc, status_text.cc, proc_slots.cc) and the
-// child process runner (core/loop/child.cc, so plugins' processes really run), and defines its own
-// cl_request_s. tests/unit/core/plugin/conformance runs one suite against it and against the real host, so
+// and URL helpers, the pure slot helpers (core/plugin/json_doc.cc, status_text.cc, proc_slots.cc), the child
+// process runner (core/loop/child.cc, so plugins' processes really run) and the WebSocket protocol helpers
+// (core/http/websocket.cc: handshake checks, close codes), and defines its own cl_request_s. tests/unit/core/plugin/conformance runs one suite against it and against the real host, so
 // the two keep the same contract: thread rule (loop-only slots refuse other threads with CL_ESTATE), status
 // codes, exactly-once completions and the unload sequence. Drive it from the thread that created it.
 //
-// Not provided yet: the WebSocket slots (ws_accept, ws_send, ws_pause, ws_close are NULL, so CL_HAS is false
-// and a plugin sees a core without WebSockets); test those against the real core (tests/unit/core/plugin/
-// websocket_test.cc).
+// WebSockets (ABI 1.1) have no socket here: a request whose route calls ws_accept comes back with status 101 and
+// a FakeHost::WebSocket, the client's end, which the test drives (ws_send, ws_close, ws_drop). The fake's client
+// answers the plugin's close frame at once, as browsers do; nothing pings, so silent peers are never dropped.
 //
 // Built twice: cl_fakehost against abi/cloudlet_plugin.h, and cl_fakehost_1_0 against the frozen 1.0 header
 // (tests/abi/headers), which is a host that provides ABI 1.0 only.
@@ -36,11 +36,20 @@ namespace cloudlet::test {
 
 class FakeHost {
  public:
+  // The client's end of a WebSocket the plugin accepted (ABI 1.1): what the plugin sent, and how it ended.
+  struct WebSocket {
+    std::vector<std::pair<int32_t, std::string>> messages;  // CL_WS_TEXT or CL_WS_BINARY, in order
+    uint32_t close_code = 0;  // the close frame the server sent (the plugin's, or 1001 at unload); 0 = none
+    std::string close_reason;
+    bool open = true;       // false once the socket is closed, by either side
+    void* handle = nullptr;  // the fake's socket while open (internal)
+  };
   struct Response {
     uint32_t status = 0;
     std::vector<std::pair<std::string, std::string>> headers;
     std::string body;
     bool complete = false;
+    std::shared_ptr<WebSocket> websocket;  // set when the plugin accepted a WebSocket (status 101)
     std::string header(const std::string& name) const;  // case-insensitive, "" when absent
   };
   struct LogLine {
@@ -82,6 +91,13 @@ class FakeHost {
   Response request(const std::string& listener, const std::string& method, const std::string& target,
                    const std::string& body = "", const std::vector<std::pair<std::string, std::string>>& headers = {},
                    uint64_t timeout_ms = 5000);
+  // The client's side of an accepted WebSocket: a message (CL_WS_TEXT must be UTF-8, as a real client's), a
+  // close frame (code 0: one without a code), or leaving without one. Each runs the loop until the plugin's
+  // callbacks for it ran. The host enforces what the core does (max_message: 1009, bad UTF-8: 1007).
+  void ws_send(const std::shared_ptr<WebSocket>& ws, int32_t type, const std::string& data);
+  void ws_close(const std::shared_ptr<WebSocket>& ws, uint32_t code, const std::string& reason = "");
+  void ws_drop(const std::shared_ptr<WebSocket>& ws);
+
   // The local address reported by req_local_addr (what a client "connected to").
   std::string local_ip = "127.0.0.1";
   uint16_t local_port = 9999;

@@ -86,7 +86,7 @@ class Serving(harness.TestCase):
         status, _, body = srv.get("manager", "/")
         self.assertEqual(status, 200)
         self.assertIn(b"<", body)
-        self.assertEqual(srv.stop(), 0)
+        self.assertEqual(srv.stop(), 0, srv.log_text()[-6000:])
         self.assertIn("shutdown complete", srv.log_text())
 
     def test_sigint_also_stops_cleanly(self):
@@ -102,7 +102,7 @@ class Serving(harness.TestCase):
         self.assertIn("major must match", refused[0])
         status, _, body = srv.get("manager", "/plugins/hello/greet?name=a")
         self.assertEqual(status, 200)
-        self.assertEqual(srv.stop(), 0)
+        self.assertEqual(srv.stop(), 0, srv.log_text()[-6000:])
 
     def test_sigterm_unloads_a_plugin_holding_work_a_lent_write_and_a_body_stream(self):
         """Issue 9: a plugin with slow work queued, 32 MiB lent to a client that does not read, and an upload

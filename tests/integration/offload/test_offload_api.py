@@ -371,7 +371,7 @@ class BothModes(harness.TestCase):
         self.assertEqual(thief.get_messages("s"), [])
         self.assertEqual(secure.get_messages("s"), [("credentials", {"key": "k1"})])
         self.assertEqual(secure.get_messages("s"), [])
-        self.assertEqual(srv.stop(), 0)
+        self.assertEqual(srv.stop(), 0, srv.log_text()[-6000:])
 
 
 if __name__ == "__main__":

@@ -152,7 +152,7 @@ def tearDownModule():
             leftovers = qemu_processes()
             for pid in leftovers:
                 os.kill(pid, signal.SIGKILL)
-            assert rc == 0, f"cloudletd exited with {rc}"
+            assert rc == 0, f"cloudletd exited with {rc}; its log ends:\n{SRV.log_text()[-6000:]}"
             assert not leftovers, f"QEMU processes left behind: {leftovers}"
     finally:
         SRV = None
@@ -446,7 +446,7 @@ class UnavailableHypervisor(harness.TestCase):
         self.assertIn("not available", json.loads(body)["error"])
         self.assertEqual(srv.get("manager", "/healthz")[0], 200)
         self.assertEqual(srv.get_json("manager", "/manager/api/services"), (200, {"services": []}))
-        self.assertEqual(srv.stop(), 0)
+        self.assertEqual(srv.stop(), 0, srv.log_text()[-6000:])
 
 
 if __name__ == "__main__":

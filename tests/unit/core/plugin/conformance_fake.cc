@@ -6,6 +6,44 @@ namespace cloudlet::test {
 
 namespace {
 
+// The headers of a browser's upgrade request (RFC 6455 4.1; the key is the RFC's example).
+ConformanceHost::Headers upgrade_headers() {
+  return {{"Upgrade", "websocket"},
+          {"Connection", "Upgrade"},
+          {"Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="},
+          {"Sec-WebSocket-Version", "13"}};
+}
+
+// The fake host's client end: frames are what the plugin left in FakeHost::WebSocket, read in order.
+class FakeWebSocket : public ConfWebSocket {
+ public:
+  FakeWebSocket(FakeHost& fh, std::shared_ptr<FakeHost::WebSocket> ws) : fh_(fh), ws_(std::move(ws)) {}
+  void send(int32_t type, const std::string& data) override { fh_.ws_send(ws_, type, data); }
+  std::optional<Frame> next(uint64_t timeout_ms) override {
+    std::optional<Frame> out;
+    fh_.run_until(
+        [&] {
+          if (read_ < ws_->messages.size()) {
+            out = Frame{ws_->messages[read_].first, ws_->messages[read_].second, 0};
+            read_++;
+          } else if (ws_->close_code && !close_read_) {
+            out = Frame{0, ws_->close_reason, ws_->close_code};
+            close_read_ = true;
+          }
+          return out.has_value();
+        },
+        timeout_ms);
+    return out;
+  }
+  void close(uint32_t code) override { fh_.ws_close(ws_, code); }
+
+ private:
+  FakeHost& fh_;
+  std::shared_ptr<FakeHost::WebSocket> ws_;
+  size_t read_ = 0;
+  bool close_read_ = false;
+};
+
 class FakeAdapter : public ConformanceHost {
  public:
   void configure(const std::string& files_dir) override {
@@ -27,6 +65,12 @@ class FakeAdapter : public ConformanceHost {
     out.headers = r.headers;
     out.body = r.body;
     return out;
+  }
+  std::unique_ptr<ConfWebSocket> websocket(const std::string& target, int* status) override {
+    FakeHost::Response r = fh_.request("manager", "GET", target, "", upgrade_headers(), 10000);
+    *status = r.complete ? static_cast<int>(r.status) : 0;
+    if (!r.websocket) return nullptr;
+    return std::make_unique<FakeWebSocket>(fh_, r.websocket);
   }
   void publish(const std::string& topic, const std::string& json) override { fh_.publish(topic, json); }
   void provide(const std::string& op, std::function<std::string(const std::string&)> result,

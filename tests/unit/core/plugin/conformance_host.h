@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -19,6 +20,24 @@ struct ConfResponse {
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
   std::string header(const std::string& name) const;  // case-insensitive, "" when absent
+};
+
+// A WebSocket client of the "manager" listener (ABI 1.1): the real host's speaks RFC 6455 over loopback, the
+// fake's drives FakeHost::WebSocket. Either way the test sees what the plugin sent, in order.
+class ConfWebSocket {
+ public:
+  struct Frame {
+    int32_t type = 0;  // CL_WS_TEXT, CL_WS_BINARY, or 0 for the server's close frame (code; data: its reason)
+    std::string data;
+    uint32_t code = 0;
+  };
+  virtual ~ConfWebSocket() = default;
+  // One message to the plugin.
+  virtual void send(int32_t type, const std::string& data) = 0;
+  // The next frame the server sent, the host's loop turning meanwhile; nullopt when none came in timeout_ms.
+  virtual std::optional<Frame> next(uint64_t timeout_ms = 5000) = 0;
+  // A close frame with code: the answer to the server's, or the start of the client's closing handshake.
+  virtual void close(uint32_t code) = 0;
 };
 
 class ConformanceHost {
@@ -36,6 +55,9 @@ class ConformanceHost {
   // Sends a request to the "manager" listener and runs the loop until the response is complete.
   virtual ConfResponse request(const std::string& method, const std::string& target, const std::string& body = "",
                                const Headers& headers = {}) = 0;
+  // Asks the "manager" listener to upgrade target to a WebSocket: the socket when the plugin accepted (101),
+  // else nullptr, with the answer's status in *status either way.
+  virtual std::unique_ptr<ConfWebSocket> websocket(const std::string& target, int* status) = 0;
   // Publishes an event as the core would.
   virtual void publish(const std::string& topic, const std::string& json) = 0;
   // Provides an operation the plugin may call; its result is result(args). flags: CL_OP_F_*.

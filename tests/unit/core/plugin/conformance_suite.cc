@@ -559,6 +559,79 @@ TEST_F(Conformance, UnloadKillsRunningProcessesAndReportsThemBeforeFini) {
   EXPECT_EQ(host_->log_lines_with("fini: open process ended before fini: yes"), 1);
 }
 
+// WebSockets (1.1): /plugins/conformance/ws echoes text (copied) and binary (lent), and closes with 4001 "bye"
+// when asked; conf.ws_stats reports what its callbacks saw.
+TEST_F(Conformance, WebSocketsEchoCopiedAndLentMessagesAndCloseWithThePluginsCode) {
+  int status = 0;
+  auto ws = host_->websocket("/plugins/conformance/ws", &status);
+  ASSERT_TRUE(ws) << status;
+  EXPECT_EQ(status, 101);
+  ws->send(CL_WS_TEXT, "h\xC3\xA9llo");
+  auto f = ws->next();
+  ASSERT_TRUE(f);
+  EXPECT_EQ(f->type, CL_WS_TEXT);
+  EXPECT_EQ(f->data, "h\xC3\xA9llo");
+  std::string big(60000, '\0');
+  for (size_t i = 0; i < big.size(); i++) big[i] = static_cast<char>(i * 7 + i / 251);
+  ws->send(CL_WS_BINARY, big);
+  f = ws->next();
+  ASSERT_TRUE(f);
+  EXPECT_EQ(f->type, CL_WS_BINARY);
+  EXPECT_TRUE(f->data == big) << f->data.size();
+  ws->send(CL_WS_TEXT, "close please");
+  f = ws->next();
+  ASSERT_TRUE(f);
+  EXPECT_EQ(f->code, 4001u);
+  EXPECT_EQ(f->type, 0);
+  EXPECT_EQ(f->data, "bye");
+  ws->close(4001);  // the client's answer
+  for (int i = 0; i < 100 && run("conf.ws_stats").num("closes") != 1; i++) host_->run_for(20);
+  Report r = run("conf.ws_stats");
+  EXPECT_EQ(r.num("open"), 1) << r.str();
+  EXPECT_EQ(r.num("closes"), 1) << r.str();
+  EXPECT_EQ(r.num("messages"), 3) << r.str();
+  EXPECT_EQ(r.num("lent_done"), 1) << r.str();
+  EXPECT_EQ(r.num("status"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("code"), 4001) << r.str();
+  EXPECT_EQ(r.num("send_in_close"), CL_ECLOSING) << r.str();  // the handle lives through its close callback
+}
+
+TEST_F(Conformance, WebSocketMessagesOverTheLimitCloseWith1009) {
+  int status = 0;
+  auto ws = host_->websocket("/plugins/conformance/ws", &status);
+  ASSERT_TRUE(ws) << status;
+  ws->send(CL_WS_BINARY, std::string(100001, 'x'));  // the fixture's max_message is 100000
+  auto f = ws->next();
+  ASSERT_TRUE(f);
+  EXPECT_EQ(f->type, 0);
+  EXPECT_EQ(f->code, 1009u);
+  ws->close(1009);
+  for (int i = 0; i < 100 && run("conf.ws_stats").num("closes") != 1; i++) host_->run_for(20);
+  Report r = run("conf.ws_stats");
+  EXPECT_EQ(r.num("messages"), 0) << r.str();
+  EXPECT_EQ(r.num("status"), CL_ETOOBIG) << r.str();
+  EXPECT_EQ(r.num("code"), 1009) << r.str();
+}
+
+TEST_F(Conformance, APlainRequestToAWebSocketRouteIsStillThePluginsToAnswer) {
+  ConfResponse r = host_->request("GET", "/plugins/conformance/ws");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(r.body, "not a WebSocket request");
+  EXPECT_EQ(run("conf.ws_stats").num("refused"), CL_EINVAL);
+}
+
+TEST_F(Conformance, UnloadClosesOpenWebSocketsWithGoingAwayBeforeFini) {
+  int status = 0;
+  auto ws = host_->websocket("/plugins/conformance/ws", &status);
+  ASSERT_TRUE(ws) << status;
+  host_->unload();
+  auto f = ws->next();
+  ASSERT_TRUE(f);
+  EXPECT_EQ(f->type, 0);
+  EXPECT_EQ(f->code, 1001u);
+  EXPECT_EQ(host_->log_lines_with("ws close: " + std::to_string(CL_ECANCELED) + " code 1001"), 1);
+}
+
 TEST_F(Conformance, CallersAndPrivilegedOperations) {
   Report r = run("conf.callers");
   EXPECT_EQ(r.num("bad_flags"), CL_EINVAL) << r.str();
