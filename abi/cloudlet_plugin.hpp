@@ -39,6 +39,24 @@ inline cl_str_t str(std::string_view s) noexcept { return cl_str_t{s.data(), s.s
 /* A view of a borrowed cl_str_t (ptr may be NULL when len is 0). */
 inline std::string_view view(cl_str_t s) noexcept { return s.ptr ? std::string_view(s.ptr, s.len) : std::string_view(); }
 
+/* The HTTP status the core answers for a status (the mapping stated beside each CL_E* code): a route that
+ * answers with an operation's result uses it for the operation's error. */
+constexpr uint32_t http_status(cl_status_t st) noexcept {
+  switch (st) {
+    case CL_OK: return 200;
+    case CL_EINVAL: return 400;
+    case CL_EUNAUTH: return 401;
+    case CL_EPERM: return 403;
+    case CL_ENOENT: case CL_EDECLINED: return 404;
+    case CL_EBUSY: case CL_EEXIST: case CL_ESTATE: return 409;
+    case CL_ETOOBIG: return 413;
+    case CL_ENOTSUP: return 501;
+    case CL_ENOMEM: case CL_EUNAVAIL: case CL_ECLOSING: return 503;
+    case CL_ETIMEDOUT: return 504;
+    default: return 500;
+  }
+}
+
 // ---- exceptions stop here (rule E3) -----------------------------------------------------------------------
 
 /* Runs f() (returning cl_status_t) and returns its status; an exception becomes CL_ENOMEM (std::bad_alloc) or

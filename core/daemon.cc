@@ -12,7 +12,6 @@
 #include "devices/devices.h"
 #include "discovery/discovery.h"
 #include "events/bus.h"
-#include "events/event_stream.h"
 #include "http/form_reader.h"
 #include "http/request.h"
 #include "http/server.h"
@@ -173,16 +172,12 @@ bool Daemon::start(std::string* error) {
   system_->start();
   devices_ = std::make_unique<Devices>(*loop_, *store_, *ops_, *events_);
   devices_->start();
-  devices_->add_routes(*server_);
-  event_streams_ = std::make_unique<EventStreams>(*loop_, *events_);
-  event_streams_->add_route(*server_);
   // Service VMs. libvirt is touched only when needed (VMs to re-attach, leftovers, --demo, the first VM
   // operation): its event implementation is registered then, before its first call, and the connection opens in
   // the background, so a missing or broken hypervisor never delays or stops the HTTP service.
   virt_ = std::make_unique<virt::Virt>(*loop_, *store_, *ops_, *events_, *jobs_,
                                        virt::VirtOptions{cfg_.data_dir, cfg_.virt, cfg_.demo});
   virt_->start();
-  virt_->add_routes(*server_);
   register_core_operations();
   register_core_routes();
   services_ = std::make_unique<HostServices>(HostServices{*loop_, *server_, store_.get(), *ops_, *events_,
@@ -343,19 +338,6 @@ void Daemon::register_core_routes() {
     health.handler = [](http::Request& r) { return r.send(200, "text/plain; charset=utf-8", "ok\n"); };
     server_->router(name)->add(std::move(health));
   }
-  if (http::Router* manager = server_->router("manager")) {
-    http::Route info;
-    info.method = "GET";
-    info.pattern = "/manager/api/info";
-    info.handler = [this](http::Request& r) -> cl_status_t {
-      // The request outlives nothing: if the client leaves, the core answers into the void (CL_ECLOSING).
-      ops_->call("server.info", "{}", [&r](cl_status_t st, std::string_view result) {
-        r.send(st == CL_OK ? 200 : 500, "application/json", result);
-      });
-      return CL_OK;
-    };
-    manager->add(std::move(info));
-  }
 }
 
 void Daemon::shutdown() {
@@ -364,8 +346,9 @@ void Daemon::shutdown() {
     return;
   }
   stopping_ = true;
-  // Live event streams never end by themselves: end them so the drain below does not wait for its deadline.
-  if (event_streams_) event_streams_->close_all();
+  // Live streams (the manager's event stream) never end by themselves: their plugins end them on this event,
+  // so the drain below does not wait for its deadline.
+  events_->publish("server.stopping", "{}");
   // Withdraw the mDNS record first, so phones stop being sent here while we drain.
   auto drain = [this] { server_->shutdown(cfg_.shutdown_timeout_ms, [this] { finish_shutdown(); }); };
   if (discovery_) {

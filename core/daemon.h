@@ -14,7 +14,6 @@ class Loop;
 class Store;
 class Operations;
 class EventBus;
-class EventStreams;
 class PluginManager;
 class Jobs;
 class Devices;
@@ -61,7 +60,6 @@ class Daemon {
   std::unique_ptr<Store> store_;
   std::unique_ptr<Operations> ops_;
   std::unique_ptr<EventBus> events_;
-  std::unique_ptr<EventStreams> event_streams_;
   std::unique_ptr<http::Server> server_;
   std::unique_ptr<Jobs> jobs_;
   std::unique_ptr<SystemInfo> system_;

@@ -9,9 +9,6 @@
 
 #include "devices/op_util.h"
 #include "events/bus.h"
-#include "http/op_gateway.h"
-#include "http/request.h"
-#include "http/server.h"
 #include "json/json.h"
 #include "log/log.h"
 #include "loop/loop.h"
@@ -375,46 +372,6 @@ void Devices::attach(std::string_view args, Operations::Reply reply) {
   list.PushBack(json::Value(inst->data(), static_cast<rapidjson::SizeType>(inst->size()), d.GetAllocator()),
                 d.GetAllocator());
   put_durable(store_, kDevices, *id, json::stringify(d), reply, "{}");
-}
-
-void Devices::add_routes(http::Server& server) {
-  http::Router* router = server.router("manager");
-  if (!router) return;
-  auto add = [&](const char* method, const char* pattern, std::function<cl_status_t(http::Request&)> fn) {
-    http::Route r;
-    r.method = method;
-    r.pattern = pattern;
-    r.json_body = true;
-    r.handler = std::move(fn);
-    router->add(std::move(r));
-  };
-  add("GET", "/manager/api/devices", [this](http::Request& r) {
-    return http::answer_with_operation(ops_, r, "device.list", "{}");
-  });
-  add("POST", "/manager/api/devices", [this](http::Request& r) {
-    json::Document body;
-    std::string error;
-    if (!json::parse_object(r.body, &body, &error)) {
-      return r.send(400, "application/json", json::error_object("the body must be a JSON object: " + error));
-    }
-    return http::answer_with_operation(ops_, r, "device.pair", r.body, 201);
-  });
-  auto with_id = [](http::Request& r) {
-    std::string_view id;
-    r.param("id", &id);
-    std::string args = "{\"device_id\":";
-    json::append_quoted(&args, id);
-    return args + "}";
-  };
-  add("GET", "/manager/api/devices/{id}", [this, with_id](http::Request& r) {
-    return http::answer_with_operation(ops_, r, "device.get", with_id(r));
-  });
-  add("POST", "/manager/api/devices/{id}/revoke", [this, with_id](http::Request& r) {
-    return http::answer_with_operation(ops_, r, "device.revoke", with_id(r));
-  });
-  add("DELETE", "/manager/api/devices/{id}", [this, with_id](http::Request& r) {
-    return http::answer_with_operation(ops_, r, "device.unpair", with_id(r));
-  });
 }
 
 }  // namespace cloudlet

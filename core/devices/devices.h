@@ -30,9 +30,6 @@ namespace cloudlet {
 
 class Loop;
 class EventBus;
-namespace http {
-class Server;
-}
 
 class Devices {
  public:
@@ -42,8 +39,6 @@ class Devices {
   // Registers the operations, re-arms expiry timers from the store (leaving instances of devices whose window
   // ended while the server was down). Call once after the store is open.
   void start();
-  // The manager's HTTP routes (on the listener named "manager", when it exists).
-  void add_routes(http::Server& server);
   void stop();
 
   static bool valid_device_id(std::string_view id);

@@ -1,5 +1,7 @@
 #include "http/status.h"
 
+#include "cloudlet_plugin.hpp"
+
 namespace cloudlet::http {
 
 std::string_view reason_phrase(uint32_t status) {
@@ -46,25 +48,6 @@ std::string_view reason_phrase(uint32_t status) {
   }
 }
 
-uint32_t status_from_cl(cl_status_t st) {
-  switch (st) {
-    case CL_OK: return 200;
-    case CL_EINVAL: return 400;
-    case CL_EUNAUTH: return 401;
-    case CL_EPERM: return 403;
-    case CL_ENOENT: return 404;
-    case CL_EDECLINED: return 404;
-    case CL_EBUSY:
-    case CL_EEXIST:
-    case CL_ESTATE: return 409;
-    case CL_ETOOBIG: return 413;
-    case CL_ENOTSUP: return 501;
-    case CL_ENOMEM:
-    case CL_EUNAVAIL:
-    case CL_ECLOSING: return 503;
-    case CL_ETIMEDOUT: return 504;
-    default: return 500;
-  }
-}
+uint32_t status_from_cl(cl_status_t st) { return cl::http_status(st); }
 
 }  // namespace cloudlet::http

@@ -3,9 +3,6 @@
 #include <fmt/format.h>
 
 #include "events/bus.h"
-#include "http/op_gateway.h"
-#include "http/request.h"
-#include "http/server.h"
 #include "jobs/jobs.h"
 #include "json/json.h"
 #include "log/log.h"
@@ -38,24 +35,6 @@ std::string domain_tag(Store& store) {
 
 // The request's JSON body (or {}), with `key` set to the path parameter `param`. False with *error saying why
 // when the body is not a JSON object.
-bool body_with(http::Request& r, const char* key, const char* param, std::string* out, std::string* error) {
-  json::Document d;
-  if (r.body.empty()) {
-    d.SetObject();
-  } else if (!json::parse_object(r.body, &d, error)) {
-    return false;
-  }
-  if (key) {
-    std::string_view v;
-    r.param(param, &v);
-    json::Value val(v.data(), static_cast<rapidjson::SizeType>(v.size()), d.GetAllocator());
-    if (d.HasMember(key)) d.RemoveMember(key);
-    d.AddMember(json::Value(key, d.GetAllocator()), val, d.GetAllocator());
-  }
-  *out = json::stringify(d);
-  return true;
-}
-
 }  // namespace
 
 Virt::Virt(Loop& loop, Store& store, Operations& ops, EventBus& events, Jobs& jobs, VirtOptions options)
@@ -114,53 +93,6 @@ void Virt::stop(std::function<void()> done) {
     }
     hv_->stop([done] { done(); });
   });
-}
-
-void Virt::add_routes(http::Server& server) {
-  http::Router* router = server.router("manager");
-  if (!router) return;
-  auto add = [&](const char* method, const char* pattern, const char* op, const char* key, const char* param) {
-    http::Route r;
-    r.method = method;
-    r.pattern = pattern;
-    r.json_body = true;
-    std::string name = op;
-    r.handler = [this, name, key, param](http::Request& req) -> cl_status_t {
-      std::string args, error;
-      if (!body_with(req, key, param, &args, &error)) {
-        return req.send(400, "application/json", json::error_object("the body must be a JSON object: " + error));
-      }
-      return http::answer_with_operation(ops_, req, name, std::move(args));
-    };
-    router->add(std::move(r));
-  };
-  add("GET", "/manager/api/services", "service.list", nullptr, nullptr);
-  add("POST", "/manager/api/services", "service.create", nullptr, nullptr);
-  add("GET", "/manager/api/services/{id}", "service.get", "service_id", "id");
-  add("POST", "/manager/api/services/{id}", "service.update", "service_id", "id");
-  add("POST", "/manager/api/services/{id}/refresh", "service.refresh", "service_id", "id");
-  add("DELETE", "/manager/api/services/{id}", "service.delete", "service_id", "id");
-  add("GET", "/manager/api/instances", "instance.list", nullptr, nullptr);
-  add("POST", "/manager/api/instances", "instance.start", nullptr, nullptr);
-  add("GET", "/manager/api/instances/{id}", "instance.get", "id", "id");
-  add("POST", "/manager/api/instances/{id}/stop", "instance.stop", "id", "id");
-  add("POST", "/manager/api/instances/{id}/pause", "instance.pause", "id", "id");
-  add("POST", "/manager/api/instances/{id}/resume", "instance.resume", "id", "id");
-  add("GET", "/manager/api/jobs", "job.list", nullptr, nullptr);
-  add("GET", "/manager/api/jobs/{id}", "job.get", "job_id", "id");
-  add("POST", "/manager/api/jobs/{id}/cancel", "job.cancel", "job_id", "id");
-  // The operator ends an instance for everyone (instance.stop with force).
-  http::Route del;
-  del.method = "DELETE";
-  del.pattern = "/manager/api/instances/{id}";
-  del.handler = [this](http::Request& req) -> cl_status_t {
-    std::string_view id;
-    req.param("id", &id);
-    std::string args = "{\"id\":";
-    json::append_quoted(&args, id);
-    return http::answer_with_operation(ops_, req, "instance.stop", args + ",\"force\":true}");
-  };
-  router->add(std::move(del));
 }
 
 }  // namespace cloudlet::virt

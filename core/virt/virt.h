@@ -22,9 +22,6 @@ class Store;
 class Operations;
 class EventBus;
 class Jobs;
-namespace http {
-class Server;
-}
 }  // namespace cloudlet
 
 namespace cloudlet::virt {
@@ -47,9 +44,6 @@ class Virt {
   ~Virt();
 
   void start();
-  // Manager routes (listener "manager"): /manager/api/services[/{id}[/refresh]], /manager/api/instances[/{id}
-  // [/pause|/resume]], /manager/api/jobs[/{id}].
-  void add_routes(http::Server& server);
   void stop(std::function<void()> done);
 
   // The libvirt URI in use.

@@ -81,10 +81,24 @@ def rss_kib(pid):
     return -1
 
 
-class Server:
-    """One cloudletd process with its own data directory and ports."""
+# What config/cloudletd.json gives plugins beyond the defaults: URL prefixes outside /plugins/<name>/ and
+# privileged operations.
+PLUGIN_EXTRA = {
+    "manager": {"prefixes": ["/manager/"], "grants": ["device.pair", "device.revoke", "device.unpair", "service.delete", "instance.stop.force"]},
+    "offload_api": {"prefixes": ["/api/"], "grants": ["device.auth"]},
+}
 
-    def __init__(self, workdir, config=None, args=(), plugins=("hello",), name="cl"):
+
+def plugin_entry(name):
+    """A plugins[] entry for a plugin of the build, configured as config/cloudletd.json does."""
+    return dict({"name": name}, **PLUGIN_EXTRA.get(name, {}))
+
+
+class Server:
+    """One cloudletd process with its own data directory and ports. The manager plugin (the /manager/api routes)
+    is loaded too, whatever the plugin list says, unless manager=False."""
+
+    def __init__(self, workdir, config=None, args=(), plugins=("hello",), name="cl", manager=True):
         self.dir = os.path.join(workdir, name)
         os.makedirs(self.dir, exist_ok=True)
         self.api_port = free_port()
@@ -101,13 +115,16 @@ class Server:
             "discovery": {"enabled": False},
             "plugin_dir": os.path.join(BUILD_DIR, "plugins"),
             "plugins_dlclose": True,
-            "plugins": [{"name": p} for p in plugins],
+            "plugins": [plugin_entry(p) for p in plugins],
         }
         for k, v in (config or {}).items():
             if isinstance(v, dict) and isinstance(cfg.get(k), dict):
                 cfg[k].update(v)
             else:
                 cfg[k] = v
+        named = [p if isinstance(p, str) else p.get("name") for p in cfg["plugins"]]
+        if manager and "manager" not in named:
+            cfg["plugins"] = [plugin_entry("manager")] + list(cfg["plugins"])
         self.config = cfg
         self.config_path = os.path.join(self.dir, "cloudletd.json")
         with open(self.config_path, "w") as f:

@@ -34,7 +34,7 @@ BODIES = {
 class DeepJson(harness.TestCase):
     def setUp(self):
         super().setUp()
-        plugins = [{"name": "offload_api", "prefixes": ["/api/"], "grants": ["device.auth"]},
+        plugins = [harness.plugin_entry("offload_api"),
                    {"name": "mailbox_poster", "path": POSTER_SO, "prefixes": ["/plugins/mailbox_poster/"]}]
         self.srv = self.server(config={"plugins": plugins, "api": {"mode": "both"}}).start()
 

@@ -13,7 +13,7 @@ import unittest
 
 import harness
 
-OFFLOAD = {"name": "offload_api", "prefixes": ["/api/"], "grants": ["device.auth"]}
+OFFLOAD = harness.plugin_entry("offload_api")
 MiB = 1024
 
 

@@ -81,7 +81,7 @@ class Serving(harness.TestCase):
         self.assertEqual(headers["Content-Length"], "3")
         status, info = srv.get_json("manager", "/manager/api/info")
         self.assertEqual(status, 200)
-        self.assertEqual([p["name"] for p in info["plugins"]], ["hello"])
+        self.assertEqual([p["name"] for p in info["plugins"]], ["manager", "hello"])
         self.assertIn("hello.greet", info["operations"])
         status, _, body = srv.get("manager", "/")
         self.assertEqual(status, 200)
@@ -266,15 +266,10 @@ class SlowAndIdleClients(harness.TestCase):
         self.assertLess(elapsed, 2.5)
 
 
-# What config/cloudletd.json gives plugins beyond the defaults: URL prefixes outside /plugins/<name>/ and
-# privileged operations.
-EXTRA = {"offload_api": {"prefixes": ["/api/"], "grants": ["device.auth"]}}
-
-
 class Memory(harness.TestCase):
     def test_idle_rss_with_every_plugin(self):
         plugins = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(harness.BUILD_DIR, "plugins", "*.so")))
-        entries = [dict({"name": p}, **EXTRA.get(p, {})) for p in plugins]
+        entries = [harness.plugin_entry(p) for p in plugins]
         srv = self.server(plugins=plugins, config={"log": {"level": "info"}, "plugins": entries}).start()
         for _ in range(20):
             srv.get("manager", "/healthz")

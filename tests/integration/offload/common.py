@@ -10,7 +10,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import harness  # noqa: E402
 import client as cl  # noqa: E402
 
-OFFLOAD = {"name": "offload_api", "prefixes": ["/api/"], "grants": ["device.auth"]}
+OFFLOAD = harness.plugin_entry("offload_api")
 POSTER_SO = os.path.join(harness.BUILD_DIR, "tests", "offload", "mailbox_poster.so")
 POSTER = {"name": "mailbox_poster", "path": POSTER_SO, "prefixes": ["/plugins/mailbox_poster/"]}
 

@@ -14,10 +14,38 @@ std::string plugin_path() { return std::string(getenv("CLOUDLET_BUILD_DIR")) + "
 TEST(Hello, RegistersItsRouteAndOperation) {
   FakeHost fh;
   ASSERT_EQ(fh.load(plugin_path()), CL_OK);
-  ASSERT_EQ(fh.routes.size(), 1u);
+  ASSERT_EQ(fh.routes.size(), 2u);
   EXPECT_EQ(fh.routes[0].listener, "manager");
   EXPECT_EQ(fh.routes[0].pattern, "/plugins/hello/greet");
+  EXPECT_EQ(fh.routes[1].pattern, "/plugins/hello/echo");
   EXPECT_TRUE(fh.has_operation("hello.greet"));
+  EXPECT_EQ(fh.unload(), 0u);
+}
+
+TEST(Hello, EchoesWebSocketMessages) {
+  FakeHost fh;
+  ASSERT_EQ(fh.load(plugin_path()), CL_OK);
+  EXPECT_EQ(fh.request("manager", "GET", "/plugins/hello/echo").status, 400u);  // not an upgrade
+  auto r = fh.request("manager", "GET", "/plugins/hello/echo", "",
+                      {{"Upgrade", "websocket"},
+                       {"Connection", "keep-alive, Upgrade"},
+                       {"Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="},
+                       {"Sec-WebSocket-Version", "13"}});
+  ASSERT_EQ(r.status, 101u);
+  EXPECT_EQ(r.header("Sec-WebSocket-Accept"), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");  // RFC 6455 1.3's example
+  ASSERT_TRUE(r.websocket);
+  fh.ws_send(r.websocket, CL_WS_TEXT, "ping \xE2\x9C\x93");
+  fh.ws_send(r.websocket, CL_WS_BINARY, std::string("\0\x01\xFF", 3));
+  ASSERT_EQ(r.websocket->messages.size(), 2u);
+  EXPECT_EQ(r.websocket->messages[0], std::make_pair(int32_t{CL_WS_TEXT}, std::string("ping \xE2\x9C\x93")));
+  EXPECT_EQ(r.websocket->messages[1], std::make_pair(int32_t{CL_WS_BINARY}, std::string("\0\x01\xFF", 3)));
+  fh.ws_send(r.websocket, CL_WS_BINARY, std::string(64 * 1024 + 1, 'x'));  // over its max_message
+  EXPECT_FALSE(r.websocket->open);
+  EXPECT_EQ(r.websocket->close_code, 1009u);
+  EXPECT_EQ(r.websocket->messages.size(), 2u);
+  bool logged = false;
+  for (auto& l : fh.logs) logged |= l.text.find("echo socket closed") != std::string::npos;
+  EXPECT_TRUE(logged);
   EXPECT_EQ(fh.unload(), 0u);
 }
 

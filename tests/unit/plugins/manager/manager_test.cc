@@ -1,0 +1,172 @@
+// The manager plugin against the fake host: its routes, what each one asks of the core's operations, how
+// answers and errors come back, and the event stream's cap and endings.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "fakehost.h"
+
+using cloudlet::test::FakeHost;
+
+namespace {
+
+std::string plugin_path() { return std::string(getenv("CLOUDLET_BUILD_DIR")) + "/plugins/manager.so"; }
+
+const std::vector<std::pair<std::string, std::string>> kJson = {{"Content-Type", "application/json"}};
+
+// Provides every operation the manager calls, recording the arguments each got; "service.get" answers
+// CL_ENOENT as the core does for an unknown service.
+struct Core {
+  std::vector<std::pair<std::string, std::string>> calls;  // operation, arguments
+  void provide(FakeHost& fh) {
+    for (const char* op : {"server.info", "service.list", "service.create", "service.update", "service.refresh",
+                           "service.delete", "instance.list", "instance.start", "instance.get", "instance.stop",
+                           "instance.pause", "instance.resume", "job.list", "job.get", "job.cancel", "device.list",
+                           "device.pair", "device.get", "device.revoke", "device.unpair"}) {
+      std::string name = op;
+      fh.provide(name, [this, name](const std::string& args, std::function<void(cl_status_t, std::string)> reply) {
+        calls.emplace_back(name, args);
+        reply(CL_OK, "{\"op\":\"" + name + "\"}");
+      });
+    }
+    fh.provide("service.get", [this](const std::string& args, std::function<void(cl_status_t, std::string)> reply) {
+      calls.emplace_back("service.get", args);
+      reply(CL_ENOENT, "{\"error\":\"no service 'x'\"}");
+    });
+  }
+};
+
+}  // namespace
+
+TEST(Manager, RegistersTheJsonApiAndTheEventStreamOnTheManagerListener) {
+  FakeHost fh;
+  fh.prefixes = {"/manager/"};
+  ASSERT_EQ(fh.load(plugin_path()), CL_OK);
+  std::map<std::string, int> seen;
+  for (const auto& r : fh.routes) {
+    EXPECT_EQ(r.listener, "manager");
+    EXPECT_EQ(r.pattern.rfind("/manager/api/", 0), 0u) << r.pattern;
+    seen[r.method + " " + r.pattern]++;
+  }
+  EXPECT_EQ(fh.routes.size(), 23u);
+  for (const char* route : {"GET /manager/api/info", "GET /manager/api/events", "DELETE /manager/api/instances/{id}",
+                            "POST /manager/api/devices", "POST /manager/api/jobs/{id}/cancel"}) {
+    EXPECT_EQ(seen[route], 1) << route;
+  }
+  EXPECT_EQ(fh.unload(), 0u);
+}
+
+TEST(Manager, EachRouteCallsItsOperationWithThePathsIdAndTheBody) {
+  FakeHost fh;
+  fh.prefixes = {"/manager/"};
+  Core core;
+  core.provide(fh);
+  ASSERT_EQ(fh.load(plugin_path()), CL_OK);
+  struct Case {
+    const char* method;
+    const char* target;
+    const char* body;
+    const char* op;
+    const char* args;
+    uint32_t status;
+  };
+  const Case cases[] = {
+      {"GET", "/manager/api/info", "", "server.info", "{}", 200},
+      {"GET", "/manager/api/services", "", "service.list", "{}", 200},
+      {"POST", "/manager/api/services", "{\"service_id\":\"a.b\",\"port\":80}", "service.create",
+       "{\"service_id\":\"a.b\",\"port\":80}", 200},
+      // The path's id wins over the body's.
+      {"POST", "/manager/api/services/a.b", "{\"service_id\":\"other\",\"num_users\":2}", "service.update",
+       "{\"num_users\":2,\"service_id\":\"a.b\"}", 200},
+      {"POST", "/manager/api/services/a.b/refresh", "", "service.refresh", "{\"service_id\":\"a.b\"}", 200},
+      {"DELETE", "/manager/api/services/a.b", "", "service.delete", "{\"service_id\":\"a.b\"}", 200},
+      {"POST", "/manager/api/instances", "{\"service_id\":\"a.b\"}", "instance.start", "{\"service_id\":\"a.b\"}", 200},
+      {"GET", "/manager/api/instances/i-1", "", "instance.get", "{\"id\":\"i-1\"}", 200},
+      {"POST", "/manager/api/instances/i-1/stop", "", "instance.stop", "{\"id\":\"i-1\"}", 200},
+      {"POST", "/manager/api/instances/i-1/pause", "", "instance.pause", "{\"id\":\"i-1\"}", 200},
+      {"POST", "/manager/api/instances/i-1/resume", "", "instance.resume", "{\"id\":\"i-1\"}", 200},
+      // The operator's DELETE ends the instance for every device sharing it.
+      {"DELETE", "/manager/api/instances/i-1", "", "instance.stop", "{\"id\":\"i-1\",\"force\":true}", 200},
+      {"GET", "/manager/api/jobs/job-3", "", "job.get", "{\"job_id\":\"job-3\"}", 200},
+      {"POST", "/manager/api/jobs/job-3/cancel", "", "job.cancel", "{\"job_id\":\"job-3\"}", 200},
+      {"POST", "/manager/api/devices", "{\"device_id\":\"d1\"}", "device.pair", "{\"device_id\":\"d1\"}", 201},
+      {"POST", "/manager/api/devices/d1/revoke", "", "device.revoke", "{\"device_id\":\"d1\"}", 200},
+      {"DELETE", "/manager/api/devices/d%201", "", "device.unpair", "{\"device_id\":\"d 1\"}", 200},
+  };
+  for (const Case& c : cases) {
+    core.calls.clear();
+    auto r = fh.request("manager", c.method, c.target, c.body, kJson);
+    EXPECT_EQ(r.status, c.status) << c.method << " " << c.target << ": " << r.body;
+    EXPECT_EQ(r.body, std::string("{\"op\":\"") + c.op + "\"}") << c.target;
+    EXPECT_EQ(r.header("Content-Type"), "application/json");
+    ASSERT_EQ(core.calls.size(), 1u) << c.target;
+    EXPECT_EQ(core.calls[0].first, c.op);
+    EXPECT_EQ(core.calls[0].second, c.args) << c.method << " " << c.target;
+  }
+  EXPECT_EQ(fh.unload(), 0u);
+}
+
+TEST(Manager, ErrorsComeBackWithTheirHttpStatus) {
+  FakeHost fh;
+  fh.prefixes = {"/manager/"};
+  Core core;
+  core.provide(fh);
+  ASSERT_EQ(fh.load(plugin_path()), CL_OK);
+  // The operation's own error, with its status.
+  auto r = fh.request("manager", "GET", "/manager/api/services/x");
+  EXPECT_EQ(r.status, 404u);
+  EXPECT_EQ(r.body, "{\"error\":\"no service 'x'\"}");
+  core.calls.clear();
+  // Bodies must be JSON objects, sent as JSON.
+  r = fh.request("manager", "POST", "/manager/api/instances", "[1,2]", kJson);
+  EXPECT_EQ(r.status, 400u);
+  EXPECT_NE(r.body.find("the body must be a JSON object"), std::string::npos) << r.body;
+  r = fh.request("manager", "POST", "/manager/api/instances", "{\"service_id\":", kJson);
+  EXPECT_EQ(r.status, 400u);
+  r = fh.request("manager", "POST", "/manager/api/instances", "{\"service_id\":\"a\"}", {{"Content-Type", "text/plain"}});
+  EXPECT_EQ(r.status, 415u);
+  EXPECT_TRUE(core.calls.empty());
+  EXPECT_EQ(fh.unload(), 0u);
+}
+
+TEST(Manager, AnOperationNobodyProvidesAnswers503) {
+  FakeHost fh;
+  fh.prefixes = {"/manager/"};
+  ASSERT_EQ(fh.load(plugin_path()), CL_OK);
+  auto r = fh.request("manager", "GET", "/manager/api/instances");
+  EXPECT_EQ(r.status, 503u);
+  EXPECT_EQ(r.body, "{\"error\":\"operation instance.list is not available\"}");
+  EXPECT_EQ(fh.unload(), 0u);
+}
+
+TEST(Manager, EventStreamsAreCappedAndEndWhenTheServerStops) {
+  FakeHost fh;
+  fh.prefixes = {"/manager/"};
+  ASSERT_EQ(fh.load(plugin_path(), "{\"max_event_streams\": 1}"), CL_OK);
+  auto first = fh.request("manager", "GET", "/manager/api/events?topics=instance.*,job.done", "", {}, 100);
+  EXPECT_EQ(first.status, 200u);
+  EXPECT_FALSE(first.complete);  // a stream: it stays open
+  EXPECT_EQ(first.header("Content-Type"), "text/event-stream");
+  EXPECT_EQ(first.body, "event: hello\ndata: {}\n\n");
+  auto second = fh.request("manager", "GET", "/manager/api/events", "", {}, 100);
+  EXPECT_EQ(second.status, 503u);
+  EXPECT_EQ(second.header("Retry-After"), "5");
+  // The core announces a shutdown: the stream ends, so the drain does not wait for it.
+  fh.publish("server.stopping", "{}");
+  fh.run_for(20);
+  EXPECT_EQ(fh.request("manager", "GET", "/manager/api/events?topics=job.*,a%20b", "", {}, 100).status, 400u);
+  auto third = fh.request("manager", "GET", "/manager/api/events", "", {}, 100);
+  EXPECT_EQ(third.status, 200u);
+  EXPECT_EQ(fh.unload(), 0u);  // fini ended the open stream
+}
+
+TEST(Manager, RefusesABadConfiguration) {
+  for (const char* config : {"{\"max_event_streams\": 0}", "{\"max_event_streams\": \"many\"}", "[1]"}) {
+    FakeHost fh;
+    fh.prefixes = {"/manager/"};
+    EXPECT_EQ(fh.load(plugin_path(), config), CL_EINVAL) << config;
+  }
+}
