@@ -36,8 +36,8 @@ void demo_register(Loop& loop, Services& services, const std::string& guest_dir)
           }
         }
         std::string cmdline;
-        if (auto e = files_read(guest_dir + "/cmdline", &cmdline, 4096); !e.empty()) {
-          found->error = e;
+        if (auto e = files_read(guest_dir + "/cmdline", &cmdline, 4096); !e.ok()) {
+          found->error = e.message();
           return;
         }
         while (!cmdline.empty() && (cmdline.back() == '\n' || cmdline.back() == ' ')) cmdline.pop_back();

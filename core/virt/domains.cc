@@ -27,12 +27,17 @@ bool no_domain_error() {
   return e && e->code == VIR_ERR_NO_DOMAIN;
 }
 
+// libvirt's last error on this thread, with the code its callers answer with.
+Status libvirt_failure() {
+  return Status::error(no_domain_error() ? CL_ENOENT : CL_EIO, libvirt_last_error());
+}
+
 }  // namespace
 
-std::string domains_list(virConnectPtr conn, std::vector<DomainInfo>* out) {
+Status domains_list(virConnectPtr conn, std::vector<DomainInfo>* out) {
   virDomainPtr* doms = nullptr;
   int n = virConnectListAllDomains(conn, &doms, 0);
-  if (n < 0) return libvirt_last_error();
+  if (n < 0) return libvirt_failure();
   out->clear();
   for (int i = 0; i < n; i++) {
     DomainInfo info;
@@ -55,7 +60,7 @@ std::string domains_list(virConnectPtr conn, std::vector<DomainInfo>* out) {
   return {};
 }
 
-std::string domain_destroy(virConnectPtr conn, const std::string& uuid, bool* existed) {
+Status domain_destroy(virConnectPtr conn, const std::string& uuid, bool* existed) {
   if (existed) *existed = false;
   DomainRef d = lookup(conn, uuid);
   if (!d) {
@@ -63,7 +68,7 @@ std::string domain_destroy(virConnectPtr conn, const std::string& uuid, bool* ex
       virResetLastError();
       return {};
     }
-    return libvirt_last_error();
+    return libvirt_failure();
   }
   if (virDomainIsActive(d.get()) != 1) {
     virResetLastError();
@@ -76,35 +81,35 @@ std::string domain_destroy(virConnectPtr conn, const std::string& uuid, bool* ex
       virResetLastError();
       return {};
     }
-    return libvirt_last_error();
+    return libvirt_failure();
   }
   return {};
 }
 
-std::string domain_create(virConnectPtr conn, const std::string& xml) {
+Status domain_create(virConnectPtr conn, const std::string& xml) {
   DomainRef d(virDomainCreateXML(conn, xml.c_str(), 0));
-  if (!d) return libvirt_last_error();
+  if (!d) return libvirt_failure();
   return {};
 }
 
-std::string domain_save(virConnectPtr conn, const std::string& uuid, const std::string& path) {
+Status domain_save(virConnectPtr conn, const std::string& uuid, const std::string& path) {
   DomainRef d = lookup(conn, uuid);
-  if (!d) return libvirt_last_error();
-  if (virDomainSave(d.get(), path.c_str()) < 0) return libvirt_last_error();
+  if (!d) return libvirt_failure();
+  if (virDomainSave(d.get(), path.c_str()) < 0) return libvirt_failure();
   return {};
 }
 
-std::string domain_suspend(virConnectPtr conn, const std::string& uuid) {
+Status domain_suspend(virConnectPtr conn, const std::string& uuid) {
   DomainRef d = lookup(conn, uuid);
-  if (!d) return libvirt_last_error();
-  if (virDomainSuspend(d.get()) < 0) return libvirt_last_error();
+  if (!d) return libvirt_failure();
+  if (virDomainSuspend(d.get()) < 0) return libvirt_failure();
   return {};
 }
 
-std::string domain_resume(virConnectPtr conn, const std::string& uuid) {
+Status domain_resume(virConnectPtr conn, const std::string& uuid) {
   DomainRef d = lookup(conn, uuid);
-  if (!d) return libvirt_last_error();
-  if (virDomainResume(d.get()) < 0) return libvirt_last_error();
+  if (!d) return libvirt_failure();
+  if (virDomainResume(d.get()) < 0) return libvirt_failure();
   return {};
 }
 

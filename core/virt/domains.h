@@ -1,5 +1,6 @@
-// Blocking libvirt calls on domains, for worker threads (through Connection::call). Each returns "" on success or
-// libvirt's message; domains are addressed by UUID and every libvirt object is freed before returning.
+// Blocking libvirt calls on domains, for worker threads (through Connection::call). A failure carries libvirt's
+// message, with CL_ENOENT when the domain does not exist and CL_EIO otherwise; domains are addressed by UUID and
+// every libvirt object is freed before returning.
 #pragma once
 
 #include <libvirt/libvirt.h>
@@ -7,24 +8,25 @@
 #include <string>
 #include <vector>
 
+#include "system/status.h"
 #include "virt/reconcile.h"
 
 namespace cloudlet::virt {
 
 // Every domain of the connection (active and defined ones).
-std::string domains_list(virConnectPtr conn, std::vector<DomainInfo>* out);
+Status domains_list(virConnectPtr conn, std::vector<DomainInfo>* out);
 
 // Destroys a running domain. A domain that does not exist or is not running is not an error (*existed tells).
-std::string domain_destroy(virConnectPtr conn, const std::string& uuid, bool* existed = nullptr);
+Status domain_destroy(virConnectPtr conn, const std::string& uuid, bool* existed = nullptr);
 
 // Starts a transient domain from xml (cold boot).
-std::string domain_create(virConnectPtr conn, const std::string& xml);
+Status domain_create(virConnectPtr conn, const std::string& xml);
 
 // Saves the domain's memory state to path (the domain stops).
-std::string domain_save(virConnectPtr conn, const std::string& uuid, const std::string& path);
+Status domain_save(virConnectPtr conn, const std::string& uuid, const std::string& path);
 
-std::string domain_suspend(virConnectPtr conn, const std::string& uuid);
-std::string domain_resume(virConnectPtr conn, const std::string& uuid);
+Status domain_suspend(virConnectPtr conn, const std::string& uuid);
+Status domain_resume(virConnectPtr conn, const std::string& uuid);
 
 // The VNC port of a running domain (from its live XML); -1 when it has none.
 int domain_vnc_port(virConnectPtr conn, const std::string& uuid);

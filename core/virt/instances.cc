@@ -43,6 +43,17 @@ bool port_conflict(const std::string& error) {
          error.find("Could not set up host forwarding") != std::string::npos;
 }
 
+// Removes an instance's directory on a worker. A failure is logged, not returned: the instance is gone (or never
+// was) either way, and reconciliation removes a stray directory later.
+void remove_instance_dir(const std::string& path) {
+  if (auto e = files_remove_tree(path); !e.ok()) log::warn("virt", "instance directory left behind: {}", e.message());
+}
+
+// Logs a record that could not be saved where nobody waits for the answer (the state is still right in memory).
+void log_unsaved(const std::string& id, cl_status_t st) {
+  if (st != CL_OK) log::error("virt", "instance {}: its record could not be saved ({})", id, st);
+}
+
 // An optional boolean member: absent -> fallback; present but not a boolean -> false with *bad set.
 bool bool_arg(const json::Value& a, const char* key, bool fallback, bool* bad) {
   const json::Value* v = json::member(a, key);
@@ -317,36 +328,39 @@ void Instances::start_restore(std::shared_ptr<Start> s) {
   w->id.console_log = w->dir + "/console.log";
   w->id.forwards = {{ctx_.forward_address, d.port, s->svc.port}, {ctx_.forward_address, d.ssh_port, 22}};
   struct Result {
-    std::string error, restore_error;
+    Status error;
+    std::string restore_error;
     bool restored = false;
     int vnc = -1;
     uint64_t restore_ms = 0;
   };
   ctx_.hv.connection().call<Result>(
       [w](virConnectPtr conn) -> Result {
+        // Every failure here is the server's (CL_EIO): the service's files are its own, even a missing one.
         Result r;
-        if (auto e = files_make_dirs(w->dir, 0700); !e.empty()) {
-          r.error = e;
+        if (auto e = files_make_dirs(w->dir, 0700); !e.ok()) {
+          r.error = Status::io(e.message());
           return r;
         }
-        if (auto e = qemu_img::create_overlay_sync(w->image_dir + "/disk.qcow2", "qcow2", w->id.disk_path); !e.empty()) {
-          files_remove_tree(w->dir);
-          r.error = "the instance's disk: " + e;
+        if (auto e = qemu_img::create_overlay_sync(w->image_dir + "/disk.qcow2", "qcow2", w->id.disk_path); !e.ok()) {
+          remove_instance_dir(w->dir);
+          r.error = Status::io("the instance's disk: " + e.message());
           return r;
         }
         std::string state = w->image_dir + "/state.sav";
         SaveImage img;
-        std::string err = save_image_read(state, &img);
-        if (err.empty()) {
-          std::string xml = domain_xml_rewrite(img.xml, w->id, &err);
-          if (!xml.empty()) {
-            RestoreOptions ro;
-            ro.fifo_path = w->dir + "/restore.fifo";
-            virDomainPtr dom = save_image_restore_as(conn, state, xml, ro, &err);
-            if (dom) {
-              virDomainFree(dom);
-              r.restored = true;
-            }
+        std::string err;
+        if (auto e = save_image_read(state, &img); !e.ok()) {
+          err = e.message();
+        } else if (std::string xml = domain_xml_rewrite(img.xml, w->id, &err); !xml.empty()) {
+          RestoreOptions ro;
+          ro.fifo_path = w->dir + "/restore.fifo";
+          virDomainPtr dom = nullptr;
+          if (auto e2 = save_image_restore_as(conn, state, xml, ro, &dom); !e2.ok()) {
+            err = e2.message();
+          } else {
+            virDomainFree(dom);
+            r.restored = true;
           }
         }
         if (!r.restored) {
@@ -354,20 +368,26 @@ void Instances::start_restore(std::shared_ptr<Start> s) {
           // A port taken under us fails the cold boot the same way: let the caller retry with other ports.
           if (!port_conflict(err)) {
             std::string saved, xml;
-            err = files_read(w->image_dir + "/domain.xml", &saved);
-            if (err.empty()) xml = domain_xml_rewrite(saved, w->id, &err);
-            if (!xml.empty()) err = domain_create(conn, xml);
+            err.clear();
+            if (auto e = files_read(w->image_dir + "/domain.xml", &saved); !e.ok()) {
+              err = e.message();
+            } else {
+              xml = domain_xml_rewrite(saved, w->id, &err);
+            }
+            if (!xml.empty()) err = domain_create(conn, xml).message();
             if (err.empty()) {
               r.vnc = domain_vnc_port(conn, w->id.uuid);
               return r;
             }
           }
-          domain_destroy(conn, w->id.uuid);
-          files_remove_tree(w->dir);
-          r.error = port_conflict(err) ? err
-                                       : fmt::format("restoring the saved state failed ({}) and so did a cold boot "
-                                                     "of the disk ({})",
-                                                     r.restore_error, err);
+          if (auto e = domain_destroy(conn, w->id.uuid); !e.ok()) {
+            log::warn("virt", "instance {}: cannot destroy its VM after a failed start: {}", w->id.uuid, e.message());
+          }
+          remove_instance_dir(w->dir);
+          r.error = Status::io(port_conflict(err) ? err
+                                                  : fmt::format("restoring the saved state failed ({}) and so did a "
+                                                                "cold boot of the disk ({})",
+                                                                r.restore_error, err));
           return r;
         }
         r.vnc = domain_vnc_port(conn, w->id.uuid);
@@ -377,12 +397,12 @@ void Instances::start_restore(std::shared_ptr<Start> s) {
         auto it2 = insts_.find(s->id);
         if (it2 == insts_.end()) return start_fail(s, CL_EIO, "the instance vanished");
         auto inst = it2->second;
-        if (!r.error.empty() || !call_error.empty()) {
-          if (r.error.empty()) return start_fail(s, CL_EUNAVAIL, call_error);
-          if (port_conflict(r.error) && s->port_retries < kPortRetries && !s->cancelled) {
+        if (!r.error.ok() || !call_error.empty()) {
+          if (r.error.ok()) return start_fail(s, CL_EUNAVAIL, call_error);
+          if (port_conflict(r.error.message()) && s->port_retries < kPortRetries && !s->cancelled) {
             s->port_retries++;
             log::warn("virt", "instance {}: a host port was taken meanwhile ({}); retrying with other ports", s->id,
-                      r.error);
+                      r.error.message());
             auto& pa = ctx_.hv.ports();
             auto fresh = pa.reserve_many(2);
             pa.release(inst->def.port);
@@ -395,7 +415,7 @@ void Instances::start_restore(std::shared_ptr<Start> s) {
             inst->def.ssh_port = (*fresh)[1];
             return start_restore(s);
           }
-          return start_fail(s, CL_EIO, r.error);
+          return start_fail(s, r.error.code(), r.error.message());
         }
         inst->def.memory_restored = r.restored;
         inst->def.vnc_port = r.vnc;
@@ -492,7 +512,7 @@ void Instances::start_fail(std::shared_ptr<Start> s, cl_status_t status, const s
   for (auto& w : waiters) w(status, error);
   if (s->running) {
     // The VM runs (and may have a record): the full stop path.
-    teardown(s->id, true, error, [end](std::string) { end(); });
+    teardown(s->id, true, error, [end](const Status&) { end(); });
     return;
   }
   // The worker already removed what it made; only the memory and the ports are left.
@@ -505,18 +525,18 @@ void Instances::start_fail(std::shared_ptr<Start> s, cl_status_t status, const s
 }
 
 void Instances::teardown(const std::string& id, bool destroy, const std::string& why,
-                         std::function<void(std::string)> done) {
+                         std::function<void(Status)> done) {
   auto it = insts_.find(id);
-  if (it == insts_.end()) return ctx_.loop.defer([done] { done(""); });
+  if (it == insts_.end()) return ctx_.loop.defer([done] { done({}); });
   auto inst = it->second;
   std::string prev = inst->def.state;
   inst->def.state = "stopping";
   std::string path = dir(id);
   auto token = ctx_.pending.hold();
-  auto after = [this, id, why, done, inst, prev, token](std::string err) {
-    if (!err.empty()) {
+  auto after = [this, id, why, done, inst, prev, token](Status err) {
+    if (!err.ok()) {
       inst->def.state = prev;
-      log::warn("virt", "instance {}: cannot destroy its VM: {}", id, err);
+      log::warn("virt", "instance {}: cannot destroy its VM: {}", id, err.message());
       return done(err);
     }
     if (inst->ports_reserved) {
@@ -535,21 +555,22 @@ void Instances::teardown(const std::string& id, bool destroy, const std::string&
       json::append_quoted(&out, inst->def.id);
       out += ",\"stopped\":true,\"users\":0}";
       for (auto& w : waiters) w(CL_OK, out);
-      done("");
+      done({});
     });
   };
   if (!destroy) {
-    ctx_.loop.queue_work([path] { files_remove_tree(path); }, [after](bool) { after(""); });
+    ctx_.loop.queue_work([path] { remove_instance_dir(path); }, [after](bool) { after({}); });
     return;
   }
-  ctx_.hv.connection().call<std::string>(
-      [id, path](virConnectPtr conn) -> std::string {
-        std::string e = domain_destroy(conn, id);
-        if (!e.empty()) return e;
-        files_remove_tree(path);
+  ctx_.hv.connection().call<Status>(
+      [id, path](virConnectPtr conn) -> Status {
+        if (auto e = domain_destroy(conn, id); !e.ok()) return e;
+        remove_instance_dir(path);
         return {};
       },
-      [after](std::string r, std::string call_error) { after(r.empty() ? call_error : r); });
+      [after](Status r, std::string call_error) {
+        after(r.ok() && !call_error.empty() ? Status::error(CL_EUNAVAIL, call_error) : r);
+      });
 }
 
 void Instances::op_stop(std::string_view args, Operations::Reply reply) {
@@ -615,8 +636,8 @@ void Instances::op_stop(std::string_view args, Operations::Reply reply) {
   ctx_.hv.when_connected([this, id, inst, prev, force, fail, token](std::string error) {
     inst->def.state = prev;  // teardown takes it from here (and back, if the VM cannot be destroyed)
     if (!error.empty()) return fail(CL_EUNAVAIL, error);
-    teardown(id, true, force ? "stopped (forced)" : "its last user left", [fail](std::string err) {
-      if (!err.empty()) fail(CL_EUNAVAIL, "the VM could not be stopped: " + err);
+    teardown(id, true, force ? "stopped (forced)" : "its last user left", [fail](const Status& err) {
+      if (!err.ok()) fail(CL_EUNAVAIL, "the VM could not be stopped: " + err.message());
     });
   });
 }
@@ -642,12 +663,12 @@ void Instances::op_pause_resume(std::string_view args, Operations::Reply reply, 
       inst->busy = false;
       return reply.error(CL_EUNAVAIL, error);
     }
-    ctx_.hv.connection().call<std::string>(
+    ctx_.hv.connection().call<Status>(
         [id, pause](virConnectPtr conn) { return pause ? domain_suspend(conn, id) : domain_resume(conn, id); },
-        [this, inst, pause, reply, token](std::string r, std::string call_error) {
+        [this, inst, pause, reply, token](Status r, std::string call_error) {
           inst->busy = false;
-          std::string err = r.empty() ? call_error : r;
-          if (!err.empty()) return reply.error(r.empty() ? CL_EUNAVAIL : CL_EIO, err);
+          if (!r.ok()) return reply.error(r.code(), r.message());
+          if (!call_error.empty()) return reply.error(CL_EUNAVAIL, call_error);
           if (inst->def.state == "stopping" || !insts_.count(inst->def.id)) {
             return reply.error(CL_ENOENT, fmt::format("instance '{}' stopped meanwhile", inst->def.id));
           }
@@ -685,7 +706,7 @@ void Instances::on_domain_event(const DomainEvent& ev) {
         return;
       }
       log::warn("virt", "instance {} of {}: {}", inst->def.id, inst->def.service_id, why);
-      teardown(inst->def.id, false, why, [](std::string) {});
+      teardown(inst->def.id, false, why, [](const Status&) {});  // it logs its failures
       return;
     }
     case DomainEvent::Kind::suspended:
@@ -694,7 +715,7 @@ void Instances::on_domain_event(const DomainEvent& ev) {
       if (inst->busy || (paused ? state != "running" : state != "paused")) return;
       inst->def.state = paused ? "paused" : "running";
       auto token = ctx_.pending.hold();
-      commit(*inst, [token](cl_status_t) {});
+      commit(*inst, [token, id = inst->def.id](cl_status_t st) { log_unsaved(id, st); });
       publish_state(*inst, paused ? "paused" : "running");
       return;
     }
@@ -710,20 +731,20 @@ void Instances::reconcile() {
   }
   reconciling_ = true;
   reconcile_again_ = false;
-  using Listing = std::pair<std::string, std::pair<std::vector<DomainInfo>, std::vector<std::string>>>;
+  using Listing = std::pair<Status, std::pair<std::vector<DomainInfo>, std::vector<std::string>>>;
   std::string idir = ctx_.instances_dir;
   auto token = ctx_.pending.hold();
   ctx_.hv.connection().call<Listing>(
       [idir](virConnectPtr conn) {
         Listing l;
-        files_make_dirs(idir, 0700);
+        if (auto e = files_make_dirs(idir, 0700); !e.ok()) log::warn("virt", "instances directory: {}", e.message());
         l.first = domains_list(conn, &l.second.first);
         l.second.second = files_list(idir);
         return l;
       },
       [this, token](Listing l, std::string call_error) {
         reconciling_ = false;
-        std::string err = l.first.empty() ? call_error : l.first;
+        std::string err = l.first.ok() ? call_error : l.first.message();
         if (!err.empty()) {
           log::warn("virt", "cannot reconcile instances with the hypervisor: {}", err);
         } else {
@@ -747,7 +768,7 @@ void Instances::reconcile() {
             const char* want = k.paused ? "paused" : "running";
             if (it->second->def.state != want) {
               it->second->def.state = want;
-              commit(*it->second, [](cl_status_t) {});
+              commit(*it->second, [id = k.id](cl_status_t st) { log_unsaved(id, st); });
               publish_state(*it->second, want);
             }
             log::info("virt", "instance {} of {} re-attached ({}, port {})", k.id, it->second->def.service_id, want,
@@ -755,7 +776,7 @@ void Instances::reconcile() {
           }
           for (auto& id : plan.reap) {
             log::info("virt", "instance {}: its VM is gone; removing its record and files", id);
-            teardown(id, false, "its VM was gone", [](std::string) {});
+            teardown(id, false, "its VM was gone", [](const Status&) {});  // it logs its failures
           }
           std::vector<std::string> uuids;
           for (auto& d : plan.destroy) {
@@ -774,9 +795,9 @@ void Instances::reconcile() {
             ctx_.hv.connection().call<int>(
                 [uuids, dirs](virConnectPtr conn) {
                   for (auto& u : uuids) {
-                    if (auto e = domain_destroy(conn, u); !e.empty()) log::warn("virt", "destroy {}: {}", u, e);
+                    if (auto e = domain_destroy(conn, u); !e.ok()) log::warn("virt", "destroy {}: {}", u, e.message());
                   }
-                  for (auto& d : dirs) files_remove_tree(d);
+                  for (auto& d : dirs) remove_instance_dir(d);
                   return 0;
                 },
                 [t2](int, std::string) {});

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "system/status.h"
 #include "virt/connection.h"
 #include "virt/context.h"
 #include "virt/instance_def.h"
@@ -68,8 +69,9 @@ class Instances {
   void start_answer(std::shared_ptr<Start> s);
 
   // Destroys the domain, removes the files, releases the ports, deletes the record, publishes "stopped". done
-  // gets "" or the reason the domain could not be destroyed (then nothing changed but the state).
-  void teardown(const std::string& id, bool destroy, const std::string& why, std::function<void(std::string)> done);
+  // gets success or the reason the domain could not be destroyed (then nothing changed but the state); either
+  // way the failure is logged here.
+  void teardown(const std::string& id, bool destroy, const std::string& why, std::function<void(Status)> done);
   void publish_state(const Inst& inst, const char* state);
   void commit(const Inst& inst, std::function<void(cl_status_t)> done);
   std::string dir(const std::string& id) const;

@@ -2,6 +2,10 @@
 // checked and reported. The *_sync functions block (worker threads); the others run them on the loop's worker
 // pool and call `done` on the loop.
 //
+// Failure codes: CL_EINVAL for a refused argument (relative path, unknown format, zero size), CL_EEXIST when the
+// file to create exists, CL_ENOENT when the backing file is missing, CL_EUNAVAIL when qemu-img cannot be started,
+// CL_ETIMEDOUT when it hangs, CL_EIO when it fails or prints nonsense, CL_ECANCELED when the work never ran.
+//
 // Paths must be absolute: qemu-img reads "proto:..." and "json:{...}" file names as protocol specifications,
 // which an absolute path can never be.
 #pragma once
@@ -11,6 +15,7 @@
 #include <string>
 
 #include "loop/loop.h"
+#include "system/status.h"
 
 namespace cloudlet::virt::qemu_img {
 
@@ -27,24 +32,24 @@ struct Info {
 };
 
 // Creates `overlay` (qcow2) on top of `backing`, backing format always given (qemu-img refuses to guess).
-// Fails if `overlay` exists or `backing` is missing. Error text empty on success.
-std::string create_overlay_sync(const std::string& backing, const std::string& backing_format,
-                                const std::string& overlay);
+// Fails if `overlay` exists or `backing` is missing.
+Status create_overlay_sync(const std::string& backing, const std::string& backing_format,
+                           const std::string& overlay);
 // Creates an empty image of `size_bytes` (fails if `path` exists).
-std::string create_sync(const std::string& path, const std::string& format, uint64_t size_bytes);
+Status create_sync(const std::string& path, const std::string& format, uint64_t size_bytes);
 // Reads an image's description (qemu-img info --output=json).
-std::string info_sync(const std::string& path, Info* out);
+Status info_sync(const std::string& path, Info* out);
 // Converts `src` (format src_format, or "" to let qemu-img probe a trusted file) into `dst` (dst_format).
-std::string convert_sync(const std::string& src, const std::string& src_format, const std::string& dst,
-                         const std::string& dst_format);
+Status convert_sync(const std::string& src, const std::string& src_format, const std::string& dst,
+                    const std::string& dst_format);
 
 void create_overlay(Loop& loop, std::string backing, std::string backing_format, std::string overlay,
-                    std::function<void(std::string error)> done);
-void info(Loop& loop, std::string path, std::function<void(Info info, std::string error)> done);
+                    std::function<void(Status status)> done);
+void info(Loop& loop, std::string path, std::function<void(Info info, Status status)> done);
 void convert(Loop& loop, std::string src, std::string src_format, std::string dst, std::string dst_format,
-             std::function<void(std::string error)> done);
+             std::function<void(Status status)> done);
 
 // Parses qemu-img's JSON info output (exposed for tests).
-std::string parse_info_json(const std::string& json, Info* out);
+Status parse_info_json(const std::string& json, Info* out);
 
 }  // namespace cloudlet::virt::qemu_img

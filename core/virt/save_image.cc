@@ -28,16 +28,19 @@ constexpr size_t kMagicLen = 16;
 constexpr size_t kHeaderLen = kMagicLen + 19 * 4;
 constexpr uint32_t kMaxDataLen = 16u << 20;
 
-std::string last_libvirt_error(const char* what) {
+Status last_libvirt_error(const char* what) {
   virErrorPtr e = virGetLastError();
-  return fmt::format("{}: {}", what, e && e->message ? e->message : "unknown libvirt error");
+  return Status::io(fmt::format("{}: {}", what, e && e->message ? e->message : "unknown libvirt error"));
 }
 
+Status cancelled() { return Status::error(CL_ECANCELED, "cancelled"); }
+Status reader_stalled() { return Status::error(CL_ETIMEDOUT, "reader stalled"); }
+
 // Writes all of buf to a possibly non-blocking fd, waiting up to stall_ms whenever it is full.
-std::string write_all(int fd, const char* buf, size_t len, const std::atomic<bool>* cancel, int stall_ms) {
+Status write_all(int fd, const char* buf, size_t len, const std::atomic<bool>* cancel, int stall_ms) {
   int64_t stall_deadline = monotonic_ms() + stall_ms;
   while (len > 0) {
-    if (cancel && cancel->load()) return "cancelled";
+    if (cancel && cancel->load()) return cancelled();
     ssize_t n = ::write(fd, buf, len);
     if (n > 0) {
       buf += n;
@@ -47,35 +50,39 @@ std::string write_all(int fd, const char* buf, size_t len, const std::atomic<boo
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) {
-      if (monotonic_ms() > stall_deadline) return "reader stalled";
+      if (monotonic_ms() > stall_deadline) return reader_stalled();
       pollfd p{fd, POLLOUT, 0};
       poll(&p, 1, 100);
       continue;
     }
-    return fmt::format("write: {}", strerror(errno));
+    return Status::io(fmt::format("write: {}", strerror(errno)));
   }
   return {};
 }
 
 }  // namespace
 
-std::string save_image_read(const std::string& path, SaveImage* out) {
+Status save_image_read(const std::string& path, SaveImage* out) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return fmt::format("cannot open saved state {}: {}", path, strerror(errno));
+  if (fd < 0) {
+    int e = errno;
+    return Status::error(e == ENOENT ? CL_ENOENT : CL_EIO,
+                         fmt::format("cannot open saved state {}: {}", path, strerror(e)));
+  }
   struct stat sb;
   if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
     ::close(fd);
-    return fmt::format("saved state {} is not a regular file", path);
+    return Status::invalid(fmt::format("saved state {} is not a regular file", path));
   }
   char head[kHeaderLen];
   ssize_t n = pread(fd, head, sizeof head, 0);
   if (n != static_cast<ssize_t>(sizeof head)) {
     ::close(fd);
-    return fmt::format("saved state {} is too short for a header", path);
+    return Status::invalid(fmt::format("saved state {} is too short for a header", path));
   }
   if (std::memcmp(head, kMagic, kMagicLen) != 0) {
     ::close(fd);
-    return fmt::format("{} is not a libvirt QEMU save image (bad magic)", path);
+    return Status::invalid(fmt::format("{} is not a libvirt QEMU save image (bad magic)", path));
   }
   uint32_t v[19];
   std::memcpy(v, head + kMagicLen, sizeof v);
@@ -87,23 +94,25 @@ std::string save_image_read(const std::string& path, SaveImage* out) {
   uint32_t cookie_offset = v[4];
   if (img.version != 2) {
     ::close(fd);
-    return fmt::format("save image version {} is not supported (want 2)", img.version);
+    return Status::invalid(fmt::format("save image version {} is not supported (want 2)", img.version));
   }
   if (data_len == 0 || data_len > kMaxDataLen || kHeaderLen + static_cast<uint64_t>(data_len) > static_cast<uint64_t>(sb.st_size)) {
     ::close(fd);
-    return fmt::format("save image data length {} is out of bounds", data_len);
+    return Status::invalid(fmt::format("save image data length {} is out of bounds", data_len));
   }
   std::string data(data_len, '\0');
   n = pread(fd, data.data(), data_len, kHeaderLen);
   ::close(fd);
-  if (n != static_cast<ssize_t>(data_len)) return "short read of the save image's XML";
+  if (n != static_cast<ssize_t>(data_len)) return Status::io("short read of the save image's XML");
   size_t xml_end = data.find('\0');
-  if (xml_end == std::string::npos || xml_end == 0) return "save image XML is not NUL-terminated";
+  if (xml_end == std::string::npos || xml_end == 0) return Status::invalid("save image XML is not NUL-terminated");
   img.xml = data.substr(0, xml_end);
   if (cookie_offset != 0) {
-    if (cookie_offset <= xml_end || cookie_offset >= data_len) return "save image cookie offset is out of bounds";
+    if (cookie_offset <= xml_end || cookie_offset >= data_len) {
+      return Status::invalid("save image cookie offset is out of bounds");
+    }
     size_t cookie_end = data.find('\0', cookie_offset);
-    if (cookie_end == std::string::npos) return "save image cookie is not NUL-terminated";
+    if (cookie_end == std::string::npos) return Status::invalid("save image cookie is not NUL-terminated");
     img.cookie = data.substr(cookie_offset, cookie_end - cookie_offset);
   }
   img.stream_offset = kHeaderLen + static_cast<uint64_t>(data_len);
@@ -135,22 +144,26 @@ std::string save_image_header(const SaveImage& image, const std::string& xml) {
 
 namespace {
 
-std::string write_image(const std::string& src_path, const SaveImage& image, const std::string& xml, int dest_fd,
-                        const std::atomic<bool>* cancel, int stall_ms) {
-  if (xml.empty() || xml.size() > kMaxDataLen) return "replacement XML is empty or too large";
-  if (xml.find('\0') != std::string::npos) return "replacement XML contains NUL";
+Status write_image(const std::string& src_path, const SaveImage& image, const std::string& xml, int dest_fd,
+                   const std::atomic<bool>* cancel, int stall_ms) {
+  if (xml.empty() || xml.size() > kMaxDataLen) return Status::invalid("replacement XML is empty or too large");
+  if (xml.find('\0') != std::string::npos) return Status::invalid("replacement XML contains NUL");
   int src = ::open(src_path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (src < 0) return fmt::format("cannot open saved state {}: {}", src_path, strerror(errno));
+  if (src < 0) {
+    int e = errno;
+    return Status::error(e == ENOENT ? CL_ENOENT : CL_EIO,
+                         fmt::format("cannot open saved state {}: {}", src_path, strerror(e)));
+  }
   std::string head = save_image_header(image, xml);
-  std::string err = write_all(dest_fd, head.data(), head.size(), cancel, stall_ms);
+  Status err = write_all(dest_fd, head.data(), head.size(), cancel, stall_ms);
   loff_t off = static_cast<loff_t>(image.stream_offset);
   const loff_t end = static_cast<loff_t>(image.file_size);
   bool use_splice = true;
   std::string buf;
   int64_t stall_deadline = monotonic_ms() + stall_ms;
-  while (err.empty() && off < end) {
+  while (err.ok() && off < end) {
     if (cancel && cancel->load()) {
-      err = "cancelled";
+      err = cancelled();
       break;
     }
     size_t want = static_cast<size_t>(std::min<loff_t>(end - off, 1 << 20));
@@ -174,20 +187,20 @@ std::string write_image(const std::string& src_path, const SaveImage& image, con
       continue;
     }
     if (n == 0) {
-      err = "saved state ended early";
+      err = Status::io("saved state ended early");
       break;
     }
     if (errno == EINTR) continue;
     if (errno == EAGAIN) {
       if (monotonic_ms() > stall_deadline) {
-        err = "reader stalled";
+        err = reader_stalled();
         break;
       }
       pollfd p{dest_fd, POLLOUT, 0};
       poll(&p, 1, 100);
       continue;
     }
-    err = fmt::format("copying the migration stream: {}", strerror(errno));
+    err = Status::io(fmt::format("copying the migration stream: {}", strerror(errno)));
   }
   ::close(src);
   return err;
@@ -195,35 +208,31 @@ std::string write_image(const std::string& src_path, const SaveImage& image, con
 
 }  // namespace
 
-std::string save_image_write(const std::string& src_path, const SaveImage& image, const std::string& xml,
-                             int dest_fd, int stall_ms) {
+Status save_image_write(const std::string& src_path, const SaveImage& image, const std::string& xml, int dest_fd,
+                        int stall_ms) {
   return write_image(src_path, image, xml, dest_fd, nullptr, stall_ms);
 }
 
-virDomainPtr save_image_restore_as(virConnectPtr conn, const std::string& state_path, const std::string& xml,
-                                   const RestoreOptions& options, std::string* error) {
-  auto fail = [&](std::string msg) -> virDomainPtr {
-    if (error) *error = std::move(msg);
-    return nullptr;
-  };
+Status save_image_restore_as(virConnectPtr conn, const std::string& state_path, const std::string& xml,
+                             const RestoreOptions& options, virDomainPtr* domain) {
+  *domain = nullptr;
   DomainSummary summary;
   std::string err;
-  if (!domain_xml_summary(xml, &summary, &err)) return fail("instance XML: " + err);
-  if (!valid_uuid(summary.uuid)) return fail("instance XML has no valid uuid");
+  if (!domain_xml_summary(xml, &summary, &err)) return Status::invalid("instance XML: " + err);
+  if (!valid_uuid(summary.uuid)) return Status::invalid("instance XML has no valid uuid");
   SaveImage image;
-  err = save_image_read(state_path, &image);
-  if (!err.empty()) return fail(err);
+  if (auto e = save_image_read(state_path, &image); !e.ok()) return e;
   const std::string& fifo = options.fifo_path;
-  if (fifo.empty() || fifo[0] != '/') return fail("FIFO path must be absolute");
+  if (fifo.empty() || fifo[0] != '/') return Status::invalid("FIFO path must be absolute");
   struct stat sb;
   if (lstat(fifo.c_str(), &sb) == 0) {
-    if (!S_ISFIFO(sb.st_mode)) return fail(fmt::format("{} exists and is not a FIFO", fifo));
+    if (!S_ISFIFO(sb.st_mode)) return Status::error(CL_EEXIST, fmt::format("{} exists and is not a FIFO", fifo));
     ::unlink(fifo.c_str());  // left over from a crash
   }
-  if (mkfifo(fifo.c_str(), 0600) != 0) return fail(fmt::format("mkfifo {}: {}", fifo, strerror(errno)));
+  if (mkfifo(fifo.c_str(), 0600) != 0) return Status::io(fmt::format("mkfifo {}: {}", fifo, strerror(errno)));
 
   std::atomic<bool> cancel{false};
-  std::string writer_err;
+  Status writer_err;
   std::thread writer([&] {
     // A reader that goes away must give EPIPE here, not kill the process.
     sigset_t pipe_set;
@@ -233,7 +242,7 @@ virDomainPtr save_image_restore_as(virConnectPtr conn, const std::string& state_
     // Blocks until libvirt opens the FIFO (or until the canceller below opens it to wake us).
     int fd = ::open(fifo.c_str(), O_WRONLY | O_CLOEXEC);
     if (fd < 0) {
-      writer_err = fmt::format("open {}: {}", fifo, strerror(errno));
+      writer_err = Status::io(fmt::format("open {}: {}", fifo, strerror(errno)));
       return;
     }
     if (cancel.load()) {
@@ -248,7 +257,7 @@ virDomainPtr save_image_restore_as(virConnectPtr conn, const std::string& state_
 
   unsigned flags = options.running ? VIR_DOMAIN_SAVE_RUNNING : VIR_DOMAIN_SAVE_PAUSED;
   int rc = virDomainRestoreFlags(conn, fifo.c_str(), xml.c_str(), flags);
-  std::string restore_err = rc < 0 ? last_libvirt_error("restore") : std::string();
+  Status restore_err = rc < 0 ? last_libvirt_error("restore") : Status();
   // Wake a writer still waiting for a reader (libvirt failed before opening the FIFO) and stop one still writing.
   cancel.store(true);
   int wake = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
@@ -256,15 +265,19 @@ virDomainPtr save_image_restore_as(virConnectPtr conn, const std::string& state_
   if (wake >= 0) ::close(wake);
   ::unlink(fifo.c_str());
 
+  bool writer_failed = !writer_err.ok() && writer_err.code() != CL_ECANCELED;
   if (rc < 0) {
-    if (!writer_err.empty() && writer_err != "cancelled") restore_err += " (stream: " + writer_err + ")";
-    return fail(restore_err);
+    if (writer_failed) return Status::io(restore_err.message() + " (stream: " + writer_err.message() + ")");
+    return restore_err;
   }
   virDomainPtr dom = virDomainLookupByUUIDString(conn, summary.uuid.c_str());
-  if (!dom) return fail(last_libvirt_error("restored domain not found"));
-  if (!writer_err.empty() && writer_err != "cancelled")
-    log::warn("virt", "restore of {} succeeded but the stream writer reported: {}", summary.name, writer_err);
-  return dom;
+  if (!dom) return last_libvirt_error("restored domain not found");
+  if (writer_failed) {
+    log::warn("virt", "restore of {} succeeded but the stream writer reported: {}", summary.name,
+              writer_err.message());
+  }
+  *domain = dom;
+  return {};
 }
 
 }  // namespace cloudlet::virt

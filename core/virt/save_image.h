@@ -16,6 +16,8 @@
 #include <cstdint>
 #include <string>
 
+#include "system/status.h"
+
 namespace cloudlet::virt {
 
 struct SaveImage {
@@ -28,16 +30,17 @@ struct SaveImage {
   uint64_t file_size = 0;
 };
 
-// Reads and checks the header of `path` (regular file; data_len bounded to 16 MiB). Error text "" on success.
-std::string save_image_read(const std::string& path, SaveImage* out);
+// Reads and checks the header of `path` (regular file; data_len bounded to 16 MiB). A missing file is CL_ENOENT,
+// one that is not a save image this code reads is CL_EINVAL.
+Status save_image_read(const std::string& path, SaveImage* out);
 
 // The bytes of a header + data area carrying `xml` and the image's cookie (exposed for tests).
 std::string save_image_header(const SaveImage& image, const std::string& xml);
 
 // Blocking: writes header(xml) + the migration stream of `src_path` to the already opened `dest_fd` (FIFO or
-// file). For a non-blocking FIFO, waits at most stall_ms for the reader each time the pipe is full.
-std::string save_image_write(const std::string& src_path, const SaveImage& image, const std::string& xml,
-                             int dest_fd, int stall_ms = 30000);
+// file). For a non-blocking FIFO, waits at most stall_ms for the reader each time the pipe is full (CL_ETIMEDOUT).
+Status save_image_write(const std::string& src_path, const SaveImage& image, const std::string& xml, int dest_fd,
+                        int stall_ms = 30000);
 
 struct RestoreOptions {
   std::string fifo_path;      // where to create the per-instance FIFO (removed afterwards)
@@ -47,9 +50,9 @@ struct RestoreOptions {
 
 // Blocking (worker thread): restores the saved state at `state_path` as a new domain described by `xml` (a
 // domain_xml_rewrite() of the image's XML, with the instance's name, uuid, disk and ports), through a FIFO, so
-// several instances can restore from one state file at once. Returns the new domain (caller frees) or nullptr
-// with *error set (libvirt's message when libvirt failed).
-virDomainPtr save_image_restore_as(virConnectPtr conn, const std::string& state_path, const std::string& xml,
-                                   const RestoreOptions& options, std::string* error);
+// several instances can restore from one state file at once. On success *domain is the new domain (caller
+// frees); a failure carries libvirt's message when libvirt failed.
+Status save_image_restore_as(virConnectPtr conn, const std::string& state_path, const std::string& xml,
+                             const RestoreOptions& options, virDomainPtr* domain);
 
 }  // namespace cloudlet::virt

@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <cerrno>
+#include <cstring>
+
 #include "events/bus.h"
 #include "json/json.h"
 #include "log/log.h"
@@ -29,6 +32,11 @@ void publish_changed(EventBus& events, const std::string& id) {
   std::string q;
   json::append_quoted(&q, id);
   events.publish("service.changed", "{\"service_id\":" + q + "}");
+}
+
+// For steps after which nothing waits for the result (the record is already right): the failure is logged.
+void log_failure(const std::string& service_id, const Status& status) {
+  if (!status.ok()) log::warn("virt", "service {}: {}", service_id, status.message());
 }
 
 bool clean_cmdline(const std::string& s) {
@@ -105,18 +113,25 @@ void Services::start() {
   auto removed = std::make_shared<std::vector<std::string>>();
   ctx_.loop.queue_work(
       [root, keep, removed] {
-        files_make_dirs(root);
+        if (auto e = files_make_dirs(root); !e.ok()) log::warn("virt", "services directory: {}", e.message());
+        auto sweep = [&removed](const std::string& path) {
+          if (auto e = files_remove_tree(path); !e.ok()) {
+            log::warn("virt", "{} (no service record refers to it)", e.message());
+          } else {
+            removed->push_back(path);
+          }
+        };
         for (const auto& name : files_list(root)) {
           std::string path = root + "/" + name;
           auto it = keep.find(name);
           if (it == keep.end()) {
-            if (files_remove_tree(path).empty()) removed->push_back(path);
+            sweep(path);
             continue;
           }
           for (const auto& sub : files_list(path)) {
             bool stale_image = sub.rfind("image-", 0) == 0 && sub != it->second;
             bool temp = sub.size() > 4 && sub.compare(sub.size() - 4, 4, ".tmp") == 0;
-            if ((stale_image || temp) && files_remove_tree(path + "/" + sub).empty()) removed->push_back(path + "/" + sub);
+            if (stale_image || temp) sweep(path + "/" + sub);
           }
         }
       },
@@ -342,10 +357,10 @@ void Services::op_update(std::string_view args, Operations::Reply reply) {
     }
     // The answer waits for the file too: a client that deletes right after finds the files settled.
     std::string path = dir(sid) + "/service.json";
-    auto write_err = std::make_shared<std::string>();
+    auto write_err = std::make_shared<Status>();
     ctx_.loop.queue_work([path, record, write_err] { *write_err = files_write(path, record, 0444); },
                          [this, sid, reply, token, write_err](bool) {
-                           if (!write_err->empty()) log::warn("virt", "service {}: {}", sid, *write_err);
+                           log_failure(sid, *write_err);
                            auto it = entries_.find(sid);  // still there: deletes wait for this write
                            publish_changed(ctx_.events, sid);
                            if (it != entries_.end()) reply(CL_OK, json_of(it->second));
@@ -386,10 +401,10 @@ void Services::op_delete(std::string_view args, Operations::Reply reply) {
       return reply.error(st, "the service record could not be deleted");
     }
     std::string path = dir(sid);
-    auto err = std::make_shared<std::string>();
+    auto err = std::make_shared<Status>();
     ctx_.loop.queue_work([path, err] { *err = files_remove_tree(path); },
                          [this, sid, reply, token, err](bool) {
-                           if (!err->empty()) log::warn("virt", "service {}: {}", sid, *err);
+                           log_failure(sid, *err);
                            auto it3 = entries_.find(sid);
                            if (it3 != entries_.end()) {
                              auto waiters = std::move(it3->second.waiters);
@@ -471,87 +486,89 @@ void Services::run_boot(std::shared_ptr<Run> run) {
   s.console_log = w->new_dir + "/console.log";
   s.forwards = {fwd};
   w->id = InstanceIdentity{s.name, s.uuid, s.disk_path, s.console_log, {fwd}};
-  using Result = std::pair<std::string, bool>;  // error, memory restored
+  using Result = std::pair<Status, bool>;  // error, memory restored
   ctx_.hv.connection().call<Result>(
       [w](virConnectPtr conn) -> Result {
         std::string err;
         if (!w->refresh) {
           // A directory without a record is a leftover of a creation that died with the process.
-          files_remove_tree(w->svc_dir);
-          if (auto e = files_make_dirs(w->new_dir, 0755); !e.empty()) return {e, false};
+          if (auto e = files_remove_tree(w->svc_dir); !e.ok()) return {e, false};
+          if (auto e = files_make_dirs(w->new_dir, 0755); !e.ok()) return {e, false};
           Source& src = w->src;
           std::string kernel = src.kernel, initrd = src.initrd, disk = src.disk_image;
           if (w->confine) {
             for (auto* p : {&kernel, &initrd, &disk}) {
               if (p->empty()) continue;
               std::string real;
-              if (auto e = files_confine(w->data_dir, *p, &real); !e.empty()) return {"EINVAL:" + e, false};
+              if (auto e = files_confine(w->data_dir, *p, &real); !e.ok()) return {e, false};
               *p = real;
             }
           }
           if (!kernel.empty()) {
-            if (auto e = files_copy(kernel, w->svc_dir + "/vmlinuz", 0444); !e.empty()) return {e, false};
+            if (auto e = files_copy(kernel, w->svc_dir + "/vmlinuz", 0444); !e.ok()) return {e, false};
             if (!initrd.empty()) {
-              if (auto e = files_copy(initrd, w->svc_dir + "/initrd.img", 0444); !e.empty()) return {e, false};
+              if (auto e = files_copy(initrd, w->svc_dir + "/initrd.img", 0444); !e.ok()) return {e, false};
             }
-            if (auto e = files_write(w->svc_dir + "/cmdline", src.cmdline + "\n", 0444); !e.empty()) return {e, false};
+            if (auto e = files_write(w->svc_dir + "/cmdline", src.cmdline + "\n", 0444); !e.ok()) return {e, false};
           }
           if (!disk.empty()) {
+            // The client's image: whatever qemu-img cannot read in it is the client's mistake.
             qemu_img::Info info;
-            if (auto e = qemu_img::info_sync(disk, &info); !e.empty()) return {"EINVAL:" + e, false};
-            if (info.format != "qcow2") return {"EINVAL:disk_image must be a qcow2 image, not " + info.format, false};
+            if (auto e = qemu_img::info_sync(disk, &info); !e.ok()) return {Status::invalid(e.message()), false};
+            if (info.format != "qcow2") {
+              return {Status::invalid("disk_image must be a qcow2 image, not " + info.format), false};
+            }
             // A backing file or an external data file would make the copy read another file of the server.
-            if (!info.backing_file.empty()) return {"EINVAL:disk_image must not have a backing file", false};
-            if (!info.data_file.empty()) return {"EINVAL:disk_image must not have an external data file", false};
-            if (auto e = qemu_img::convert_sync(disk, "qcow2", w->spec.disk_path, "qcow2"); !e.empty()) return {e, false};
+            if (!info.backing_file.empty()) return {Status::invalid("disk_image must not have a backing file"), false};
+            if (!info.data_file.empty()) {
+              return {Status::invalid("disk_image must not have an external data file"), false};
+            }
+            if (auto e = qemu_img::convert_sync(disk, "qcow2", w->spec.disk_path, "qcow2"); !e.ok()) return {e, false};
           } else {
             uint64_t bytes = static_cast<uint64_t>(src.blank_disk_mib) << 20;
-            if (auto e = qemu_img::create_sync(w->spec.disk_path, "qcow2", bytes); !e.empty()) return {e, false};
+            if (auto e = qemu_img::create_sync(w->spec.disk_path, "qcow2", bytes); !e.ok()) return {e, false};
           }
           std::string xml = domain_xml_build(w->spec, &err);
-          if (xml.empty()) return {err, false};
-          err = domain_create(conn, xml);
-          return {err, false};
+          if (xml.empty()) return {Status::io(err), false};
+          return {domain_create(conn, xml), false};
         }
         // Refresh: a new image directory next to the current one, which stays untouched.
-        files_remove_tree(w->new_dir);
-        if (auto e = files_make_dirs(w->new_dir, 0755); !e.empty()) return {e, false};
-        if (auto e = qemu_img::create_overlay_sync(w->old_dir + "/disk.qcow2", "qcow2", w->spec.disk_path); !e.empty())
-          return {e, false};
+        if (auto e = files_remove_tree(w->new_dir); !e.ok()) return {e, false};
+        if (auto e = files_make_dirs(w->new_dir, 0755); !e.ok()) return {e, false};
+        if (auto e = qemu_img::create_overlay_sync(w->old_dir + "/disk.qcow2", "qcow2", w->spec.disk_path); !e.ok()) {
+          return {Status::io(e.message()), false};  // the service's own disk, even a missing one: the server's failure
+        }
         SaveImage img;
-        std::string restore_err = save_image_read(w->old_dir + "/state.sav", &img);
-        if (restore_err.empty()) {
-          std::string xml = domain_xml_rewrite(img.xml, w->id, &restore_err);
-          if (!xml.empty()) {
-            RestoreOptions ro;
-            ro.fifo_path = w->new_dir + "/restore.fifo";
-            virDomainPtr d = save_image_restore_as(conn, w->old_dir + "/state.sav", xml, ro, &restore_err);
-            if (d) {
-              virDomainFree(d);
-              return {"", true};
-            }
+        std::string restore_err;
+        if (auto e = save_image_read(w->old_dir + "/state.sav", &img); !e.ok()) {
+          restore_err = e.message();
+        } else if (std::string xml = domain_xml_rewrite(img.xml, w->id, &restore_err); !xml.empty()) {
+          RestoreOptions ro;
+          ro.fifo_path = w->new_dir + "/restore.fifo";
+          virDomainPtr d = nullptr;
+          auto e2 = save_image_restore_as(conn, w->old_dir + "/state.sav", xml, ro, &d);
+          if (e2.ok()) {
+            virDomainFree(d);
+            return {Status(), true};
           }
+          restore_err = e2.message();
         }
         log::warn("virt", "service {}: restoring the current state failed ({}): cold booting its disk", w->def.service_id,
                   restore_err);
         std::string saved;
         std::string xml;
-        if (files_read(w->old_dir + "/domain.xml", &saved).empty()) xml = domain_xml_rewrite(saved, w->id, &err);
+        if (auto e = files_read(w->old_dir + "/domain.xml", &saved); !e.ok()) {
+          log::warn("virt", "service {}: {}: booting a new domain definition", w->def.service_id, e.message());
+        } else if (xml = domain_xml_rewrite(saved, w->id, &err); xml.empty()) {
+          log::warn("virt", "service {}: its domain XML: {}: booting a new domain definition", w->def.service_id, err);
+        }
         if (xml.empty()) xml = domain_xml_build(w->spec, &err);
-        if (xml.empty()) return {err, false};
-        err = domain_create(conn, xml);
-        return {err, false};
+        if (xml.empty()) return {Status::io(err), false};
+        return {domain_create(conn, xml), false};
       },
       [this, run](Result r, std::string call_error) {
-        std::string err = r.first.empty() ? call_error : r.first;
-        if (!err.empty()) {
-          cl_status_t st = r.first.empty() ? CL_EUNAVAIL : CL_EIO;
-          if (err.rfind("EINVAL:", 0) == 0) {
-            st = CL_EINVAL;
-            err = err.substr(7);
-          }
-          return run_fail(run, st, err);
-        }
+        if (!r.first.ok()) return run_fail(run, r.first.code(), r.first.message());
+        if (!call_error.empty()) return run_fail(run, CL_EUNAVAIL, call_error);
         run->memory_restored = r.second;
         if (run->cancelled) return run_fail(run, ctx_.stopping ? CL_ECLOSING : CL_ECANCELED, "cancelled");
         run_wait_port(run);
@@ -590,26 +607,26 @@ void Services::run_save(std::shared_ptr<Run> run) {
   std::string new_dir = dir(run->def.service_id) + "/" + run->new_image;
   bool refresh = run->refresh;
   std::string uuid = run->uuid;
-  ctx_.hv.connection().call<std::string>(
-      [new_dir, refresh, uuid](virConnectPtr conn) -> std::string {
+  ctx_.hv.connection().call<Status>(
+      [new_dir, refresh, uuid](virConnectPtr conn) -> Status {
         std::string state = new_dir + "/state.sav";
-        if (auto e = domain_save(conn, uuid, state); !e.empty()) return "saving the memory state: " + e;
+        if (auto e = domain_save(conn, uuid, state); !e.ok()) return e.prefixed("saving the memory state: ");
         if (refresh) {
           // The new disk stands alone: the old image directory is removed once the record points here.
           std::string overlay = new_dir + "/overlay.qcow2";
-          if (auto e = qemu_img::convert_sync(overlay, "qcow2", new_dir + "/disk.qcow2", "qcow2"); !e.empty()) return e;
-          ::unlink(overlay.c_str());
+          if (auto e = qemu_img::convert_sync(overlay, "qcow2", new_dir + "/disk.qcow2", "qcow2"); !e.ok()) return e;
+          if (::unlink(overlay.c_str()) != 0) log::warn("virt", "cannot remove {}: {}", overlay, strerror(errno));
         }
         SaveImage img;
-        if (auto e = save_image_read(state, &img); !e.empty()) return e;
-        if (auto e = files_write(new_dir + "/domain.xml", img.xml, 0444); !e.empty()) return e;
-        if (auto e = files_protect(new_dir); !e.empty()) return e;
-        files_sync_dir(new_dir);
-        return {};
+        if (auto e = save_image_read(state, &img); !e.ok()) return e;
+        if (auto e = files_write(new_dir + "/domain.xml", img.xml, 0444); !e.ok()) return e;
+        if (auto e = files_protect(new_dir); !e.ok()) return e;
+        return files_sync_dir(new_dir);  // the record points here next: the image must survive a crash first
       },
-      [this, run](std::string r, std::string call_error) {
-        std::string err = r.empty() ? call_error : r;
-        if (!err.empty()) return run_fail(run, CL_EIO, err);
+      [this, run](Status r, std::string call_error) {
+        // Every step works on the server's own domain and files: whatever failed, it is the server's failure.
+        if (!r.ok()) return run_fail(run, CL_EIO, r.message());
+        if (!call_error.empty()) return run_fail(run, CL_EIO, call_error);
         run_commit(run);
       });
 }
@@ -635,13 +652,14 @@ void Services::run_commit(std::shared_ptr<Run> run) {
     it->second.stored = true;
     std::string svc_dir = dir(def.service_id);
     std::string old_dir = run->refresh && !old_image.empty() && old_image != def.image ? svc_dir + "/" + old_image : "";
-    // The job answers once the files match the record: service.json written, the previous image gone.
+    // The job answers once the files match the record: service.json written, the previous image gone. The record
+    // is committed, so a step that fails is logged, not answered (the start-up sweep removes an old image left).
     ctx_.loop.queue_work(
-        [svc_dir, old_dir, record] {
-          if (!old_dir.empty()) files_remove_tree(old_dir);
-          files_write(svc_dir + "/service.json", record, 0444);
-          files_protect(svc_dir);
-          files_sync_dir(svc_dir);
+        [svc_dir, old_dir, record, sid = def.service_id] {
+          if (!old_dir.empty()) log_failure(sid, files_remove_tree(old_dir));
+          log_failure(sid, files_write(svc_dir + "/service.json", record, 0444));
+          log_failure(sid, files_protect(svc_dir));
+          log_failure(sid, files_sync_dir(svc_dir));
         },
         [this, run, def](bool) {
           run->phase = Run::Phase::done;
@@ -689,9 +707,10 @@ void Services::run_fail(std::shared_ptr<Run> run, cl_status_t status, const std:
     run_end(run);
   };
   if (!created_files) return finish();
-  auto cleanup = [uuid, target](virConnectPtr conn) -> int {
-    if (conn && !uuid.empty()) domain_destroy(conn, uuid);
-    files_remove_tree(target);
+  // A domain or files that cannot be removed are logged: reconciliation and the start-up sweep retry them.
+  auto cleanup = [uuid, target, sid = run->def.service_id](virConnectPtr conn) -> int {
+    if (conn && !uuid.empty()) log_failure(sid, domain_destroy(conn, uuid).prefixed("destroying its domain: "));
+    log_failure(sid, files_remove_tree(target));
     return 0;
   };
   if (ctx_.hv.connected()) {

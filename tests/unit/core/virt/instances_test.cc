@@ -64,7 +64,7 @@ class VirtOnTestDriver : public ::testing::Test {
     dir_ = vt::make_temp_dir("cl-virt-unit");
     ASSERT_FALSE(dir_.empty());
     data_ = dir_ + "/data";
-    ASSERT_EQ(files_make_dirs(data_ + "/tmp"), "");
+    ASSERT_TRUE(vt::ok(files_make_dirs(data_ + "/tmp")));
     loop_ = std::make_unique<Loop>();
     ASSERT_TRUE(event_impl_register(*loop_));
     // Keeps the test driver's state (its domains) alive while the Virt under test closes and re-opens.
@@ -99,18 +99,20 @@ class VirtOnTestDriver : public ::testing::Test {
     ops_.reset();
     store_.reset();
     loop_.reset();
-    if (!dir_.empty()) files_remove_tree(dir_);
+    if (!dir_.empty()) {
+      EXPECT_TRUE(vt::ok(files_remove_tree(dir_)));
+    }
   }
 
   // A stored service whose image has a disk and a saved domain XML but no saved state (the test driver cannot
   // restore QEMU's): starts cold boot.
   void add_service(const std::string& id, int num_users, bool with_disk = true, bool good_xml = true) {
     std::string img = data_ + "/services/" + id + "/image-1";
-    ASSERT_EQ(files_make_dirs(img, 0755), "");
+    ASSERT_TRUE(vt::ok(files_make_dirs(img, 0755)));
     if (with_disk) {
-      ASSERT_EQ(qemu_img::create_sync(img + "/disk.qcow2", "qcow2", 16 << 20), "");
+      ASSERT_TRUE(vt::ok(qemu_img::create_sync(img + "/disk.qcow2", "qcow2", 16 << 20)));
     }
-    ASSERT_EQ(files_write(img + "/domain.xml", good_xml ? test_domain_xml(img) : "<domain><broken", 0444), "");
+    ASSERT_TRUE(vt::ok(files_write(img + "/domain.xml", good_xml ? test_domain_xml(img) : "<domain><broken", 0444)));
     ServiceDef d;
     d.service_id = id;
     d.port = 8080;
@@ -232,7 +234,7 @@ TEST_F(VirtOnTestDriver, StartAndStopLeaveNothingBehind) {
   EXPECT_LE(std::max(port, ssh), base_port_ + 99);
   // The overlay on the service's disk, backing format recorded.
   qemu_img::Info info;
-  ASSERT_EQ(qemu_img::info_sync(data_ + "/instances/" + id + "/disk.qcow2", &info), "");
+  ASSERT_TRUE(vt::ok(qemu_img::info_sync(data_ + "/instances/" + id + "/disk.qcow2", &info)));
   EXPECT_EQ(info.backing_file, data_ + "/services/svc/image-1/disk.qcow2");
   EXPECT_EQ(info.backing_format, "qcow2");
   EXPECT_EQ(records(), 1u);
@@ -592,20 +594,20 @@ TEST_F(VirtOnTestDriver, DeleteRightAfterAnUpdateLeavesNoDirectory) {
 TEST_F(VirtOnTestDriver, FailedCreatesLeaveNothing) {
   start_virt();
   std::string outside = dir_ + "/outside.qcow2";
-  ASSERT_EQ(qemu_img::create_sync(outside, "qcow2", 1 << 20), "");
+  ASSERT_TRUE(vt::ok(qemu_img::create_sync(outside, "qcow2", 1 << 20)));
   Result r = call("service.create", R"({"service_id":"new","port":80,"disk_image":")" + outside + "\"}");
   EXPECT_EQ(r.status, CL_EINVAL) << r.text;
   EXPECT_NE(r.text.find("outside the data directory"), std::string::npos) << r.text;
   EXPECT_EQ(call("service.create", R"({"service_id":"new","port":80,"kernel":"/etc/passwd"})").status, CL_EINVAL);
   // A real image inside the data directory: it "boots" on the test driver, but nothing ever answers on its port.
   std::string inside = data_ + "/tmp/upload.qcow2";
-  ASSERT_EQ(qemu_img::create_sync(inside, "qcow2", 1 << 20), "");
+  ASSERT_TRUE(vt::ok(qemu_img::create_sync(inside, "qcow2", 1 << 20)));
   Result b = call("service.create", R"({"service_id":"new","port":80,"disk_image":")" + inside + "\"}");
   EXPECT_EQ(b.status, CL_ETIMEDOUT) << b.text;
   EXPECT_NE(b.text.find("did not answer"), std::string::npos) << b.text;
   // An image with a backing file would read another file of the server.
   std::string chained = data_ + "/tmp/chained.qcow2";
-  ASSERT_EQ(qemu_img::create_overlay_sync(outside, "qcow2", chained), "");
+  ASSERT_TRUE(vt::ok(qemu_img::create_overlay_sync(outside, "qcow2", chained)));
   Result c = call("service.create", R"({"service_id":"new","port":80,"disk_image":")" + chained + "\"}");
   EXPECT_EQ(c.status, CL_EINVAL) << c.text;
   // Cancelled while waiting for the guest: nothing left either.
@@ -661,7 +663,7 @@ TEST_F(VirtOnTestDriver, RestartReattachesReapsAndRemovesStrays) {
   virDomainPtr s2 = virDomainCreateXML(keep_, with(xml, "someone-elses-vm", uuid_generate()).c_str(), 0);
   ASSERT_NE(s2, nullptr);
   virDomainFree(s2);
-  ASSERT_EQ(files_make_dirs(data_ + "/instances/" + uuid_generate()), "");
+  ASSERT_TRUE(vt::ok(files_make_dirs(data_ + "/instances/" + uuid_generate())));
 
   start_virt();
   ASSERT_TRUE(vt::run_until(*loop_, [&] {

@@ -167,8 +167,7 @@ class QemuTest : public ::testing::Test {
 
   std::string overlay(const std::string& backing, const std::string& name) {
     std::string path = dir_ + "/" + name;
-    std::string err = qemu_img::create_overlay_sync(backing, "qcow2", path);
-    EXPECT_EQ(err, "");
+    EXPECT_TRUE(vt::ok(qemu_img::create_overlay_sync(backing, "qcow2", path)));
     return path;
   }
 
@@ -254,7 +253,7 @@ TEST_F(QemuTest, ColdBootSaveAndRestoreTwoInstancesFromOneState) {
   chmod(svc_disk.c_str(), 0444);
 
   SaveImage image;
-  ASSERT_EQ(save_image_read(state, &image), "");
+  ASSERT_TRUE(vt::ok(save_image_read(state, &image)));
   // The API's view of the same XML, for comparison of identity.
   std::string api_xml = call<std::string>([state](virConnectPtr c) {
     char* x = virDomainSaveImageGetXMLDesc(c, state.c_str(), 0);
@@ -308,10 +307,10 @@ TEST_F(QemuTest, ColdBootSaveAndRestoreTwoInstancesFromOneState) {
     ro.fifo_path = dir_ + "/" + in->id.name + ".fifo";
     conn_->call<std::string>(
         [state, in, ro](virConnectPtr c) {
-          std::string e;
-          virDomainPtr d = save_image_restore_as(c, state, in->xml, ro, &e);
+          virDomainPtr d = nullptr;
+          Status e = save_image_restore_as(c, state, in->xml, ro, &d);
           if (d) virDomainFree(d);
-          return e;
+          return e.message();
         },
         [in, tr](std::string e, std::string call_err) {
           in->error = e.empty() ? call_err : e;
@@ -365,7 +364,7 @@ TEST_F(QemuTest, ColdBootSaveAndRestoreTwoInstancesFromOneState) {
     EXPECT_EQ(s.disk_path, in.id.disk_path);
   }
   SaveImage again;
-  ASSERT_EQ(save_image_read(state, &again), "");
+  ASSERT_TRUE(vt::ok(save_image_read(state, &again)));
   EXPECT_EQ(again.xml, image.xml) << "the shared state file was modified";
   EXPECT_TRUE(std::find(events_.begin(), events_.end(), "started:restored:inst-1") != events_.end());
 
@@ -398,10 +397,10 @@ TEST_F(QemuTest, ColdBootSaveAndRestoreTwoInstancesFromOneState) {
     ro.fifo_path = dir_ + "/rep.fifo";
     int64_t t = vt::mono_ms();
     std::string e = call<std::string>([state, rx, ro](virConnectPtr c) {
-      std::string e2;
-      virDomainPtr d = save_image_restore_as(c, state, rx, ro, &e2);
+      virDomainPtr d = nullptr;
+      Status e2 = save_image_restore_as(c, state, rx, ro, &d);
       if (d) virDomainFree(d);
-      return e2;
+      return e2.message();
     });
     ASSERT_EQ(e, "");
     int64_t ms = wait_http(*port, t, nullptr, 60000);

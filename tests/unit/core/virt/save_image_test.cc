@@ -45,7 +45,7 @@ TEST(SaveImage, ReadsHeaderXmlCookieAndStreamOffset) {
   std::string img = make_image("<domain><name>a</name></domain>", "<cookie/>", stream, 777);
   write_file(dir + "/s", img);
   SaveImage si;
-  ASSERT_EQ(save_image_read(dir + "/s", &si), "");
+  ASSERT_TRUE(vt::ok(save_image_read(dir + "/s", &si)));
   EXPECT_EQ(si.version, 2u);
   EXPECT_EQ(si.was_running, 1u);
   EXPECT_EQ(si.xml, "<domain><name>a</name></domain>");
@@ -56,10 +56,10 @@ TEST(SaveImage, ReadsHeaderXmlCookieAndStreamOffset) {
   // Rewriting to a regular file: new XML, same cookie and stream, readable again.
   int fd = open((dir + "/out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
   ASSERT_GE(fd, 0);
-  ASSERT_EQ(save_image_write(dir + "/s", si, "<domain><name>longer-name</name></domain>", fd), "");
+  ASSERT_TRUE(vt::ok(save_image_write(dir + "/s", si, "<domain><name>longer-name</name></domain>", fd)));
   close(fd);
   SaveImage again;
-  ASSERT_EQ(save_image_read(dir + "/out", &again), "");
+  ASSERT_TRUE(vt::ok(save_image_read(dir + "/out", &again)));
   EXPECT_EQ(again.xml, "<domain><name>longer-name</name></domain>");
   EXPECT_EQ(again.cookie, "<cookie/>");
   std::string out = vt::read_file(dir + "/out");
@@ -82,7 +82,7 @@ TEST(SaveImage, ReadsHeaderXmlCookieAndStreamOffset) {
   int w = open(fifo.c_str(), O_WRONLY);
   ASSERT_GE(w, 0);
   fcntl(w, F_SETFL, fcntl(w, F_GETFL) | O_NONBLOCK);
-  EXPECT_EQ(save_image_write(dir + "/s", si, "<domain/>", w), "");
+  EXPECT_TRUE(vt::ok(save_image_write(dir + "/s", si, "<domain/>", w)));
   close(w);
   reader.join();
   EXPECT_EQ(got.substr(got.size() - stream.size()), stream);
@@ -103,7 +103,7 @@ TEST(SaveImage, ReadsHeaderXmlCookieAndStreamOffset) {
   pthread_sigmask(SIG_BLOCK, &set, &old);
   w = open(fifo.c_str(), O_WRONLY);
   fcntl(w, F_SETFL, fcntl(w, F_GETFL) | O_NONBLOCK);
-  EXPECT_NE(save_image_write(dir + "/s", si, "<domain/>", w, 5000), "");
+  EXPECT_TRUE(vt::fails(save_image_write(dir + "/s", si, "<domain/>", w, 5000), CL_EIO));
   quitter.join();
   close(w);
   timespec zero{0, 0};
@@ -136,10 +136,16 @@ TEST(SaveImage, RejectsBrokenHeaders) {
   for (auto& c : cases) {
     write_file(dir + "/x", c.data);
     SaveImage si;
-    EXPECT_NE(save_image_read(dir + "/x", &si), "") << c.what;
+    EXPECT_TRUE(vt::fails(save_image_read(dir + "/x", &si), CL_EINVAL)) << c.what;
   }
   SaveImage si;
-  EXPECT_NE(save_image_read(dir + "/missing", &si), "");
-  EXPECT_NE(save_image_read(dir, &si), "");  // a directory
+  EXPECT_TRUE(vt::fails(save_image_read(dir + "/missing", &si), CL_ENOENT, "cannot open saved state"));
+  EXPECT_TRUE(vt::fails(save_image_read(dir, &si), CL_EINVAL));  // a directory
+  // Replacement XML that cannot go into a header.
+  int fd = open((dir + "/out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(vt::fails(save_image_write(dir + "/missing", si, "", fd), CL_EINVAL, "empty"));
+  EXPECT_TRUE(vt::fails(save_image_write(dir + "/missing", si, "<domain/>", fd), CL_ENOENT));
+  close(fd);
   std::filesystem::remove_all(dir);
 }

@@ -202,34 +202,39 @@ TEST(Files, ConfineKeepsClientPathsInsideTheDataDirectory) {
   std::string root = vt::make_temp_dir("cl-files");
   ASSERT_FALSE(root.empty());
   std::string data = root + "/data";
-  ASSERT_EQ(files_make_dirs(data + "/uploads"), "");
+  ASSERT_TRUE(vt::ok(files_make_dirs(data + "/uploads")));
   std::ofstream(data + "/uploads/disk.qcow2") << "x";
   std::ofstream(root + "/secret") << "s";
   ASSERT_EQ(symlink((root + "/secret").c_str(), (data + "/uploads/link").c_str()), 0);
   std::string real;
-  EXPECT_EQ(files_confine(data, data + "/uploads/disk.qcow2", &real), "");
+  EXPECT_TRUE(vt::ok(files_confine(data, data + "/uploads/disk.qcow2", &real)));
   EXPECT_EQ(real, data + "/uploads/disk.qcow2");
-  EXPECT_EQ(files_confine(data, "uploads/disk.qcow2", &real), "");  // relative to the data directory
-  EXPECT_NE(files_confine(data, root + "/secret", &real), "");
-  EXPECT_NE(files_confine(data, data + "/uploads/../../secret", &real), "");
-  EXPECT_NE(files_confine(data, data + "/uploads/link", &real), "");  // a symlink pointing out
-  EXPECT_NE(files_confine(data, "/etc/passwd", &real), "");
-  EXPECT_NE(files_confine(data, data + "/uploads", &real), "");  // a directory
-  EXPECT_NE(files_confine(data, data + "/missing", &real), "");
-  EXPECT_NE(files_confine(data + "x", data + "x/../data/uploads/disk.qcow2", &real), "");  // a prefix is not inside
+  EXPECT_TRUE(vt::ok(files_confine(data, "uploads/disk.qcow2", &real)));  // relative to the data directory
+  // Whatever is wrong with a client's path is the client's mistake.
+  EXPECT_TRUE(vt::fails(files_confine(data, root + "/secret", &real), CL_EINVAL, "outside the data directory"));
+  EXPECT_TRUE(vt::fails(files_confine(data, data + "/uploads/../../secret", &real), CL_EINVAL));
+  EXPECT_TRUE(vt::fails(files_confine(data, data + "/uploads/link", &real), CL_EINVAL));  // a symlink pointing out
+  EXPECT_TRUE(vt::fails(files_confine(data, "/etc/passwd", &real), CL_EINVAL));
+  EXPECT_TRUE(vt::fails(files_confine(data, data + "/uploads", &real), CL_EINVAL));  // a directory
+  EXPECT_TRUE(vt::fails(files_confine(data, data + "/missing", &real), CL_EINVAL));
+  EXPECT_FALSE(files_confine(data + "x", data + "x/../data/uploads/disk.qcow2", &real).ok());  // a prefix is not inside
 
-  ASSERT_EQ(files_write(data + "/f.json", "{}", 0444), "");
+  ASSERT_TRUE(vt::ok(files_write(data + "/f.json", "{}", 0444)));
   struct stat st;
   ASSERT_EQ(stat((data + "/f.json").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0444u);
-  EXPECT_EQ(files_write(data + "/f.json", "{\"a\":1}", 0444), "");  // replaced although read-only
+  EXPECT_TRUE(vt::ok(files_write(data + "/f.json", "{\"a\":1}", 0444)));  // replaced although read-only
   std::string text;
-  EXPECT_EQ(files_read(data + "/f.json", &text), "");
+  EXPECT_TRUE(vt::ok(files_read(data + "/f.json", &text)));
   EXPECT_EQ(text, "{\"a\":1}");
-  EXPECT_NE(files_copy(data + "/f.json", data + "/f.json", 0444), "");  // never over an existing file
-  EXPECT_NE(files_remove_tree("relative"), "");
-  EXPECT_NE(files_remove_tree("/"), "");
-  EXPECT_EQ(files_remove_tree(root), "");
+  EXPECT_TRUE(vt::fails(files_read(data + "/f.json", &text, 3), CL_ETOOBIG, "larger than 3 bytes"));
+  EXPECT_TRUE(vt::fails(files_read(data + "/none.json", &text), CL_ENOENT, "none.json"));
+  EXPECT_TRUE(vt::fails(files_copy(data + "/f.json", data + "/f.json", 0444), CL_EEXIST));  // never over a file
+  EXPECT_TRUE(vt::ok(files_sync_dir(data)));
+  EXPECT_TRUE(vt::fails(files_sync_dir(data + "/none"), CL_EIO, "none"));
+  EXPECT_TRUE(vt::fails(files_remove_tree("relative"), CL_EINVAL));
+  EXPECT_TRUE(vt::fails(files_remove_tree("/"), CL_EINVAL));
+  EXPECT_TRUE(vt::ok(files_remove_tree(root)));
   EXPECT_FALSE(files_exists(root));
 }
 

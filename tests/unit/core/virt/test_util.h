@@ -1,4 +1,5 @@
-// Helpers for the virt tests: driving the loop until something happened, a tiny HTTP GET, temp dirs, processes.
+// Helpers for the virt tests: driving the loop until something happened, a tiny HTTP GET, temp dirs, processes,
+// Status assertions.
 #pragma once
 
 #include <arpa/inet.h>
@@ -18,9 +19,28 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "loop/loop.h"
+#include "system/status.h"
 
 namespace vt {
+
+// A Status as a gtest assertion, so that a failure shows its code and message: ASSERT_TRUE(vt::ok(files_write(...))).
+inline ::testing::AssertionResult ok(const cloudlet::Status& s) {
+  if (s.ok()) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "failed with " << s.code() << ": " << s.message();
+}
+
+// The failure a Status must be: EXPECT_TRUE(vt::fails(qemu_img::create_sync(...), CL_EEXIST, "exists")).
+inline ::testing::AssertionResult fails(const cloudlet::Status& s, cl_status_t code, const std::string& text = "") {
+  if (s.ok()) return ::testing::AssertionFailure() << "succeeded; expected " << code;
+  if (s.code() != code || s.message().find(text) == std::string::npos) {
+    return ::testing::AssertionFailure() << "failed with " << s.code() << ": " << s.message() << "; expected " << code
+                                         << " with '" << text << "'";
+  }
+  return ::testing::AssertionSuccess();
+}
 
 inline int64_t mono_ms() {
   timespec ts;
