@@ -2,6 +2,8 @@
 // operation and the argument that gets the path's {id}; the body, when there is one, must be a JSON object
 // (CL_ROUTE_F_JSON refuses other content types with 415) and supplies the other arguments. The answer is the
 // operation's JSON with the route's success status, or its {"error": ...} with the HTTP status of its code.
+// One row has no operation: GET /manager/api/openapi.json serves the document describing every route
+// (openapi.json, embedded at build time; tests/unit/plugins/manager checks it against what is registered).
 #include <string>
 
 #include "json/json.h"
@@ -12,7 +14,7 @@ namespace cloudlet::manager {
 struct ApiRoute {
   const char* method;
   const char* pattern;
-  const char* op;
+  const char* op;  // nullptr: the OpenAPI document
   const char* id_key;  // the argument the path's {id} fills (it wins over the body's); nullptr: no {id}
   uint32_t ok_status;
   bool force;  // adds "force": true (the operator ends an instance for every device sharing it)
@@ -22,6 +24,7 @@ namespace {
 
 constexpr ApiRoute kRoutes[] = {
     {"GET", "/manager/api/info", "server.info", nullptr, 200, false},
+    {"GET", "/manager/api/openapi.json", nullptr, nullptr, 200, false},
     {"GET", "/manager/api/services", "service.list", nullptr, 200, false},
     {"POST", "/manager/api/services", "service.create", nullptr, 200, false},
     {"GET", "/manager/api/services/{id}", "service.get", "service_id", 200, false},
@@ -74,6 +77,7 @@ cl_status_t on_api_request(void* ud, cl_request_t* r) noexcept {
     const ApiRoute& route = *entry->route;
     cl::Host host = entry->m->host;
     cl::Request req(host, r);
+    if (!route.op) return req.send_json(200, openapi_document());
     std::string args, error;
     if (!arguments(route, req, &args, &error)) {
       return req.send_json(400, json::error_object("the body must be a JSON object: " + error));

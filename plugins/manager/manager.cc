@@ -1,7 +1,8 @@
 /*
  * manager: the operator's web manager on the `manager` listener. The core's domain modules only register
  * operations; this plugin maps the manager's HTTP routes onto them: the JSON API under /manager/api/
- * (api_routes.cc) and the live event stream /manager/api/events (event_stream.cc).
+ * (api_routes.cc, with its OpenAPI document at /manager/api/openapi.json) and the live event stream
+ * /manager/api/events (event_stream.cc).
  *
  * Configuration ({"config": {...}} of its plugins[] entry):
  *   max_event_streams  open /manager/api/events streams at most (default 64, 1..4096)

@@ -6,6 +6,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cloudlet_plugin.hpp"
@@ -29,6 +30,8 @@ struct Manager {
   std::vector<ApiEntry> api_entries;
 };
 
+// The OpenAPI document of the JSON API (openapi.json, embedded at build time: cmake/embed_json.cmake).
+std::string_view openapi_document();
 // Registers the JSON API's routes on the manager listener.
 cl_status_t api_routes_add(Manager& m);
 // Registers GET /manager/api/events and ends its streams when the server stops.

@@ -1,13 +1,18 @@
 // The manager plugin against the fake host: its routes, what each one asks of the core's operations, how
-// answers and errors come back, and the event stream's cap and endings.
+// answers and errors come back, the event stream's cap and endings, and the OpenAPI document against the
+// routes actually registered.
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <map>
+#include <set>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "fakehost.h"
+#include "json/json.h"
 
 using cloudlet::test::FakeHost;
 
@@ -51,8 +56,8 @@ TEST(Manager, RegistersTheJsonApiAndTheEventStreamOnTheManagerListener) {
     EXPECT_EQ(r.pattern.rfind("/manager/api/", 0), 0u) << r.pattern;
     seen[r.method + " " + r.pattern]++;
   }
-  EXPECT_EQ(fh.routes.size(), 23u);
-  for (const char* route : {"GET /manager/api/info", "GET /manager/api/events", "DELETE /manager/api/instances/{id}",
+  EXPECT_EQ(fh.routes.size(), 24u);
+  for (const char* route : {"GET /manager/api/info", "GET /manager/api/events", "GET /manager/api/openapi.json", "DELETE /manager/api/instances/{id}",
                             "POST /manager/api/devices", "POST /manager/api/jobs/{id}/cancel"}) {
     EXPECT_EQ(seen[route], 1) << route;
   }
@@ -169,4 +174,102 @@ TEST(Manager, RefusesABadConfiguration) {
     fh.prefixes = {"/manager/"};
     EXPECT_EQ(fh.load(plugin_path(), config), CL_EINVAL) << config;
   }
+}
+
+namespace {
+
+std::string openapi_file() {
+  std::ifstream f(CLOUDLET_MANAGER_OPENAPI, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// "METHOD /path" of every operation the document describes (route patterns and OpenAPI paths both write
+// the path parameter as {id}).
+std::map<std::string, const cloudlet::json::Value*> documented_operations(const cloudlet::json::Document& doc) {
+  std::map<std::string, const cloudlet::json::Value*> out;
+  for (const auto& path : doc["paths"].GetObject()) {
+    for (const auto& m : path.value.GetObject()) {
+      std::string method = m.name.GetString();
+      if (method == "parameters" || method == "summary" || method == "description" || method == "servers") continue;
+      for (char& c : method) c = static_cast<char>(toupper(static_cast<unsigned char>(c)));
+      out[method + " " + path.name.GetString()] = &m.value;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+// Both directions: a route added without documenting it, or a documented route that is not registered, fails.
+// The plugin serves the same document.
+TEST(Manager, TheOpenApiDocumentDescribesExactlyTheRegisteredRoutesAndIsServed) {
+  std::string text = openapi_file();
+  cloudlet::json::Document doc;
+  std::string error;
+  ASSERT_TRUE(cloudlet::json::parse(text, &doc, &error)) << CLOUDLET_MANAGER_OPENAPI << ": " << error;
+  ASSERT_TRUE(doc.IsObject());
+  ASSERT_TRUE(doc.HasMember("openapi") && doc["openapi"].IsString());
+  EXPECT_EQ(std::string(doc["openapi"].GetString()).rfind("3.", 0), 0u);
+  ASSERT_TRUE(doc.HasMember("info") && doc["info"].HasMember("version"));
+  ASSERT_TRUE(doc.HasMember("paths") && doc["paths"].IsObject());
+  auto documented = documented_operations(doc);
+
+  FakeHost fh;
+  fh.prefixes = {"/manager/"};
+  ASSERT_EQ(fh.load(plugin_path()), CL_OK);
+  std::set<std::string> registered;
+  for (const auto& r : fh.routes) registered.insert(r.method + " " + r.pattern);
+  for (const auto& r : registered) EXPECT_TRUE(documented.count(r)) << r << " is registered but not documented";
+  for (const auto& [r, op] : documented) EXPECT_TRUE(registered.count(r)) << r << " is documented but not registered";
+  for (const auto& [r, op] : documented) {
+    EXPECT_TRUE(op->HasMember("operationId")) << r;
+    EXPECT_TRUE(op->HasMember("responses")) << r;
+  }
+  // And the plugin serves this file (embedded when the plugin is built).
+  auto r = fh.request("manager", "GET", "/manager/api/openapi.json");
+  EXPECT_EQ(r.status, 200u);
+  EXPECT_EQ(r.header("Content-Type"), "application/json");
+  // Not EXPECT_EQ: a mismatch would print both documents.
+  EXPECT_TRUE(r.body == text) << "the served document is not " CLOUDLET_MANAGER_OPENAPI " (rebuild manager)";
+  EXPECT_EQ(fh.unload(), 0u);
+}
+
+// Each documented route calls the operation its operationId names (x-cloudlet-operation when the route calls
+// it with fixed arguments, as the DELETE of an instance does) and answers the documented success status.
+TEST(Manager, EachDocumentedOperationIsTheOneTheRouteCalls) {
+  cloudlet::json::Document doc;
+  ASSERT_TRUE(cloudlet::json::parse(openapi_file(), &doc, nullptr));
+  FakeHost fh;
+  fh.prefixes = {"/manager/"};
+  Core core;
+  core.provide(fh);
+  fh.provide("service.get", [&core](const std::string& args, std::function<void(cl_status_t, std::string)> reply) {
+    core.calls.emplace_back("service.get", args);
+    reply(CL_OK, "{\"op\":\"service.get\"}");
+  });
+  ASSERT_EQ(fh.load(plugin_path()), CL_OK);
+  size_t checked = 0;
+  for (const auto& [route, op] : documented_operations(doc)) {
+    std::string method = route.substr(0, route.find(' '));
+    std::string path = route.substr(route.find(' ') + 1);
+    if (path == "/manager/api/events" || path == "/manager/api/openapi.json") continue;  // no operation
+    std::string target = path;
+    if (size_t at = target.find("{id}"); at != std::string::npos) target.replace(at, 4, "x1");
+    std::string want = (*op)["operationId"].GetString();
+    if (op->HasMember("x-cloudlet-operation")) want = (*op)["x-cloudlet-operation"].GetString();
+    std::string success;
+    for (const auto& r : (*op)["responses"].GetObject()) {
+      if (r.name.GetString()[0] == '2') success = r.name.GetString();
+    }
+    core.calls.clear();
+    auto r = fh.request("manager", method, target, method == "POST" ? "{}" : "", kJson);
+    ASSERT_EQ(core.calls.size(), 1u) << route;
+    EXPECT_EQ(core.calls[0].first, want) << route;
+    EXPECT_EQ(std::to_string(r.status), success) << route;
+    checked++;
+  }
+  EXPECT_EQ(checked, 22u);
+  EXPECT_EQ(fh.unload(), 0u);
 }
