@@ -449,12 +449,9 @@ cl_status_t Fetch::cancel(cl_status_t status) {
 }
 
 void Fetch::detach() {
-  detached_ = true;
   on_response_ = nullptr;
   on_body_ = nullptr;
-  done_.clear();
   if (!ended_) end_with(CL_ECANCELED);
-  defer();
 }
 
 const std::string* Fetch::header(std::string_view name) const {
@@ -586,9 +583,7 @@ void Fetch::run_deferred() {
   while (!done_.empty()) {
     std::vector<WriteDone> dones;
     dones.swap(done_);
-    for (auto& d : dones) {
-      if (!detached_) d();
-    }
+    for (auto& d : dones) d();
   }
   if (!ended_ && !paused_ && (!held_.empty() || held_complete_)) {
     std::string held;
@@ -601,7 +596,7 @@ void Fetch::run_deferred() {
   finished_ = true;
   OnBody cb = std::move(on_body_);
   on_response_ = nullptr;
-  if (cb && !detached_) cb(final_status_, {});
+  if (cb) cb(final_status_, {});
   done_.clear();  // nothing can be owed after the final call: write() refuses from here on
   uv_close(as_handle(&timer_), [](uv_handle_t* h) { static_cast<Fetch*>(h->data)->handle_closed(); });
   uv_close(as_handle(&later_), [](uv_handle_t* h) { static_cast<Fetch*>(h->data)->handle_closed(); });

@@ -93,12 +93,14 @@ class Fetch {
   cl_status_t pause(bool paused);
   // Ends the exchange; the final call follows from a clean loop turn with `status`. CL_OK or CL_ESTATE.
   cl_status_t cancel(cl_status_t status);
-  // Forgets the callbacks (the owner goes away without waiting) and closes the connection.
+  // Forgets the response and body callbacks (the owner goes away without waiting) and closes the connection.
+  // Write done callbacks still run: they release what they hold.
   void detach();
 
   // The response head (from on_response on): the first header named `name` (any case), or null.
   const std::string* header(std::string_view name) const;
   bool has_response() const { return responded_; }
+  bool tls() const { return url_.tls; }
   // Hex SHA-256 of the server certificate's DER (https, once the handshake is done), else "".
   const std::string& peer_fingerprint() const { return peer_fp_; }
 
@@ -176,7 +178,6 @@ class Fetch {
   bool reading_ = false;
   bool ended_ = false;             // no more body chunks: the final call is due
   bool finished_ = false;          // the final call ran (or was dropped by detach)
-  bool detached_ = false;
   cl_status_t final_status_ = CL_OK;
   char read_buf_[65536];
 };

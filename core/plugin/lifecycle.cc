@@ -2,6 +2,7 @@
 // owed, wait (by counting) for the rest, then fini and release. The order and the guarantees are the ABI's
 // (abi/cloudlet_plugin.h, header comment; rule E2 of abi/README.md).
 #include "events/bus.h"
+#include "http/client.h"
 #include "http/request.h"
 #include "http/server.h"
 #include "http/ws_session.h"
@@ -62,6 +63,9 @@ void cl_host_s::begin_unload() {
   // WebSockets are closed with 1001; their close callback, owed, gets CL_ECANCELED.
   if (!websockets.empty()) cloudlet::log::info(name(), "unloading: closing {} WebSocket(s)", websockets.size());
   for (cl_ws_s* w : websockets) w->session->shutdown(CL_ECANCELED, "the plugin is unloading");
+  // Outbound requests are abandoned; their final body callback, owed, gets CL_ECANCELED.
+  if (!fetches.empty()) cloudlet::log::info(name(), "unloading: cancelling {} outbound request(s)", fetches.size());
+  for (cl_fetch_s* f : fetches) f->fetch->cancel(CL_ECANCELED);
   // Operation results still to come: CL_ECANCELED now, from a clean stack; the real result is dropped.
   for (const auto& a : awaited) {
     a->delivered = true;
@@ -128,6 +132,7 @@ void cl_host_s::abandon() {
   for (uint64_t id : work) svc->loop.cancel_work(id);
   release_procs();
   release_websockets();
+  release_fetches();
   life->phase = finishing;
   for (const auto& a : awaited) a->delivered = true;
   awaited.clear();
@@ -150,6 +155,7 @@ void cl_host_s::release_all() {
   }
   release_procs();
   release_websockets();
+  release_fetches();
   for (auto& [id, job] : jobs) {
     cloudlet::live_jobs().erase(job);
     delete job;
@@ -199,4 +205,14 @@ void cl_host_s::release_websockets() {
     delete w;
   }
   websockets.clear();
+}
+
+void cl_host_s::release_fetches() {
+  // Only when nothing may be waited for any more: the connections close without calling back.
+  for (cl_fetch_s* f : fetches) {
+    f->fetch->detach();
+    cloudlet::live_fetches().erase(f);
+    delete f;
+  }
+  fetches.clear();
 }
