@@ -70,6 +70,14 @@ bool on_loop(cl_host_s* h, const char* slot) {
   return false;
 }
 
+// The host of a handle the plugin may still use (one of `live`), on the loop thread; null for a stale handle
+// or another thread (logged): stale pointers are compared, never followed.
+template <typename T>
+cl_host_s* live_host(T* x, const std::unordered_set<T*>& live, const char* slot) {
+  if (!x || !live.count(x)) return nullptr;
+  return on_loop(x->host, slot) ? x->host : nullptr;
+}
+
 #define LOOP_ONLY(h, slot)                     \
   do {                                         \
     if (!(h)) return CL_EINVAL;                \
@@ -1071,10 +1079,7 @@ cl_status_t host_static_add(cl_host_t* h, cl_str_t listener, cl_str_t url_prefix
 // ---- child processes (since 1.1) -------------------------------------------------------------------------
 
 // A process handle the plugin may still use, with its host on the loop thread; null otherwise (logged off-loop).
-cl_host_s* proc_host(cl_proc_t* p, const char* slot) {
-  if (!p || !cloudlet::live_procs().count(p)) return nullptr;
-  return on_loop(p->host, slot) ? p->host : nullptr;
-}
+cl_host_s* proc_host(cl_proc_t* p, const char* slot) { return live_host(p, cloudlet::live_procs(), slot); }
 
 cl_status_t host_proc_spawn(cl_host_t* h, const cl_proc_desc_t* desc, cl_proc_output_cb on_output,
                             cl_proc_exit_cb on_exit, void* ud, cl_proc_t** out) {
@@ -1164,10 +1169,7 @@ constexpr uint64_t kMaxWsMessage = uint64_t{64} << 20;
 constexpr uint64_t kMinPingIntervalMs = 100;
 
 // A socket handle the plugin may still use, with its host on the loop thread; null otherwise.
-cl_host_s* ws_host(cl_ws_t* w, const char* slot) {
-  if (!w || !cloudlet::live_websockets().count(w)) return nullptr;
-  return on_loop(w->host, slot) ? w->host : nullptr;
-}
+cl_host_s* ws_host(cl_ws_t* w, const char* slot) { return live_host(w, cloudlet::live_websockets(), slot); }
 
 cl_status_t host_ws_accept(cl_request_t* r, const cl_ws_desc_t* desc, cl_ws_message_cb on_message,
                            cl_ws_close_cb on_close, void* ud, cl_ws_t** out) {
@@ -1244,10 +1246,7 @@ cl_status_t host_ws_close(cl_ws_t* w, uint32_t code, cl_str_t reason) {
 // ---- outbound HTTP(S) (since 1.1) ------------------------------------------------------------------------
 
 // A request handle the plugin may still use, with its host on the loop thread; null otherwise.
-cl_host_s* fetch_host(cl_fetch_t* f, const char* slot) {
-  if (!f || !cloudlet::live_fetches().count(f)) return nullptr;
-  return on_loop(f->host, slot) ? f->host : nullptr;
-}
+cl_host_s* fetch_host(cl_fetch_t* f, const char* slot) { return live_host(f, cloudlet::live_fetches(), slot); }
 
 cl_status_t host_fetch_start(cl_host_t* h, const cl_fetch_desc_t* desc, cl_fetch_response_cb on_response,
                              cl_fetch_body_cb on_body, void* ud, cl_fetch_t** out) {

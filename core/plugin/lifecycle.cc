@@ -187,32 +187,33 @@ void cl_host_s::release_all() {
   }
 }
 
-void cl_host_s::release_procs() {
-  // Only when nothing may be waited for any more: the children are killed and reaped without calling back.
-  for (cl_proc_s* p : procs) {
-    p->child->detach();
-    cloudlet::live_procs().erase(p);
-    delete p;
+namespace {
+
+// Frees one kind of handle without calling back (only when nothing may be waited for any more): detach(x)
+// lets what runs it end on its own, then the handle is forgotten.
+template <typename T, typename Detach>
+void release_handles(std::set<T*>* handles, std::unordered_set<T*>& live, Detach detach) {
+  for (T* x : *handles) {
+    detach(x);
+    live.erase(x);
+    delete x;
   }
-  procs.clear();
+  handles->clear();
+}
+
+}  // namespace
+
+void cl_host_s::release_procs() {
+  // The children are killed and reaped.
+  release_handles(&procs, cloudlet::live_procs(), [](cl_proc_s* p) { p->child->detach(); });
 }
 
 void cl_host_s::release_websockets() {
-  // Only when nothing may be waited for any more: the sockets close without calling back.
-  for (cl_ws_s* w : websockets) {
-    w->session->detach();
-    cloudlet::live_websockets().erase(w);
-    delete w;
-  }
-  websockets.clear();
+  // The sockets close cleanly.
+  release_handles(&websockets, cloudlet::live_websockets(), [](cl_ws_s* w) { w->session->detach(); });
 }
 
 void cl_host_s::release_fetches() {
-  // Only when nothing may be waited for any more: the connections close without calling back.
-  for (cl_fetch_s* f : fetches) {
-    f->fetch->detach();
-    cloudlet::live_fetches().erase(f);
-    delete f;
-  }
-  fetches.clear();
+  // The connections close.
+  release_handles(&fetches, cloudlet::live_fetches(), [](cl_fetch_s* f) { f->fetch->detach(); });
 }
