@@ -304,7 +304,9 @@ void Fetch::on_connected(int status) {
 
 void Fetch::on_ready() {
   connected_ = true;
-  arm(options_.idle_timeout_ms);
+  if (paused_) uv_timer_stop(&timer_);  // the connect deadline is met; a paused reader has no idle deadline
+  else arm(options_.idle_timeout_ms);
+  update_reading();
   flush();
 }
 
@@ -390,7 +392,7 @@ void Fetch::on_written(Out* o, int status) {
   if (o->done) done_.push_back(std::move(o->done));
   delete o;
   // A failed write (the server closed early) is not the end: the response may still be read to its end.
-  if (status == 0 && !ended_ && !paused_) arm(options_.idle_timeout_ms);
+  if (status == 0 && connected_ && !ended_ && !paused_) arm(options_.idle_timeout_ms);
   defer();
 }
 
@@ -432,10 +434,9 @@ cl_status_t Fetch::end() {
 cl_status_t Fetch::pause(bool paused) {
   if (ended_ || finished_) return CL_ESTATE;
   paused_ = paused;
-  if (paused) {
-    uv_timer_stop(&timer_);  // a paused reader is not a silent server
-  } else if (connected_) {
-    arm(options_.idle_timeout_ms);
+  if (connected_) {
+    if (paused) uv_timer_stop(&timer_);  // a paused reader is not a silent server
+    else arm(options_.idle_timeout_ms);
   }
   update_reading();
   if (!paused) defer();  // held bytes are delivered from a clean loop turn
@@ -464,7 +465,7 @@ const std::string* Fetch::header(std::string_view name) const {
 void Fetch::update_reading() {
   if (!socket_) return;
   auto* stream = reinterpret_cast<uv_stream_t*>(&socket_->tcp);
-  bool want = !ended_ && !paused_;
+  bool want = !ended_ && (!paused_ || !connected_);  // the handshake is read even while paused
   if (want == reading_) return;
   reading_ = want;
   if (!want) {
@@ -586,10 +587,12 @@ void Fetch::run_deferred() {
     for (auto& d : dones) d();
   }
   if (!ended_ && !paused_ && (!held_.empty() || held_complete_)) {
-    std::string held;
-    held.swap(held_);
-    if (!held.empty() && on_body_) on_body_(CL_OK, held);
-    if (!ended_ && held_complete_) end_with(CL_OK);
+    while (!ended_ && !paused_ && !held_.empty()) {  // in pieces no larger than a read, as promised
+      std::string piece = held_.substr(0, sizeof read_buf_);
+      held_.erase(0, piece.size());
+      if (on_body_) on_body_(CL_OK, piece);
+    }
+    if (!ended_ && !paused_ && held_complete_) end_with(CL_OK);
     update_reading();
   }
   if (!ended_ || finished_ || sockets_open_ > 0 || writes_in_flight_ > 0) return;
