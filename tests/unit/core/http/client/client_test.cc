@@ -604,6 +604,27 @@ TEST_F(ClientTlsTest, TrustedServerByIpAndName) {
   EXPECT_EQ(r.body, "GET /tls HTTP/1.1\n");
 }
 
+// The server certificate's fingerprint is known from the head on, to be pinned next time.
+TEST_F(ClientTlsTest, PeerFingerprintFromTheHeadOn) {
+  Server s(echo, ctx("server"));
+  Result r;
+  Fetch* f = nullptr;
+  std::string fp;
+  std::string error;
+  ASSERT_EQ(Fetch::start(
+                &loop_, tls(s), [&](unsigned status) { r.status = status, fp = f->peer_fingerprint(); },
+                [&](cl_status_t st, std::string_view chunk) {
+                  if (st == CL_OK && !chunk.empty()) return;
+                  r.finals++;
+                  r.final = st;
+                },
+                &f, &error),
+            CL_OK);
+  wait(&r);
+  EXPECT_EQ(r.final, CL_OK);
+  EXPECT_EQ(fp, certs_.fingerprint("server"));
+}
+
 TEST_F(ClientTlsTest, PostOverTls) {
   Server s(echo, ctx("server"));
   auto o = tls(s);
