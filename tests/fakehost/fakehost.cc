@@ -1708,10 +1708,11 @@ bool FakeHost::run_until(const std::function<bool()>& cond, uint64_t timeout_ms)
     pump(impl.get());
     if (cond()) return true;
     if (uv_hrtime() >= deadline) return false;
-    // One loop turn, without sleeping forever when nothing is pending.
+    // One loop turn, without sleeping forever when nothing is pending. The tick repeats: when it is due
+    // already at the turn's timer phase, the poll that follows must still wake within 1 ms.
     uv_timer_t tick;
     uv_timer_init(&loop_, &tick);
-    uv_timer_start(&tick, [](uv_timer_t*) {}, 1, 0);
+    uv_timer_start(&tick, [](uv_timer_t*) {}, 1, 1);
     uv_run(&loop_, UV_RUN_ONCE);
     uv_close(reinterpret_cast<uv_handle_t*>(&tick), nullptr);
     uv_run(&loop_, UV_RUN_NOWAIT);
