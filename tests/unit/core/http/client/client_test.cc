@@ -7,11 +7,15 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "fetch_server.h"
 #include "system/digest.h"
@@ -101,23 +105,35 @@ class ClientTest : public ::testing::Test {
     EXPECT_EQ(uv_loop_close(&loop_), 0);
   }
 
-  Fetch* start(FetchOptions o, Result* r, cl_status_t expect = CL_OK) {
-    Fetch* f = nullptr;
+  // What a test adds to the recording of the head and the body (both get the exchange's handle).
+  struct Hooks {
+    std::function<void(Fetch*)> head;
+    std::function<void(Fetch*, std::string_view)> chunk;
+  };
+
+  // Starts an exchange that records into *r (which must outlive it).
+  Fetch* start(FetchOptions o, Result* r, cl_status_t expect = CL_OK, Hooks hooks = {}) {
+    auto self = std::make_shared<Fetch*>(nullptr);  // set before any callback: none runs from inside start
     std::string error;
     cl_status_t st = Fetch::start(
-        &loop_, std::move(o), [r](unsigned status) { r->status = status; },
-        [r](cl_status_t status, std::string_view chunk) {
+        &loop_, std::move(o),
+        [r, self, hooks](unsigned status) {
+          r->status = status;
+          if (hooks.head) hooks.head(*self);
+        },
+        [r, self, hooks](cl_status_t status, std::string_view chunk) {
           if (status == CL_OK && !chunk.empty()) {
             r->chunks++;
             r->body.append(chunk);
+            if (hooks.chunk) hooks.chunk(*self, chunk);
             return;
           }
           r->finals++;
           r->final = status;
         },
-        &f, &error);
+        self.get(), &error);
     EXPECT_EQ(st, expect) << error;
-    return f;
+    return *self;
   }
 
   // Runs the loop until the final call, or fails after 20 s.
@@ -154,6 +170,14 @@ class ClientTest : public ::testing::Test {
 
   uv_loop_t loop_;
 };
+
+// A script that reads the request, then writes `bytes` and closes.
+Server::Script answer(std::string bytes) {
+  return [bytes](Conn& c) {
+    std::string head, body;
+    if (c.read_request(&head, &body)) c.write(bytes);
+  };
+}
 
 // Answers every request with its own method, target and body.
 void echo(Conn& c) {
@@ -205,25 +229,14 @@ TEST_F(ClientTest, ResponseHeadersAndRequestHeaders) {
   auto o = opts(s.url("/h"));
   o.headers = {{"X-Custom", "value with spaces"}, {"Accept", "*/*"}};
   Result r;
-  Fetch* f = nullptr;
   std::string one, two;
   bool missing = false;
-  std::string error;
-  ASSERT_EQ(Fetch::start(
-                &loop_, o,
-                [&](unsigned status) {
-                  r.status = status;
-                  one = *f->header("x-one");
-                  two = *f->header("X-TWO");
-                  missing = f->header("X-Three") == nullptr;
-                },
-                [&](cl_status_t st, std::string_view chunk) {
-                  if (st == CL_OK && !chunk.empty()) return;
-                  r.finals++;
-                  r.final = st;
-                },
-                &f, &error),
-            CL_OK);
+  start(o, &r, CL_OK, {[&](Fetch* f) {
+                         one = *f->header("x-one");
+                         two = *f->header("X-TWO");
+                         missing = f->header("X-Three") == nullptr;
+                       },
+                       nullptr});
   wait(&r);
   EXPECT_EQ(r.final, CL_OK);
   EXPECT_EQ(r.status, 201u);
@@ -334,31 +347,20 @@ TEST_F(ClientTest, LargeBodiesWithBackPressure) {
   o.method = "POST";
   o.body_length = -1;
   Result r;
-  Fetch* f = nullptr;
-  std::string error;
   size_t max_chunk = 0;
   int pauses = 0;
   uv_timer_t resume;
   uv_timer_init(&loop_, &resume);
-  resume.data = &f;
-  ASSERT_EQ(Fetch::start(
-                &loop_, o, [&](unsigned status) { r.status = status; },
-                [&](cl_status_t st, std::string_view chunk) {
-                  if (st == CL_OK && !chunk.empty()) {
-                    r.body.append(chunk);
-                    max_chunk = std::max(max_chunk, chunk.size());
-                    if (++r.chunks % 16 == 0) {  // a slow consumer: pause, resume 5 ms later
-                      pauses++;
-                      EXPECT_EQ(f->pause(true), CL_OK);
-                      uv_timer_start(&resume, [](uv_timer_t* t) { (*static_cast<Fetch**>(t->data))->pause(false); }, 5, 0);
-                    }
-                    return;
-                  }
-                  r.finals++;
-                  r.final = st;
-                },
-                &f, &error),
-            CL_OK);
+  Fetch* f = start(o, &r, CL_OK, {nullptr, [&](Fetch* self, std::string_view chunk) {
+                                    max_chunk = std::max(max_chunk, chunk.size());
+                                    if (r.chunks % 16 == 0) {  // a slow consumer: pause, resume 5 ms later
+                                      pauses++;
+                                      EXPECT_EQ(self->pause(true), CL_OK);
+                                      resume.data = self;
+                                      uv_timer_start(&resume, [](uv_timer_t* t) { static_cast<Fetch*>(t->data)->pause(false); }, 5, 0);
+                                    }
+                                  }});
+  ASSERT_NE(f, nullptr);
   const size_t kPiece = 256 << 10;
   size_t next = 0, in_flight = 0, max_in_flight = 0;
   std::function<void()> pump = [&] {
@@ -466,29 +468,16 @@ TEST_F(ClientTest, CancelMidBody) {
     }
   });
   Result r;
-  Fetch* f = nullptr;
-  std::string error;
   int after_cancel = 0;
   bool cancelled = false;
-  ASSERT_EQ(Fetch::start(
-                &loop_, opts(s.url("/")), [&](unsigned status) { r.status = status; },
-                [&](cl_status_t st, std::string_view chunk) {
-                  if (st == CL_OK && !chunk.empty()) {
-                    if (cancelled) after_cancel++;
-                    r.body.append(chunk);
-                    if (r.body.size() > 200000 && !cancelled) {
-                      cancelled = true;
-                      EXPECT_EQ(f->cancel(CL_ECANCELED), CL_OK);
-                      EXPECT_EQ(f->cancel(CL_ECANCELED), CL_ESTATE);
-                      EXPECT_EQ(f->pause(true), CL_ESTATE);
-                    }
-                    return;
-                  }
-                  r.finals++;
-                  r.final = st;
-                },
-                &f, &error),
-            CL_OK);
+  start(opts(s.url("/")), &r, CL_OK, {nullptr, [&](Fetch* f, std::string_view) {
+                                        if (cancelled) after_cancel++;
+                                        if (r.body.size() <= 200000 || cancelled) return;
+                                        cancelled = true;
+                                        EXPECT_EQ(f->cancel(CL_ECANCELED), CL_OK);
+                                        EXPECT_EQ(f->cancel(CL_ECANCELED), CL_ESTATE);
+                                        EXPECT_EQ(f->pause(true), CL_ESTATE);
+                                      }});
   wait(&r);
   EXPECT_EQ(r.final, CL_ECANCELED);
   EXPECT_EQ(after_cancel, 0);
@@ -510,11 +499,7 @@ TEST_F(ClientTest, CancelBeforeConnectReturnsLentWrites) {
 }
 
 TEST_F(ClientTest, OversizedHeadIsRefused) {
-  Server s([](Conn& c) {
-    std::string head, body;
-    if (!c.read_request(&head, &body)) return;
-    c.write("HTTP/1.1 200 OK\r\nX-Big: " + std::string(5000, 'h') + "\r\nContent-Length: 0\r\n\r\n");
-  });
+  Server s(answer("HTTP/1.1 200 OK\r\nX-Big: " + std::string(5000, 'h') + "\r\nContent-Length: 0\r\n\r\n"));
   auto o = opts(s.url("/"));
   o.max_header_bytes = 4096;
   Result r = get(o);
@@ -523,21 +508,13 @@ TEST_F(ClientTest, OversizedHeadIsRefused) {
 }
 
 TEST_F(ClientTest, MalformedResponseIsRefused) {
-  Server s([](Conn& c) {
-    std::string head, body;
-    if (!c.read_request(&head, &body)) return;
-    c.write("HTTP/1.1 200 OK\r\nContent-Length: 12x\r\n\r\nhello");
-  });
+  Server s(answer("HTTP/1.1 200 OK\r\nContent-Length: 12x\r\n\r\nhello"));
   Result r = get(opts(s.url("/")));
   EXPECT_EQ(r.final, CL_EINVAL);
 }
 
 TEST_F(ClientTest, ServerClosingEarlyIsClosing) {
-  Server s([](Conn& c) {
-    std::string head, body;
-    if (!c.read_request(&head, &body)) return;
-    c.write("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this");
-  });
+  Server s(answer("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this"));
   Result r = get(opts(s.url("/")));
   EXPECT_EQ(r.status, 200u);
   EXPECT_EQ(r.body, "only this");
@@ -545,11 +522,7 @@ TEST_F(ClientTest, ServerClosingEarlyIsClosing) {
 }
 
 TEST_F(ClientTest, BodyUntilCloseAndInformationalHeads) {
-  Server s([](Conn& c) {
-    std::string head, body;
-    if (!c.read_request(&head, &body)) return;
-    c.write("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\nuntil the end");
-  });
+  Server s(answer("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\nuntil the end"));
   Result r = get(opts(s.url("/")));
   EXPECT_EQ(r.final, CL_OK);
   EXPECT_EQ(r.status, 200u);
@@ -557,11 +530,7 @@ TEST_F(ClientTest, BodyUntilCloseAndInformationalHeads) {
 }
 
 TEST_F(ClientTest, HeadHasNoBody) {
-  Server s([](Conn& c) {
-    std::string head, body;
-    if (!c.read_request(&head, &body)) return;
-    c.write("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
-  });
+  Server s(answer("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"));
   auto o = opts(s.url("/"));
   o.method = "HEAD";
   Result r = get(o);
@@ -608,18 +577,8 @@ TEST_F(ClientTlsTest, TrustedServerByIpAndName) {
 TEST_F(ClientTlsTest, PeerFingerprintFromTheHeadOn) {
   Server s(echo, ctx("server"));
   Result r;
-  Fetch* f = nullptr;
   std::string fp;
-  std::string error;
-  ASSERT_EQ(Fetch::start(
-                &loop_, tls(s), [&](unsigned status) { r.status = status, fp = f->peer_fingerprint(); },
-                [&](cl_status_t st, std::string_view chunk) {
-                  if (st == CL_OK && !chunk.empty()) return;
-                  r.finals++;
-                  r.final = st;
-                },
-                &f, &error),
-            CL_OK);
+  start(tls(s), &r, CL_OK, {[&](Fetch* f) { fp = f->peer_fingerprint(); }, nullptr});
   wait(&r);
   EXPECT_EQ(r.final, CL_OK);
   EXPECT_EQ(fp, certs_.fingerprint("server"));
