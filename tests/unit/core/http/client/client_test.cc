@@ -614,6 +614,21 @@ TEST_F(ClientTlsTest, UntrustedCertificateIsRefused) {
   EXPECT_EQ(r.final, CL_EPERM);
 }
 
+// A server that accepts but never answers the ClientHello: the connect deadline covers the handshake.
+TEST_F(ClientTlsTest, HandshakeThatNeverEndsTimesOut) {
+  Server s([](Conn& c) {
+    char buf[4096];
+    c.read_some(buf, sizeof buf);  // the ClientHello, unanswered
+    c.read_some(buf, sizeof buf);  // until the client leaves
+  });
+  auto o = tls(s);
+  o.connect_timeout_ms = 200;
+  uint64_t t0 = uv_now(&loop_);
+  Result r = get(o);
+  EXPECT_EQ(r.final, CL_ETIMEDOUT);
+  EXPECT_GE(uv_now(&loop_) - t0, 190u);
+}
+
 TEST_F(ClientTlsTest, SystemTrustStoreDoesNotKnowTheTestCa) {
   Server s(echo, ctx("server"));
   auto o = tls(s);
