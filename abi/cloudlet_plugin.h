@@ -21,8 +21,9 @@
  * already started still completes, before fini: running work, posts, lent writes and commits are waited for;
  * queued work, operation results and body streams still pending get CL_ECANCELED, child processes are killed
  * and their exit callback gets CL_ECANCELED, WebSockets are closed (1001) and their close callback gets
- * CL_ECANCELED. Slots that would start something new (timer_start, work_queue, io_start, event_subscribe,
- * op_register, op_call, req_body_read, proc_spawn, ws_accept, and post once fini is near) return CL_ECANCELED
+ * CL_ECANCELED, outbound requests are abandoned and their final body callback gets CL_ECANCELED. Slots that
+ * would start something new (timer_start, work_queue, io_start, event_subscribe, op_register, op_call,
+ * req_body_read, proc_spawn, ws_accept, fetch_start, and post once fini is near) return CL_ECANCELED
  * while unloading. After fini returns nothing is ever called again.
  * A failed init goes through the same steps without fini.
  */
@@ -322,6 +323,56 @@ typedef void (*cl_ws_message_cb)(void *ud, cl_ws_t *ws, int32_t type, cl_str_t d
  * when one came (1005 when it had no code), else the core's. Completion: exactly once when ws_accept
  * returned CL_OK, from a clean stack, before fini. */
 typedef void (*cl_ws_close_cb)(void *ud, cl_ws_t *ws, cl_status_t status, uint32_t code, cl_str_t reason);
+
+/* ---- since 1.1: outbound HTTP(S) ---- */
+
+/* An outbound HTTP(S) exchange (fetch_start). Core-owned; valid until its final body callback returns. */
+typedef struct cl_fetch_s cl_fetch_t;
+
+/* A header name and value. OWNERSHIP: stated where it is passed. SINCE: 1.1 */
+typedef struct cl_header_s {
+  cl_str_t name;
+  cl_str_t value;
+} cl_header_t;
+
+/* Fetch flags (cl_fetch_desc_t.flags). SINCE: 1.1 */
+#define CL_FETCH_F_PIN_ONLY 1u /* with pin_sha256: trust the pinned certificate alone (no CA chain or name check) */
+
+/* An outbound request. OWNERSHIP: every string and header is copied by fetch_start (files are read by it);
+ * the struct may be freed when it returns. SINCE: 1.1 */
+typedef struct cl_fetch_desc_s {
+  uint32_t struct_size;        /* = sizeof(cl_fetch_desc_t) */
+  uint32_t flags;              /* CL_FETCH_F_* */
+  const char *method;          /* "GET", "POST", ...: an RFC 9110 token; NULL = "GET" */
+  const char *url;             /* "http://host[:port]/path?query" or "https://..."; host a name, an IPv4 literal
+                                  or [IPv6]; no user info; printable ASCII only (percent-encode the rest) */
+  const cl_header_t *headers;  /* request headers, sent in order; Host, Content-Length, Transfer-Encoding and
+                                  Connection are the core's; no CR, LF or NUL anywhere */
+  size_t header_count;         /* at most 256 */
+  int64_t body_length;         /* 0: no body; > 0: exactly that many bytes follow through fetch_write; -1: a
+                                  body of unknown length (sent chunked) ended by fetch_end */
+  const char *ca_file;         /* https: PEM CA bundle to verify the server with; NULL = the system's */
+  const char *cert_file;       /* https: PEM client certificate (chain) for mutual TLS, or NULL */
+  const char *key_file;        /* https: its PEM private key; NULL = in cert_file */
+  const char *pin_sha256;      /* https: hex SHA-256 of the server certificate's DER that must match, or NULL */
+  uint64_t connect_timeout_ms; /* 0 = 10 s: name lookup, connect and TLS handshake */
+  uint64_t idle_timeout_ms;    /* 0 = 60 s: longest pause without progress in either direction (not counted
+                                  while paused by fetch_pause) */
+  uint64_t max_header_bytes;   /* 0 = 64 KiB, at most 1 MiB: the response's status line and headers */
+} cl_fetch_desc_t;
+
+/* The response's status line and headers arrived (read them with fetch_header). Runs at most once, before
+ * any body chunk (1xx heads are skipped); not at all when the exchange fails first. Notification (not once
+ * unloading began). */
+typedef void (*cl_fetch_response_cb)(void *ud, cl_fetch_t *f, uint32_t http_status);
+/* A chunk of the response body (status CL_OK, chunk not empty; at most 64 KiB; borrowed for the call, not
+ * while paused), then the final call: CL_OK with an empty chunk once the whole body came, or an error:
+ * CL_ETIMEDOUT (connect or idle timeout), CL_EUNAVAIL (no address, nothing listening), CL_EPERM (server
+ * certificate refused: chain, name or pin), CL_EIO (TLS or socket failure), CL_EINVAL (malformed response, or
+ * its head longer than max_header_bytes), CL_ECLOSING (the server closed before the end), CL_ECANCELED
+ * (fetch_cancel, or the plugin is unloading). The final call is a completion: exactly once when fetch_start
+ * returned CL_OK, from a clean stack, after every fetch_write done, before fini. */
+typedef void (*cl_fetch_body_cb)(void *ud, cl_fetch_t *f, cl_status_t status, cl_str_t chunk);
 
 /* ------------------------------------------------------------------------------------------------------------
  * The host function table. Filled by the core, handed to init(), valid until fini() returns.
@@ -822,6 +873,55 @@ typedef struct cl_host_api_s {
    * CL_EINVAL, CL_ECLOSING (already closing), CL_ESTATE (stale handle). OWNERSHIP: reason copied.
    * THREAD: loop. SINCE: 1.1 */
   cl_status_t (*ws_close)(cl_ws_t *ws, uint32_t code, cl_str_t reason);
+
+  /* ---- since 1.1: outbound HTTP(S) (one HTTP/1.1 connection per request, no redirects) ---- */
+
+  /** Starts a request to another server (a peer cloudlet, the app store). Name lookup runs on a worker;
+   * connect, TLS (1.2+, the server checked against ca_file or the system's CA store and the URL's host name
+   * or IP, SNI, an optional client certificate, an optional pin) and the exchange run on the loop.
+   * on_response runs once the response head arrived; on_body gets the body in chunks, then its final call.
+   * A request body (body_length != 0) is sent with fetch_write and, for -1, fetch_end. Requests still open
+   * when unloading begins end with CL_ECANCELED, before fini.
+   * @param [out] out the exchange. @return CL_OK, CL_EINVAL (bad URL, method, header, flags, bound, pin, or
+   * a TLS file that does not load), CL_ECANCELED (unloading). OWNERSHIP: desc copied; ud must stay valid until
+   * the final body call returns. THREAD: loop. SINCE: 1.1 */
+  cl_status_t (*fetch_start)(cl_host_t *h, const cl_fetch_desc_t *desc, cl_fetch_response_cb on_response,
+                             cl_fetch_body_cb on_body, void *ud, cl_fetch_t **out);
+
+  /** Sends request body bytes (queued until connected). done NULL copies them now (CL_EBUSY past 1 MiB of
+   * copies not yet sent); else they are lent until done(ptr, hint) runs: a completion, exactly once when this
+   * returns CL_OK or CL_ECLOSING, once the bytes were handed to the socket (or the exchange ended), from a
+   * clean stack, before the final body call. Completion is the back-pressure signal: keep a bounded number
+   * of writes outstanding. An empty write sends nothing. @return CL_OK, CL_EINVAL, CL_EBUSY, CL_ESTATE (no
+   * body declared, more than body_length, after fetch_end, or a stale handle; done is not called),
+   * CL_ECLOSING (the exchange ended). OWNERSHIP: lent bytes must not change or be freed until done runs;
+   * hint is passed back untouched. THREAD: loop. SINCE: 1.1 */
+  cl_status_t (*fetch_write)(cl_fetch_t *f, const void *ptr, size_t len, cl_free_cb done, void *hint);
+
+  /** Ends a request body of unknown length (body_length -1). @return CL_OK or CL_ESTATE (another body
+   * length, ended already, or a stale handle). OWNERSHIP: nothing is passed. THREAD: loop. SINCE: 1.1 */
+  cl_status_t (*fetch_end)(cl_fetch_t *f);
+
+  /** Looks up a response header (case-insensitive; the first if repeated), from on_response on.
+   * @return CL_OK, CL_ENOENT, CL_EINVAL, CL_ESTATE (no response yet, or a stale handle). OWNERSHIP: name
+   * borrowed; *out borrowed until the final body call returns. THREAD: loop. SINCE: 1.1 */
+  cl_status_t (*fetch_header)(cl_fetch_t *f, cl_str_t name, cl_str_t *out);
+
+  /** The hex SHA-256 of the server certificate's DER (https, from on_response on): how a plugin learns a
+   * peer's fingerprint to pin it later. @return CL_OK, CL_EINVAL, CL_ENOENT (plain http), CL_ESTATE (no
+   * response yet, or a stale handle). OWNERSHIP: *out borrowed until the final body call returns.
+   * THREAD: loop. SINCE: 1.1 */
+  cl_status_t (*fetch_peer_cert)(cl_fetch_t *f, cl_str_t *out);
+
+  /** Pauses (paused != 0) or resumes delivery of body chunks: the socket is not read while paused (the
+   * server's writes block: back-pressure), and the idle timeout does not run. @return CL_OK or CL_ESTATE
+   * (ended, or a stale handle). OWNERSHIP: nothing is passed. THREAD: loop. SINCE: 1.1 */
+  cl_status_t (*fetch_pause)(cl_fetch_t *f, int paused);
+
+  /** Abandons the exchange at any point: the connection is closed and the final body call follows with
+   * CL_ECANCELED, from a clean stack (no body chunk in between). @return CL_OK or CL_ESTATE (already ended:
+   * its final call is still to come or has run). OWNERSHIP: nothing is passed. THREAD: loop. SINCE: 1.1 */
+  cl_status_t (*fetch_cancel)(cl_fetch_t *f);
 
   /* New slots are appended here, at the end of the struct only, in a group marked "since 1.N". */
 } cl_host_api_t;

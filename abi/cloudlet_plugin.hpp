@@ -14,6 +14,7 @@
  *     calls every completion exactly once (rule E2), so each callable is heap-allocated when the slot accepts it
  *     and freed right after it ran; when the slot refuses, it is freed at once and never called;
  *   - cl::spawn:           a child process (ABI 1.1) with its exit and output callables (cl::ProcSpec, cl::ProcExit);
+ *   - cl::fetch:           an outbound HTTP(S) request (ABI 1.1) with its body and response callables (cl::FetchSpec);
  *   - cl::guarded:         runs a hook body and turns any exception into a status (rule E3).
  * Every hook a plugin hands to the core must be noexcept: wrap its body in cl::guarded (or catch yourself).
  */
@@ -716,6 +717,82 @@ cl_status_t spawn(const Host& host, const ProcSpec& spec, E on_exit, O on_output
     return st;
   }
   if (out) *out = p;
+  return CL_OK;
+}
+
+// ---- outbound HTTP(S) (ABI 1.1) ------------------------------------------------------------------------------
+
+/* What to request. Every string is copied by the core at fetch_start. */
+struct FetchSpec {
+  std::string method = "GET";
+  std::string url;
+  std::vector<std::pair<std::string, std::string>> headers;
+  int64_t body_length = 0;  /* 0 none, > 0 that many bytes through fetch_write, -1 chunked until fetch_end */
+  std::string ca_file, cert_file, key_file, pin_sha256;  /* "" = none (ca_file: the system's) */
+  uint32_t flags = 0;                                    /* CL_FETCH_F_* */
+  uint64_t connect_timeout_ms = 0, idle_timeout_ms = 0, max_header_bytes = 0;  /* 0 = the core's defaults */
+};
+
+namespace detail {
+struct NoResponse {
+  void operator()(cl_fetch_t*, uint32_t) const noexcept {}
+};
+}  // namespace detail
+
+/* Starts a request. on_body(status, chunk) runs for every body chunk (CL_OK, chunk not empty), then exactly
+ * once more as the final call (CL_OK with an empty chunk at the end of the body, or the error) when this
+ * returns CL_OK; on_response(handle, http_status) runs once the head arrived (read headers with fetch_header
+ * then). *out (optional) is the handle for fetch_write, fetch_end, fetch_pause and fetch_cancel, valid until
+ * the final call returns. CL_ENOTSUP on a core older than 1.1. */
+template <typename B, typename R = detail::NoResponse>
+cl_status_t fetch(const Host& host, const FetchSpec& spec, B on_body, R on_response = R(),
+                  cl_fetch_t** out = nullptr) noexcept {
+  if (!host.has(&cl_host_api_t::fetch_start)) return CL_ENOTSUP;
+  struct Box {
+    B body;
+    R response;
+  };
+  auto c_str = [](const std::string& s) { return s.empty() ? nullptr : s.c_str(); };
+  std::vector<cl_header_t> headers;
+  try {
+    for (const auto& [name, value] : spec.headers) headers.push_back(cl_header_t{str(name), str(value)});
+  } catch (...) {
+    return CL_ENOMEM;
+  }
+  cl_fetch_desc_t d{};
+  d.struct_size = sizeof d;
+  d.flags = spec.flags;
+  d.method = spec.method.c_str();
+  d.url = spec.url.c_str();
+  d.headers = headers.data();
+  d.header_count = headers.size();
+  d.body_length = spec.body_length;
+  d.ca_file = c_str(spec.ca_file);
+  d.cert_file = c_str(spec.cert_file);
+  d.key_file = c_str(spec.key_file);
+  d.pin_sha256 = c_str(spec.pin_sha256);
+  d.connect_timeout_ms = spec.connect_timeout_ms;
+  d.idle_timeout_ms = spec.idle_timeout_ms;
+  d.max_header_bytes = spec.max_header_bytes;
+  auto* box = new (std::nothrow) Box{std::move(on_body), std::move(on_response)};
+  if (!box) return CL_ENOMEM;
+  cl_fetch_t* f = nullptr;
+  cl_status_t st = host.api()->fetch_start(
+      host.handle(), &d,
+      [](void* ud, cl_fetch_t* h, uint32_t status) {
+        guarded_void([&] { static_cast<Box*>(ud)->response(h, status); });
+      },
+      [](void* ud, cl_fetch_t*, cl_status_t status, cl_str_t chunk) {
+        auto* b = static_cast<Box*>(ud);
+        guarded_void([&] { b->body(status, view(chunk)); });
+        if (status != CL_OK || chunk.len == 0) delete b;
+      },
+      box, &f);
+  if (st != CL_OK) {
+    delete box;
+    return st;
+  }
+  if (out) *out = f;
   return CL_OK;
 }
 

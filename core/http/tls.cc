@@ -1,7 +1,10 @@
 #include "http/tls.h"
 
+#include <arpa/inet.h>
 #include <openssl/err.h>
 #include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
 
 #include "system/digest.h"
 
@@ -54,6 +57,43 @@ std::unique_ptr<TlsContext> TlsContext::create(const std::string& cert_file, con
   return std::unique_ptr<TlsContext>(new TlsContext(ctx));
 }
 
+std::unique_ptr<TlsContext> TlsContext::create_client(const std::string& ca_file, const std::string& cert_file,
+                                                      const std::string& key_file, bool verify_chain,
+                                                      std::string* error) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  if (!ctx) {
+    *error = openssl_error();
+    return nullptr;
+  }
+  std::unique_ptr<TlsContext> owner(new TlsContext(ctx));
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+  if (verify_chain) {
+    int ok = ca_file.empty() ? SSL_CTX_set_default_verify_paths(ctx)
+                             : SSL_CTX_load_verify_locations(ctx, ca_file.c_str(), nullptr);
+    if (ok != 1) {
+      *error = "cannot load CA file " + ca_file + ": " + openssl_error();
+      return nullptr;
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+  } else {
+    // The caller checks a pinned fingerprint once the handshake is done; the chain does not matter.
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, [](int, X509_STORE_CTX*) { return 1; });
+  }
+  if (!cert_file.empty()) {
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert_file.c_str()) != 1) {
+      *error = "cannot load certificate " + cert_file + ": " + openssl_error();
+      return nullptr;
+    }
+    const std::string& key = key_file.empty() ? cert_file : key_file;
+    if (SSL_CTX_use_PrivateKey_file(ctx, key.c_str(), SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+      *error = "cannot load private key " + key + ": " + openssl_error();
+      return nullptr;
+    }
+  }
+  return owner;
+}
+
 TlsContext::~TlsContext() { SSL_CTX_free(ctx_); }
 
 TlsSession::TlsSession(SSL_CTX* ctx) : ssl_(SSL_new(ctx)), in_(BIO_new(BIO_s_mem())), out_(BIO_new(BIO_s_mem())) {
@@ -62,6 +102,32 @@ TlsSession::TlsSession(SSL_CTX* ctx) : ssl_(SSL_new(ctx)), in_(BIO_new(BIO_s_mem
   SSL_set_bio(ssl_, in_, out_);  // ssl_ owns both BIOs now
   SSL_set_accept_state(ssl_);
 }
+
+TlsSession::TlsSession(SSL_CTX* ctx, const std::string& host) : TlsSession(ctx) {
+  SSL_set_connect_state(ssl_);
+  unsigned char ip[16];
+  bool literal = inet_pton(AF_INET, host.c_str(), ip) == 1 || inet_pton(AF_INET6, host.c_str(), ip) == 1;
+  if (!literal) SSL_set_tlsext_host_name(ssl_, host.c_str());
+  if (SSL_CTX_get_verify_callback(ctx) != nullptr) return;  // pinned: no name check either
+  if (literal) {
+    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), host.c_str());
+  } else {
+    SSL_set_hostflags(ssl_, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    SSL_set1_host(ssl_, host.c_str());
+  }
+}
+
+bool TlsSession::start(std::string* wire) {
+  int n = SSL_do_handshake(ssl_);
+  drain(wire);
+  if (n == 1) return true;
+  int err = SSL_get_error(ssl_, n);
+  if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return true;
+  error_ = openssl_error();
+  return false;
+}
+
+bool TlsSession::verify_failed() const { return SSL_get_verify_result(ssl_) != X509_V_OK; }
 
 TlsSession::~TlsSession() { SSL_free(ssl_); }
 

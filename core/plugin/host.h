@@ -36,6 +36,7 @@ class Loop;
 class EventBus;
 class Jobs;
 namespace http {
+class Fetch;
 class Server;
 class WsSession;
 }
@@ -103,6 +104,16 @@ struct cl_proc_s {
   void* ud;
 };
 
+// An outbound request the plugin started (fetch_start). Owned by its host: deleted after the final body callback
+// returns (or when the host is abandoned, after detaching the exchange).
+struct cl_fetch_s {
+  cl_host_s* host;
+  cloudlet::http::Fetch* fetch;
+  cl_fetch_response_cb on_response;
+  cl_fetch_body_cb on_body;
+  void* ud;
+};
+
 // A WebSocket the plugin accepted (ws_accept). Owned by its host: deleted after the close callback returns (or
 // when the host is abandoned, after detaching the session).
 struct cl_ws_s {
@@ -155,7 +166,7 @@ struct cl_host_s {
   std::shared_ptr<Life> life = std::make_shared<Life>();
 
   // Completions the plugin is owed (loop thread): work items, lent writes, commits, operation results, body
-  // streams, process exits, WebSocket closes. Posts are counted in life->posts_queued (any thread).
+  // streams, process exits, WebSocket closes, final fetch calls. Posts are counted in life->posts_queued (any thread).
   size_t owed = 0;
   // Set by the manager when unloading begins: runs (deferred, clean stack) once nothing is owed any more.
   std::function<void()> on_quiet;
@@ -171,6 +182,7 @@ struct cl_host_s {
   std::map<std::string, cl_job_s*> jobs;  // by id: the plugin's jobs not finished by job_finish
   std::set<cl_proc_s*> procs;             // its child processes whose exit callback has not run
   std::set<cl_ws_s*> websockets;          // its WebSockets whose close callback has not run
+  std::set<cl_fetch_s*> fetches;          // its outbound requests whose final body callback has not run
   cloudlet::Caller caller;                // how its op_call reaches callees: CL_CALLER_PLUGIN, its name, grants
   std::atomic<int64_t> json_docs{0};  // documents parsed and not freed (any thread): reported at unload
   cl_txn_s* txn = nullptr;
@@ -204,6 +216,7 @@ struct cl_host_s {
   void finish_jobs();
   void release_procs();
   void release_websockets();
+  void release_fetches();
   void release_all();
 };
 
@@ -221,6 +234,8 @@ std::unordered_set<cl_job_s*>& live_jobs();
 std::unordered_set<cl_proc_s*>& live_procs();
 // Every cl_ws_s a plugin may still use, so a stale pointer (a send after the close callback) is refused.
 std::unordered_set<cl_ws_s*>& live_websockets();
+// Every cl_fetch_s a plugin may still use, so a stale pointer (a write after the final call) is refused.
+std::unordered_set<cl_fetch_s*>& live_fetches();
 // Stops an fd watch and frees it from its close callback.
 void close_io_watch(cl_host_s::IoWatch* w);
 

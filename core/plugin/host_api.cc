@@ -15,6 +15,7 @@
 #include <unordered_set>
 
 #include "events/bus.h"
+#include "http/client.h"
 #include "http/form_reader.h"
 #include "http/request.h"
 #include "http/server.h"
@@ -24,6 +25,7 @@
 #include "json/json.h"
 #include "log/log.h"
 #include "loop/loop.h"
+#include "plugin/fetch_slots.h"
 #include "plugin/host.h"
 #include "plugin/json_doc.h"
 #include "plugin/proc_slots.h"
@@ -66,6 +68,14 @@ bool on_loop(cl_host_s* h, const char* slot) {
   if (h->svc->loop.on_loop_thread()) return true;
   cloudlet::log::error(h->name(), "{} called off the loop thread (only the slots marked \"any thread\" may be)", slot);
   return false;
+}
+
+// The host of a handle the plugin may still use (one of `live`), on the loop thread; null for a stale handle
+// or another thread (logged): stale pointers are compared, never followed.
+template <typename T>
+cl_host_s* live_host(T* x, const std::unordered_set<T*>& live, const char* slot) {
+  if (!x || !live.count(x)) return nullptr;
+  return on_loop(x->host, slot) ? x->host : nullptr;
 }
 
 #define LOOP_ONLY(h, slot)                     \
@@ -1069,10 +1079,7 @@ cl_status_t host_static_add(cl_host_t* h, cl_str_t listener, cl_str_t url_prefix
 // ---- child processes (since 1.1) -------------------------------------------------------------------------
 
 // A process handle the plugin may still use, with its host on the loop thread; null otherwise (logged off-loop).
-cl_host_s* proc_host(cl_proc_t* p, const char* slot) {
-  if (!p || !cloudlet::live_procs().count(p)) return nullptr;
-  return on_loop(p->host, slot) ? p->host : nullptr;
-}
+cl_host_s* proc_host(cl_proc_t* p, const char* slot) { return live_host(p, cloudlet::live_procs(), slot); }
 
 cl_status_t host_proc_spawn(cl_host_t* h, const cl_proc_desc_t* desc, cl_proc_output_cb on_output,
                             cl_proc_exit_cb on_exit, void* ud, cl_proc_t** out) {
@@ -1162,10 +1169,7 @@ constexpr uint64_t kMaxWsMessage = uint64_t{64} << 20;
 constexpr uint64_t kMinPingIntervalMs = 100;
 
 // A socket handle the plugin may still use, with its host on the loop thread; null otherwise.
-cl_host_s* ws_host(cl_ws_t* w, const char* slot) {
-  if (!w || !cloudlet::live_websockets().count(w)) return nullptr;
-  return on_loop(w->host, slot) ? w->host : nullptr;
-}
+cl_host_s* ws_host(cl_ws_t* w, const char* slot) { return live_host(w, cloudlet::live_websockets(), slot); }
 
 cl_status_t host_ws_accept(cl_request_t* r, const cl_ws_desc_t* desc, cl_ws_message_cb on_message,
                            cl_ws_close_cb on_close, void* ud, cl_ws_t** out) {
@@ -1237,6 +1241,92 @@ cl_status_t host_ws_pause(cl_ws_t* w, int paused) {
 cl_status_t host_ws_close(cl_ws_t* w, uint32_t code, cl_str_t reason) {
   if (!ws_host(w, "ws_close")) return CL_ESTATE;
   return w->session->close(code, sv(reason));
+}
+
+// ---- outbound HTTP(S) (since 1.1) ------------------------------------------------------------------------
+
+// A request handle the plugin may still use, with its host on the loop thread; null otherwise.
+cl_host_s* fetch_host(cl_fetch_t* f, const char* slot) { return live_host(f, cloudlet::live_fetches(), slot); }
+
+cl_status_t host_fetch_start(cl_host_t* h, const cl_fetch_desc_t* desc, cl_fetch_response_cb on_response,
+                             cl_fetch_body_cb on_body, void* ud, cl_fetch_t** out) {
+  LOOP_ONLY(h, "fetch_start");
+  if (!out) return CL_EINVAL;
+  *out = nullptr;
+  if (!on_body) return CL_EINVAL;
+  cloudlet::http::FetchOptions options;
+  if (cl_status_t st = cloudlet::fetch_options(desc, &options); st != CL_OK) return st;
+  if (!h->open()) return CL_ECANCELED;
+  auto* f = new cl_fetch_s{h, nullptr, on_response, on_body, ud};
+  std::shared_ptr<Life> life = h->life;
+  auto response = [f, life](unsigned status) {
+    if (!f->on_response || !before(life, cl_host_s::running)) return;  // a notification
+    guard(f->host, "fetch response callback", [&] { f->on_response(f->ud, f, status); });
+  };
+  // The exchange ends from a clean loop turn, exactly once; the host waits for it (owed) before fini.
+  auto body = [f](cl_status_t status, std::string_view chunk) {
+    cl_host_s* host = f->host;
+    guard(host, "fetch body callback", [&] { f->on_body(f->ud, f, status, cs(chunk)); });
+    if (status == CL_OK && !chunk.empty()) return;
+    host->fetches.erase(f);
+    cloudlet::live_fetches().erase(f);
+    delete f;
+    host->settle();
+  };
+  std::string error;
+  cl_status_t st = cloudlet::http::Fetch::start(h->svc->loop.uv(), std::move(options), std::move(response),
+                                                std::move(body), &f->fetch, &error);
+  if (st != CL_OK) {
+    cloudlet::log::debug(h->name(), "fetch refused: {}", error);
+    delete f;
+    return st;
+  }
+  h->owed++;
+  h->fetches.insert(f);
+  cloudlet::live_fetches().insert(f);
+  *out = f;
+  return CL_OK;
+}
+
+cl_status_t host_fetch_write(cl_fetch_t* f, const void* ptr, size_t len, cl_free_cb done, void* hint) {
+  cl_host_s* h = fetch_host(f, "fetch_write");
+  if (!h) return CL_ESTATE;
+  if (!ptr && len) return CL_EINVAL;
+  std::string_view bytes(static_cast<const char*>(ptr), ptr ? len : 0);
+  if (!done || !h->owed_delivery()) return f->fetch->write(bytes, nullptr);
+  auto* lent = new cl_host_s::LentWrite{h, h->life, done, hint};
+  h->owed++;
+  cl_status_t st = f->fetch->write(bytes, [ptr, lent] { lent_write_done(const_cast<void*>(ptr), lent); });
+  if (st != CL_OK && st != CL_ECLOSING) {  // refused: done is not called
+    delete lent;
+    h->owed--;
+  }
+  return st;
+}
+
+cl_status_t host_fetch_end(cl_fetch_t* f) {
+  if (!fetch_host(f, "fetch_end")) return CL_ESTATE;
+  return f->fetch->end();
+}
+
+cl_status_t host_fetch_header(cl_fetch_t* f, cl_str_t name, cl_str_t* out) {
+  if (!fetch_host(f, "fetch_header")) return CL_ESTATE;
+  return cloudlet::fetch_header_of(f->fetch, name, out);
+}
+
+cl_status_t host_fetch_peer_cert(cl_fetch_t* f, cl_str_t* out) {
+  if (!fetch_host(f, "fetch_peer_cert")) return CL_ESTATE;
+  return cloudlet::fetch_peer_cert_of(f->fetch, out);
+}
+
+cl_status_t host_fetch_pause(cl_fetch_t* f, int paused) {
+  if (!fetch_host(f, "fetch_pause")) return CL_ESTATE;
+  return f->fetch->pause(paused != 0);
+}
+
+cl_status_t host_fetch_cancel(cl_fetch_t* f) {
+  if (!fetch_host(f, "fetch_cancel")) return CL_ESTATE;
+  return f->fetch->cancel(CL_ECANCELED);
 }
 
 }  // namespace
@@ -1331,6 +1421,13 @@ const cl_host_api_t* host_api_table() {
     t.ws_send = host_ws_send;
     t.ws_pause = host_ws_pause;
     t.ws_close = host_ws_close;
+    t.fetch_start = host_fetch_start;
+    t.fetch_write = host_fetch_write;
+    t.fetch_end = host_fetch_end;
+    t.fetch_header = host_fetch_header;
+    t.fetch_peer_cert = host_fetch_peer_cert;
+    t.fetch_pause = host_fetch_pause;
+    t.fetch_cancel = host_fetch_cancel;
     return t;
   }();
   return &table;
@@ -1357,6 +1454,11 @@ std::unordered_set<cl_job_s*>& live_jobs() {
 std::unordered_set<cl_proc_s*>& live_procs() {
   static std::unordered_set<cl_proc_s*> procs;
   return procs;
+}
+
+std::unordered_set<cl_fetch_s*>& live_fetches() {
+  static std::unordered_set<cl_fetch_s*> fetches;
+  return fetches;
 }
 
 std::unordered_set<cl_ws_s*>& live_websockets() {

@@ -2,6 +2,7 @@
 // owed, wait (by counting) for the rest, then fini and release. The order and the guarantees are the ABI's
 // (abi/cloudlet_plugin.h, header comment; rule E2 of abi/README.md).
 #include "events/bus.h"
+#include "http/client.h"
 #include "http/request.h"
 #include "http/server.h"
 #include "http/ws_session.h"
@@ -62,6 +63,9 @@ void cl_host_s::begin_unload() {
   // WebSockets are closed with 1001; their close callback, owed, gets CL_ECANCELED.
   if (!websockets.empty()) cloudlet::log::info(name(), "unloading: closing {} WebSocket(s)", websockets.size());
   for (cl_ws_s* w : websockets) w->session->shutdown(CL_ECANCELED, "the plugin is unloading");
+  // Outbound requests are abandoned; their final body callback, owed, gets CL_ECANCELED.
+  if (!fetches.empty()) cloudlet::log::info(name(), "unloading: cancelling {} outbound request(s)", fetches.size());
+  for (cl_fetch_s* f : fetches) f->fetch->cancel(CL_ECANCELED);
   // Operation results still to come: CL_ECANCELED now, from a clean stack; the real result is dropped.
   for (const auto& a : awaited) {
     a->delivered = true;
@@ -128,6 +132,7 @@ void cl_host_s::abandon() {
   for (uint64_t id : work) svc->loop.cancel_work(id);
   release_procs();
   release_websockets();
+  release_fetches();
   life->phase = finishing;
   for (const auto& a : awaited) a->delivered = true;
   awaited.clear();
@@ -150,6 +155,7 @@ void cl_host_s::release_all() {
   }
   release_procs();
   release_websockets();
+  release_fetches();
   for (auto& [id, job] : jobs) {
     cloudlet::live_jobs().erase(job);
     delete job;
@@ -181,22 +187,33 @@ void cl_host_s::release_all() {
   }
 }
 
-void cl_host_s::release_procs() {
-  // Only when nothing may be waited for any more: the children are killed and reaped without calling back.
-  for (cl_proc_s* p : procs) {
-    p->child->detach();
-    cloudlet::live_procs().erase(p);
-    delete p;
+namespace {
+
+// Frees one kind of handle without calling back (only when nothing may be waited for any more): detach(x)
+// lets what runs it end on its own, then the handle is forgotten.
+template <typename T, typename Detach>
+void release_handles(std::set<T*>* handles, std::unordered_set<T*>& live, Detach detach) {
+  for (T* x : *handles) {
+    detach(x);
+    live.erase(x);
+    delete x;
   }
-  procs.clear();
+  handles->clear();
+}
+
+}  // namespace
+
+void cl_host_s::release_procs() {
+  // The children are killed and reaped.
+  release_handles(&procs, cloudlet::live_procs(), [](cl_proc_s* p) { p->child->detach(); });
 }
 
 void cl_host_s::release_websockets() {
-  // Only when nothing may be waited for any more: the sockets close without calling back.
-  for (cl_ws_s* w : websockets) {
-    w->session->detach();
-    cloudlet::live_websockets().erase(w);
-    delete w;
-  }
-  websockets.clear();
+  // The sockets close cleanly.
+  release_handles(&websockets, cloudlet::live_websockets(), [](cl_ws_s* w) { w->session->detach(); });
+}
+
+void cl_host_s::release_fetches() {
+  // The connections close.
+  release_handles(&fetches, cloudlet::live_fetches(), [](cl_fetch_s* f) { f->fetch->detach(); });
 }

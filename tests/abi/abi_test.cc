@@ -113,8 +113,15 @@ TEST(Abi, HostTableLayoutIsFrozen) {
   SLOT(ws_send, 77)
   SLOT(ws_pause, 78)
   SLOT(ws_close, 79)
+  SLOT(fetch_start, 80)
+  SLOT(fetch_write, 81)
+  SLOT(fetch_end, 82)
+  SLOT(fetch_header, 83)
+  SLOT(fetch_peer_cert, 84)
+  SLOT(fetch_pause, 85)
+  SLOT(fetch_cancel, 86)
 #undef SLOT
-  EXPECT_EQ(sizeof(cl_host_api_t), 8u + 8u * 80);
+  EXPECT_EQ(sizeof(cl_host_api_t), 8u + 8u * 87);
 }
 
 TEST(Abi, StructLayoutsAreFrozen) {
@@ -154,6 +161,22 @@ TEST(Abi, StructLayoutsAreFrozen) {
   EXPECT_EQ(offsetof(cl_ws_desc_t, max_message), 24u);
   EXPECT_EQ(offsetof(cl_ws_desc_t, ping_interval_ms), 32u);
   EXPECT_EQ(sizeof(cl_ws_desc_t), 40u);
+  EXPECT_EQ(offsetof(cl_header_t, value), 16u);
+  EXPECT_EQ(sizeof(cl_header_t), 32u);
+  EXPECT_EQ(offsetof(cl_fetch_desc_t, flags), 4u);
+  EXPECT_EQ(offsetof(cl_fetch_desc_t, method), 8u);
+  EXPECT_EQ(offsetof(cl_fetch_desc_t, url), 16u);
+  EXPECT_EQ(offsetof(cl_fetch_desc_t, headers), 24u);
+  EXPECT_EQ(offsetof(cl_fetch_desc_t, header_count), 32u);
+  EXPECT_EQ(offsetof(cl_fetch_desc_t, body_length), 40u);
+  EXPECT_EQ(offsetof(cl_fetch_desc_t, ca_file), 48u);
+  EXPECT_EQ(offsetof(cl_fetch_desc_t, cert_file), 56u);
+  EXPECT_EQ(offsetof(cl_fetch_desc_t, key_file), 64u);
+  EXPECT_EQ(offsetof(cl_fetch_desc_t, pin_sha256), 72u);
+  EXPECT_EQ(offsetof(cl_fetch_desc_t, connect_timeout_ms), 80u);
+  EXPECT_EQ(offsetof(cl_fetch_desc_t, idle_timeout_ms), 88u);
+  EXPECT_EQ(offsetof(cl_fetch_desc_t, max_header_bytes), 96u);
+  EXPECT_EQ(sizeof(cl_fetch_desc_t), 104u);
   EXPECT_EQ(offsetof(cl_plugin_desc_t, abi_major), 4u);
   EXPECT_EQ(offsetof(cl_plugin_desc_t, abi_minor), 6u);
   EXPECT_EQ(offsetof(cl_plugin_desc_t, name), 8u);

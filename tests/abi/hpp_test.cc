@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "../unit/core/http/client/fetch_server.h"
 #include "cloudlet_plugin.hpp"
 #include "fakehost.h"
 
@@ -225,6 +226,55 @@ TEST_F(Hpp, SpawnRunsTheExitCallableOnceAndStreamsOutput) {
   EXPECT_EQ(cl::spawn(host_, empty, [&](const cl::ProcExit&) { exits++; }), CL_EINVAL);
   fh_.run_for(20);
   EXPECT_EQ(exits, 1);
+}
+
+// cl::fetch: the body callable gets the chunks, then one final call; the response callable sees the head.
+TEST_F(Hpp, FetchRunsTheBodyCallableToOneFinalCall) {
+  fetchtest::Server server([](fetchtest::Conn& c) {
+    std::string head, body;
+    if (!c.read_request(&head, &body)) return;
+    c.write("HTTP/1.1 202 Accepted\r\nX-Got: " + body + "\r\nContent-Length: 5\r\n\r\nfetch");
+  });
+  int finals = 0;
+  cl_status_t final_status = 1;
+  uint32_t status = 0;
+  std::string body, got;
+  cl::FetchSpec spec;
+  spec.method = "PUT";
+  spec.url = server.url("/x");
+  spec.body_length = 3;
+  cl_fetch_t* f = nullptr;
+  ASSERT_EQ(cl::fetch(
+                host_, spec,
+                [&](cl_status_t st, std::string_view chunk) {
+                  if (st == CL_OK && !chunk.empty()) {
+                    body += chunk;
+                    return;
+                  }
+                  finals++;
+                  final_status = st;
+                },
+                [&](cl_fetch_t* h, uint32_t s) {
+                  status = s;
+                  cl_str_t v{};
+                  if (host_.api()->fetch_header(h, cl::str("x-got"), &v) == CL_OK) got = std::string(cl::view(v));
+                },
+                &f),
+            CL_OK);
+  ASSERT_EQ(host_.api()->fetch_write(f, "abc", 3, nullptr, nullptr), CL_OK);
+  ASSERT_TRUE(fh_.run_until([&] { return finals > 0; }));
+  fh_.run_for(20);
+  EXPECT_EQ(finals, 1);
+  EXPECT_EQ(final_status, CL_OK);
+  EXPECT_EQ(status, 202u);
+  EXPECT_EQ(got, "abc");
+  EXPECT_EQ(body, "fetch");
+  // A refused spec frees the callable without calling it.
+  cl::FetchSpec bad;
+  bad.url = "gopher://127.0.0.1/";
+  EXPECT_EQ(cl::fetch(host_, bad, [&](cl_status_t, std::string_view) { finals++; }), CL_EINVAL);
+  fh_.run_for(20);
+  EXPECT_EQ(finals, 1);
 }
 
 TEST_F(Hpp, CallerAndCallAs) {

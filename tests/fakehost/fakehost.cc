@@ -23,6 +23,7 @@
 #if CL_ABI_MINOR >= 1
 #include "http/websocket.h"
 #include "plugin/json_doc.h"
+#include "plugin/fetch_slots.h"
 #include "plugin/proc_slots.h"
 #include "text/utf8.h"
 #endif
@@ -76,6 +77,15 @@ struct cl_job_s {
   cl_job_cancel_cb cancel;
   void* ud;
   bool finished = false;  // finished by the host at unload: job_finish answers CL_ESTATE until fini
+};
+
+// An outbound request the plugin started; deleted after its final body callback returns.
+struct cl_fetch_s {
+  FakeHost* fh;
+  cloudlet::http::Fetch* fetch;
+  cl_fetch_response_cb on_response;
+  cl_fetch_body_cb on_body;
+  void* ud;
 };
 
 // A child process the plugin started; deleted after its exit callback returns.
@@ -210,6 +220,7 @@ struct FakeHost::Impl {
   std::map<std::string, cl_job_s*> job_handles;
   std::set<cl_proc_s*> procs;  // child processes whose exit callback has not run
   std::set<cl_ws_s*> websockets;  // accepted WebSockets whose close callback has not run
+  std::set<cl_fetch_s*> fetches;  // outbound requests whose final body callback has not run
 #endif
 
   bool on_loop(const char* slot) {
@@ -1478,6 +1489,96 @@ cl_status_t f_ws_close(cl_ws_t* w, uint32_t code, cl_str_t reason) {
   ws_end(w, CL_OK, code, "");
   return CL_OK;
 }
+
+// ---- outbound HTTP(S): the core's client runs them on the fake's loop ----
+
+// Every request handle a plugin may still use (all fakes): a stale pointer is compared, never followed.
+std::set<cl_fetch_s*>& live_fetches() {
+  static std::set<cl_fetch_s*> fetches;
+  return fetches;
+}
+
+cl_fetch_s* live_fetch(cl_fetch_t* f, const char* slot) {
+  if (!f || !live_fetches().count(f) || !f->fh->impl->on_loop(slot)) return nullptr;
+  return f;
+}
+
+cl_status_t f_fetch_start(cl_host_t* h, const cl_fetch_desc_t* desc, cl_fetch_response_cb on_response,
+                          cl_fetch_body_cb on_body, void* ud, cl_fetch_t** out) {
+  Impl* impl = impl_of(h);
+  LOOP_ONLY(impl, "fetch_start");
+  if (!out) return CL_EINVAL;
+  *out = nullptr;
+  if (!on_body) return CL_EINVAL;
+  cloudlet::http::FetchOptions options;
+  if (cl_status_t st = cloudlet::fetch_options(desc, &options); st != CL_OK) return st;
+  if (!impl->open()) return CL_ECANCELED;
+  auto* f = new cl_fetch_s{fh_of(h), nullptr, on_response, on_body, ud};
+  std::string error;
+  cl_status_t st = cloudlet::http::Fetch::start(
+      fh_of(h)->loop(), std::move(options),
+      [f, impl](unsigned status) {
+        if (f->on_response && impl->open()) f->on_response(f->ud, f, status);
+      },
+      [f, impl](cl_status_t status, std::string_view chunk) {
+        f->on_body(f->ud, f, status, cs(chunk));
+        if (status == CL_OK && !chunk.empty()) return;
+        impl->fetches.erase(f);
+        live_fetches().erase(f);
+        delete f;
+        impl->settle();
+      },
+      &f->fetch, &error);
+  if (st != CL_OK) {
+    delete f;
+    return st;
+  }
+  impl->owed++;
+  impl->fetches.insert(f);
+  live_fetches().insert(f);
+  *out = f;
+  return CL_OK;
+}
+
+cl_status_t f_fetch_write(cl_fetch_t* f, const void* ptr, size_t len, cl_free_cb done, void* hint) {
+  if (!live_fetch(f, "fetch_write")) return CL_ESTATE;
+  if (!ptr && len) return CL_EINVAL;
+  Impl* impl = f->fh->impl.get();
+  std::string_view bytes(static_cast<const char*>(ptr), ptr ? len : 0);
+  if (!done || impl->phase > Impl::unloading) return f->fetch->write(bytes, nullptr);
+  cl_status_t st = f->fetch->write(bytes, [impl, done, ptr, hint] {
+    if (impl->phase > Impl::unloading) return;  // abandoned: nothing is called back any more
+    done(const_cast<void*>(ptr), hint);
+    impl->settle();
+  });
+  if (st == CL_OK || st == CL_ECLOSING) impl->owed++;
+  return st;
+}
+
+cl_status_t f_fetch_end(cl_fetch_t* f) {
+  if (!live_fetch(f, "fetch_end")) return CL_ESTATE;
+  return f->fetch->end();
+}
+
+cl_status_t f_fetch_header(cl_fetch_t* f, cl_str_t name, cl_str_t* out) {
+  if (!live_fetch(f, "fetch_header")) return CL_ESTATE;
+  return cloudlet::fetch_header_of(f->fetch, name, out);
+}
+
+cl_status_t f_fetch_peer_cert(cl_fetch_t* f, cl_str_t* out) {
+  if (!live_fetch(f, "fetch_peer_cert")) return CL_ESTATE;
+  return cloudlet::fetch_peer_cert_of(f->fetch, out);
+}
+
+cl_status_t f_fetch_pause(cl_fetch_t* f, int paused) {
+  if (!live_fetch(f, "fetch_pause")) return CL_ESTATE;
+  return f->fetch->pause(paused != 0);
+}
+
+cl_status_t f_fetch_cancel(cl_fetch_t* f) {
+  if (!live_fetch(f, "fetch_cancel")) return CL_ESTATE;
+  return f->fetch->cancel(CL_ECANCELED);
+}
 #endif
 
 const cl_host_api_t kTable = [] {
@@ -1567,6 +1668,13 @@ const cl_host_api_t kTable = [] {
   t.ws_send = f_ws_send;
   t.ws_pause = f_ws_pause;
   t.ws_close = f_ws_close;
+  t.fetch_start = f_fetch_start;
+  t.fetch_write = f_fetch_write;
+  t.fetch_end = f_fetch_end;
+  t.fetch_header = f_fetch_header;
+  t.fetch_peer_cert = f_fetch_peer_cert;
+  t.fetch_pause = f_fetch_pause;
+  t.fetch_cancel = f_fetch_cancel;
 #endif
   return t;
 }();
@@ -1718,6 +1826,7 @@ size_t FakeHost::unload() {
     ws_send_close(w, cloudlet::http::ws::kGoingAway, "");
     ws_end(w, CL_ECANCELED, cloudlet::http::ws::kGoingAway, "");
   }
+  for (cl_fetch_s* f : impl->fetches) f->fetch->cancel(CL_ECANCELED);  // final body calls (owed) likewise
 #endif
   // Cancel what can be: queued work, awaited operation results, open body streams.
   for (auto& [id, w] : impl->work) uv_cancel(reinterpret_cast<uv_req_t*>(&w->req));
@@ -1768,6 +1877,12 @@ size_t FakeHost::unload() {
     delete p;
   }
   impl->procs.clear();
+  for (cl_fetch_s* f : impl->fetches) {  // only when waiting timed out: nothing is called back any more
+    f->fetch->detach();
+    live_fetches().erase(f);
+    delete f;
+  }
+  impl->fetches.clear();
 #endif
   pump(impl.get());
   impl->desc = nullptr;

@@ -5,9 +5,11 @@
 // the operations it calls (e.g. "instance.start"), and inspect what it stored, published and logged.
 //
 // It is a second implementation of the ABI, written from the header: it links no core code except the router
-// and URL helpers, the pure slot helpers (core/plugin/json_doc.cc, status_text.cc, proc_slots.cc), the child
-// process runner (core/loop/child.cc, so plugins' processes really run) and the WebSocket protocol helpers
-// (core/http/websocket.cc: handshake checks, close codes), and defines its own cl_request_s. tests/unit/core/plugin/conformance runs one suite against it and against the real host, so
+// and URL helpers, the pure slot helpers (core/plugin/json_doc.cc, status_text.cc, proc_slots.cc,
+// fetch_slots.cc), the child process runner (core/loop/child.cc, so plugins' processes really run), the
+// outbound HTTP client (core/http/client.cc and tls.cc, so plugins' requests really go out) and the WebSocket
+// protocol helpers (core/http/websocket.cc: handshake checks, close codes), and defines its own cl_request_s.
+// tests/unit/core/plugin/conformance runs one suite against it and against the real host, so
 // the two keep the same contract: thread rule (loop-only slots refuse other threads with CL_ESTATE), status
 // codes, exactly-once completions and the unload sequence. Drive it from the thread that created it.
 //

@@ -18,6 +18,7 @@
 #include <fstream>
 #include <string>
 
+#include "../http/client/fetch_server.h"
 #include "conformance_host.h"
 
 namespace cloudlet::test {
@@ -104,8 +105,9 @@ class Conformance : public ::testing::Test {
     std::ofstream(p, std::ios::binary) << text;
   }
 
-  Report run(const std::string& op) {
-    auto [st, out] = host_->call(op);
+  Report run(const std::string& op) { return run_with(op, "{}"); }
+  Report run_with(const std::string& op, const std::string& args) {
+    auto [st, out] = host_->call(op, args);
     EXPECT_EQ(st, CL_OK) << op << ": " << out;
     Report r(out);
     EXPECT_TRUE(r.ok()) << op << ": " << out;
@@ -630,6 +632,79 @@ TEST_F(Conformance, UnloadClosesOpenWebSocketsWithGoingAwayBeforeFini) {
   EXPECT_EQ(f->type, 0);
   EXPECT_EQ(f->code, 1001u);
   EXPECT_EQ(host_->log_lines_with("ws close: " + std::to_string(CL_ECANCELED) + " code 1001"), 1);
+}
+
+// The loopback server of the fetch scenarios: /echo answers with the request line and body, /hang never
+// answers (it holds the connection until the client leaves).
+void fetch_script(fetchtest::Conn& c) {
+  std::string head, body;
+  if (!c.read_request(&head, &body)) return;
+  if (head.find(" /hang ") != std::string::npos) {
+    char buf[16];
+    c.read_some(buf, sizeof buf);
+    return;
+  }
+  std::string out = head.substr(0, head.find("\r\n")) + "\n" + body;
+  c.write("HTTP/1.1 200 OK\r\nX-Echo: " + std::string(head.find("\r\nX-Conf: 1\r\n") != std::string::npos ? "conf" : "none") +
+          "\r\nContent-Length: " + std::to_string(out.size()) + "\r\n\r\n" + out);
+}
+
+TEST_F(Conformance, OutboundRequestsStreamBothWaysAndEndOnce) {
+  fetchtest::Server server(fetch_script);
+  Report r = run_with("conf.fetch", "{\"base\":\"http://127.0.0.1:" + std::to_string(server.port()) + "\"}");
+  // Refused descriptions start nothing.
+  for (const char* k : {"null_out", "null_desc", "null_body_cb", "small_struct", "bad_flags", "no_url", "bad_scheme",
+                        "header_crlf", "bad_method"}) {
+    EXPECT_EQ(r.num(k), CL_EINVAL) << k << ": " << r.str();
+  }
+  EXPECT_TRUE(r.flag("refused_is_null")) << r.str();
+  // GET: the head once (headers from on_response on; no certificate on plain http), the body, one final call;
+  // nothing from inside fetch_start.
+  EXPECT_EQ(r.num("get_start"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("header_before_response"), CL_ESTATE) << r.str();
+  EXPECT_EQ(r.num("write_without_body"), CL_ESTATE) << r.str();
+  EXPECT_EQ(r.num("get_status"), 200) << r.str();
+  EXPECT_EQ(r.num("get_header"), CL_OK) << r.str();
+  EXPECT_EQ(r.text("get_header_value"), "conf") << r.str();
+  EXPECT_EQ(r.num("get_header_missing"), CL_ENOENT) << r.str();
+  EXPECT_EQ(r.num("get_peer_cert"), CL_ENOENT) << r.str();
+  EXPECT_EQ(r.text("get_body"), "GET /echo HTTP/1.1|") << r.str();
+  EXPECT_TRUE(r.flag("get_chunked_body")) << r.str();
+  EXPECT_EQ(r.num("get_final"), CL_OK) << r.str();
+  for (const char* k : {"get_response_from_start", "get_final_from_start", "refused_final_from_start",
+                        "cancel_final_from_start"}) {
+    EXPECT_FALSE(r.flag(k)) << k << ": " << r.str();
+  }
+  // A chunked upload: lent and copied writes in order, one end; lent bytes come back exactly once.
+  EXPECT_EQ(r.num("write_lent"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("write_copied"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("write_null"), CL_EINVAL) << r.str();
+  EXPECT_EQ(r.num("end"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("end_again"), CL_ESTATE) << r.str();
+  EXPECT_EQ(r.num("write_after_end"), CL_ESTATE) << r.str();
+  EXPECT_EQ(r.text("post_body"), "POST /echo HTTP/1.1|lent,copied") << r.str();
+  EXPECT_EQ(r.num("post_final"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("lent_done"), 1) << r.str();
+  // Nothing listening: CL_EUNAVAIL, no head.
+  EXPECT_EQ(r.num("refused_final"), CL_EUNAVAIL) << r.str();
+  EXPECT_EQ(r.num("refused_status"), -999999) << r.str();
+  // Cancel: once, then CL_ESTATE; the final call says CL_ECANCELED.
+  EXPECT_EQ(r.num("cancel"), CL_OK) << r.str();
+  EXPECT_EQ(r.num("cancel_again"), CL_ESTATE) << r.str();
+  EXPECT_EQ(r.num("cancel_final"), CL_ECANCELED) << r.str();
+  // A handle whose final call returned is refused, not followed.
+  EXPECT_EQ(r.num("write_after_final"), CL_ESTATE) << r.str();
+  EXPECT_EQ(r.num("cancel_after_final"), CL_ESTATE) << r.str();
+}
+
+TEST_F(Conformance, UnloadCancelsOpenRequestsBeforeFini) {
+  fetchtest::Server server(fetch_script);
+  auto [st, out] = host_->call("conf.fetch_open", "{\"base\":\"http://127.0.0.1:" + std::to_string(server.port()) + "\"}");
+  ASSERT_EQ(st, CL_OK) << out;
+  host_->run_for(100);  // connected and waiting for an answer that never comes
+  host_->unload();
+  EXPECT_EQ(host_->log_lines_with("open fetch final: " + std::to_string(CL_ECANCELED)), 1);
+  EXPECT_EQ(host_->log_lines_with("fini: open fetch ended before fini: yes"), 1);
 }
 
 TEST_F(Conformance, CallersAndPrivilegedOperations) {
