@@ -356,8 +356,10 @@ bool load_config_file(const std::string& file, Config* cfg, std::string* error) 
     DiscoveryOptions check;
     check.name = d.name;
     check.extra_txt = d.extra_txt;
-    std::string why = discovery_options_check(check);
-    if (!why.empty()) return done(rd.fail(d.name.empty() || discovery_name_valid(d.name) ? "discovery.extra_txt" : "discovery.name", why));
+    if (Status why = discovery_options_check(check); !why.ok()) {
+      return done(rd.fail(d.name.empty() || discovery_name_valid(d.name) ? "discovery.extra_txt" : "discovery.name",
+                          why.message()));
+    }
   }
   if (const Value* v = json::member(root, "plugins")) {
     if (!v->IsArray()) return done(rd.fail("plugins", "must be an array of plugin objects"));
