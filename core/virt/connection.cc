@@ -209,7 +209,8 @@ void Connection::Core::start_open(std::function<void(Status)> done) {
   loop->queue_work([res, o, self, lp] { *res = open_blocking(o, self, lp); },
                    [self, res, done = std::move(done)](bool cancelled) {
                      self->opening = false;
-                     if (cancelled && res->status.ok() && !res->conn) res->status = Status::error(CL_ECANCELED, "cancelled");
+                     if (cancelled && res->status.ok() && !res->conn)
+                       res->status = Status::error(CL_ECANCELED, "cancelled");
                      if (res->conn && self->closing) {
                        // close() came while opening: do not keep it.
                        virConnectPtr c = res->conn;
@@ -336,7 +337,8 @@ void Connection::simulate_drop(const std::string& reason) { core_->handle_drop(c
 void Connection::run_call(std::function<void(virConnectPtr)> work, std::function<void(Status status)> done) {
   virConnectPtr c = core_->conn;
   if (!c) {
-    core_->loop->defer([done = std::move(done)] { done(Status::error(CL_EUNAVAIL, "libvirt connection is not open")); });
+    core_->loop->defer(
+        [done = std::move(done)] { done(Status::error(CL_EUNAVAIL, "libvirt connection is not open")); });
     return;
   }
   // The worker holds its own reference: a drop or close meanwhile cannot free the connection under it.

@@ -273,8 +273,7 @@ Status domain_xml_rewrite(const std::string& saved_xml, const InstanceIdentity& 
   if (Status e = check_forwards(id.forwards); !e.ok()) return e;
 
   xml::Document doc;
-  std::string perr;
-  if (!xml::parse(saved_xml, &doc, &perr)) return fail("saved domain XML: " + perr);
+  if (Status e = xml::parse(saved_xml, &doc); !e.ok()) return e.prefixed("saved domain XML: ");
   xml::Node& root = *doc.root;
   if (root.name != "domain") return fail("saved XML is not a <domain>");
   xml::Node* name = root.child("name");
@@ -329,8 +328,7 @@ Status domain_xml_rewrite(const std::string& saved_xml, const InstanceIdentity& 
 
 Status domain_xml_summary(const std::string& text, DomainSummary* out) {
   xml::Document doc;
-  std::string perr;
-  if (!xml::parse(text, &doc, &perr)) return Status::invalid(std::move(perr));
+  if (Status e = xml::parse(text, &doc); !e.ok()) return e;
   xml::Node& root = *doc.root;
   if (root.name != "domain") return Status::invalid("not a <domain>");
   DomainSummary s;

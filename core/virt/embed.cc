@@ -28,7 +28,8 @@ Status mkdirs(const std::string& path) {
     pos = path.find('/', pos + 1);
     cur = path.substr(0, pos);
     if (cur.empty()) continue;
-    if (mkdir(cur.c_str(), 0700) != 0 && errno != EEXIST) return Status::io(fmt::format("mkdir {}: {}", cur, strerror(errno)));
+    if (mkdir(cur.c_str(), 0700) != 0 && errno != EEXIST)
+      return Status::io(fmt::format("mkdir {}: {}", cur, strerror(errno)));
   }
   return {};
 }
@@ -95,9 +96,11 @@ std::string embed_qemu_conf(const std::string& root) {
 Status embed_ensure_qemu_user() {
   if (user_exists(kQemuUser)) return {};
   if (geteuid() != 0) {
-    return Status::error(CL_EUNAVAIL, fmt::format("libvirt's QEMU driver needs a system user '{}', which does not exist; create it as root with "
-                       "'useradd --system --user-group --no-create-home --shell /usr/sbin/nologin {}'",
-                                                  kQemuUser, kQemuUser));
+    return Status::error(
+        CL_EUNAVAIL,
+        fmt::format("libvirt's QEMU driver needs a system user '{}', which does not exist; create it as root with "
+                    "'useradd --system --user-group --no-create-home --shell /usr/sbin/nologin {}'",
+                    kQemuUser, kQemuUser));
   }
   std::vector<std::string> argv{"useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
                                 "--shell", "/usr/sbin/nologin"};
@@ -116,7 +119,8 @@ Status embed_ensure_qemu_user() {
 }
 
 Status embed_prepare(const std::string& root) {
-  if (root.empty() || root[0] != '/') return Status::invalid(fmt::format("embedded libvirt root must be absolute: '{}'", root));
+  if (root.empty() || root[0] != '/')
+    return Status::invalid(fmt::format("embedded libvirt root must be absolute: '{}'", root));
   std::string etc = root + "/etc";
   if (Status s = mkdirs(etc); !s.ok()) return s;
   std::string conf_path = etc + "/qemu.conf";

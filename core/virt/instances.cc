@@ -573,9 +573,7 @@ void Instances::teardown(const std::string& id, bool destroy, const std::string&
         remove_instance_dir(path);
         return {};
       },
-      [after](Status r, Status call) {
-        after(r.ok() && !call.ok() ? Status::error(CL_EUNAVAIL, call.message()) : r);
-      });
+      [after](Status r, Status call) { after(r.ok() && !call.ok() ? Status::error(CL_EUNAVAIL, call.message()) : r); });
 }
 
 void Instances::op_stop(std::string_view args, Operations::Reply reply) {

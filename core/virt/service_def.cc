@@ -42,8 +42,7 @@ int64_t service_memory_mib(const ServiceDef& s) {
   return kDefaultMemoryMib;
 }
 
-Status json_int_member(const json::Value& obj, const char* key, int64_t min, int64_t max, int64_t* out,
-                       bool* present) {
+Status json_int_member(const json::Value& obj, const char* key, int64_t min, int64_t max, int64_t* out, bool* present) {
   const json::Value* v = json::member(obj, key);
   if (present) *present = v != nullptr && !v->IsNull();
   if (!v || v->IsNull()) return Status();
@@ -57,7 +56,8 @@ Status json_int_member(const json::Value& obj, const char* key, int64_t min, int
     auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
     ok = !s.empty() && ec == std::errc() && p == s.data() + s.size();
   }
-  if (!ok || n < min || n > max) return Status::invalid(fmt::format("{} must be an integer from {} to {}", key, min, max));
+  if (!ok || n < min || n > max)
+    return Status::invalid(fmt::format("{} must be an integer from {} to {}", key, min, max));
   *out = n;
   return Status();
 }

@@ -67,7 +67,6 @@ std::string service_json(const ServiceDef& s, bool state_saved, int64_t instance
 
 // A non-negative integer member given as a JSON integer or a string of digits (forms send strings).
 // CL_EINVAL (naming the key) if present but not such a value; absent leaves *out alone.
-Status json_int_member(const json::Value& obj, const char* key, int64_t min, int64_t max, int64_t* out,
-                       bool* present);
+Status json_int_member(const json::Value& obj, const char* key, int64_t min, int64_t max, int64_t* out, bool* present);
 
 }  // namespace cloudlet::virt

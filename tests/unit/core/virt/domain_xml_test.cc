@@ -103,10 +103,10 @@ TEST(DomainXml, BuildsADirectKernelGuest) {
 TEST(DomainXml, EscapesTheCommandLine) {
   auto spec = demo_spec();
   spec.cmdline = "console=ttyS0 msg=\"a<b&c\" x='y'";
-  std::string x, err;
+  std::string x;
   ASSERT_TRUE(vt::ok(domain_xml_build(spec, &x)));
   xml::Document doc;
-  ASSERT_TRUE(xml::parse(x, &doc, &err)) << err;
+  ASSERT_TRUE(vt::ok(xml::parse(x, &doc)));
   EXPECT_EQ(doc.root->child("os")->child("cmdline")->text_content(), spec.cmdline);
 }
 
