@@ -274,9 +274,8 @@ bool Daemon::start_discovery(std::string* error) {
     }
     reply(CL_OK, out + "]}");
   });
-  std::string err;
-  if (!discovery_->start(&err)) {
-    *error = "discovery: " + err;
+  if (Status started = discovery_->start(); !started.ok()) {
+    *error = "discovery: " + started.message();
     return false;
   }
   return true;

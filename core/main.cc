@@ -121,8 +121,9 @@ int main(int argc, char** argv) {
   cloudlet::Config cfg = cloudlet::default_config();
   if (!have_config) config_path = default_config_path();
   if (!config_path.empty()) {
-    std::string error;
-    if (!cloudlet::load_config_file(config_path, &cfg, &error)) return config_error(error);
+    if (cloudlet::Status loaded = cloudlet::load_config_file(config_path, &cfg); !loaded.ok()) {
+      return config_error(loaded.message());
+    }
   }
   // Command-line flags override the file.
   if (!data_dir.empty()) cfg.data_dir = data_dir;
@@ -155,8 +156,7 @@ int main(int argc, char** argv) {
     cfg.api_mode = api_mode;
   }
   if (demo) cfg.demo = true;
-  std::string error;
-  if (!cloudlet::validate_config(cfg, &error)) return config_error(error);
+  if (cloudlet::Status valid = cloudlet::validate_config(cfg); !valid.ok()) return config_error(valid.message());
   if (check_only) {
     printf("cloudletd: configuration OK (%s)\n", cfg.source.empty() ? "embedded defaults" : cfg.source.c_str());
     return 0;
@@ -174,6 +174,7 @@ int main(int argc, char** argv) {
   }
 
   cloudlet::Daemon daemon(std::move(cfg));
+  std::string error;
   if (!daemon.start(&error)) {
     cloudlet::log::error("core", "cannot start: {}", error);
     return 1;

@@ -199,20 +199,14 @@ class Reader {
   std::string file_, base_, error_;
 };
 
-bool read_file(const std::string& path, std::string* out, std::string* error) {
+Status read_file(const std::string& path, std::string* out) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    *error = path + ": cannot read the configuration file";
-    return false;
-  }
+  if (!in) return Status::io(path + ": cannot read the configuration file");
   std::ostringstream ss;
   ss << in.rdbuf();
   *out = ss.str();
-  if (out->size() > (4 << 20)) {
-    *error = path + ": the configuration file is larger than 4 MiB";
-    return false;
-  }
-  return true;
+  if (out->size() > (4 << 20)) return Status::error(CL_ETOOBIG, path + ": the configuration file is larger than 4 MiB");
+  return Status();
 }
 
 }  // namespace
@@ -241,23 +235,17 @@ http::ListenerOptions* find_listener(Config& cfg, const std::string& name) {
   return nullptr;
 }
 
-bool load_config_file(const std::string& file, Config* cfg, std::string* error) {
+Status load_config_file(const std::string& file, Config* cfg) {
   std::string text;
-  if (!read_file(file, &text, error)) return false;
+  if (Status read = read_file(file, &text); !read.ok()) return read;
   json::Document doc;
   std::string perr;
-  if (!json::parse(text, &doc, &perr, true)) {
-    *error = file + ": not valid JSON: " + perr;
-    return false;
-  }
+  if (!json::parse(text, &doc, &perr, true)) return Status::invalid(file + ": not valid JSON: " + perr);
   std::string base = file.find('/') == std::string::npos ? "." : file.substr(0, file.rfind('/'));
   while (base.size() > 1 && base.back() == '/') base.pop_back();
   if (base.empty()) base = "/";
   Reader rd(file, base);
-  auto done = [&](bool ok) {
-    if (!ok) *error = rd.error();
-    return ok;
-  };
+  auto done = [&](bool ok) { return ok ? Status() : Status::invalid(rd.error()); };
   const Value& root = doc;
   if (!rd.keys(root, "",
                {"data_dir", "cloudlet_name", "log", "listeners", "limits", "totals", "store", "shutdown_timeout_ms",
@@ -356,8 +344,10 @@ bool load_config_file(const std::string& file, Config* cfg, std::string* error) 
     DiscoveryOptions check;
     check.name = d.name;
     check.extra_txt = d.extra_txt;
-    std::string why = discovery_options_check(check);
-    if (!why.empty()) return done(rd.fail(d.name.empty() || discovery_name_valid(d.name) ? "discovery.extra_txt" : "discovery.name", why));
+    if (Status why = discovery_options_check(check); !why.ok()) {
+      return done(rd.fail(d.name.empty() || discovery_name_valid(d.name) ? "discovery.extra_txt" : "discovery.name",
+                          why.message()));
+    }
   }
   if (const Value* v = json::member(root, "plugins")) {
     if (!v->IsArray()) return done(rd.fail("plugins", "must be an array of plugin objects"));
@@ -395,7 +385,7 @@ bool load_config_file(const std::string& file, Config* cfg, std::string* error) 
       cfg->plugins.push_back(std::move(pc));
     }
   }
-  return true;
+  return Status();
 }
 
 bool parse_host_port(const std::string& text, std::string* host, uint16_t* port) {
@@ -421,53 +411,47 @@ bool parse_host_port(const std::string& text, std::string* host, uint16_t* port)
   return true;
 }
 
-bool validate_config(const Config& cfg, std::string* error) {
+Status validate_config(const Config& cfg) {
   for (size_t i = 0; i < cfg.listeners.size(); i++) {
     for (size_t j = i + 1; j < cfg.listeners.size(); j++) {
       const auto &a = cfg.listeners[i], &b = cfg.listeners[j];
       if (a.port != 0 && a.port == b.port && a.host == b.host) {
-        *error = fmt::format("listeners '{}' and '{}' both use {}:{}", a.name, b.name, a.host, a.port);
-        return false;
+        return Status::invalid(fmt::format("listeners '{}' and '{}' both use {}:{}", a.name, b.name, a.host, a.port));
       }
     }
     const auto& l = cfg.listeners[i];
     if (l.tls_cert.empty() != l.tls_key.empty()) {
-      *error = fmt::format("key 'listeners.{}': TLS needs both tls_cert and tls_key", l.name);
-      return false;
+      return Status::invalid(fmt::format("key 'listeners.{}': TLS needs both tls_cert and tls_key", l.name));
     }
     if (l.tls_client_certs != http::ClientCerts::none && l.tls_cert.empty()) {
-      *error = fmt::format("key 'listeners.{}.tls_client_certs': needs a TLS listener (tls_cert and tls_key)", l.name);
-      return false;
+      return Status::invalid(
+          fmt::format("key 'listeners.{}.tls_client_certs': needs a TLS listener (tls_cert and tls_key)", l.name));
     }
     if (l.limits.max_body_bytes > cfg.totals.max_body_bytes) {
-      *error = fmt::format("key 'listeners.{}.limits.max_body_bytes': must not exceed totals.max_body_bytes ({})",
-                           l.name, cfg.totals.max_body_bytes);
-      return false;
+      return Status::invalid(
+          fmt::format("key 'listeners.{}.limits.max_body_bytes': must not exceed totals.max_body_bytes ({})", l.name,
+                      cfg.totals.max_body_bytes));
     }
   }
   if (cfg.virt.port_min > cfg.virt.port_max) {
-    *error = "key 'virt.port_min': must not be greater than virt.port_max";
-    return false;
+    return Status::invalid("key 'virt.port_min': must not be greater than virt.port_max");
   }
   {
     // QEMU's user networking forwards from IPv4 host addresses only.
     in_addr a;
     if (inet_pton(AF_INET, cfg.virt.forward_address.c_str(), &a) != 1) {
-      *error = fmt::format("key 'virt.forward_address': must be a numeric IPv4 address (got '{}')",
-                           cfg.virt.forward_address);
-      return false;
+      return Status::invalid(fmt::format("key 'virt.forward_address': must be a numeric IPv4 address (got '{}')",
+                                         cfg.virt.forward_address));
     }
   }
   if (!cfg.virt.uri.empty() && cfg.virt.uri.rfind("qemu:///embed", 0) == 0 &&
       cfg.virt.uri.find("root=/") == std::string::npos) {
-    *error = "key 'virt.uri': an embedded driver URI needs an absolute root (qemu:///embed?root=/path)";
-    return false;
+    return Status::invalid("key 'virt.uri': an embedded driver URI needs an absolute root (qemu:///embed?root=/path)");
   }
   for (size_t i = 0; i < cfg.plugins.size(); i++) {
     for (size_t j = i + 1; j < cfg.plugins.size(); j++) {
       if (cfg.plugins[i].name == cfg.plugins[j].name) {
-        *error = fmt::format("key 'plugins[{}]': plugin '{}' is listed twice", j, cfg.plugins[j].name);
-        return false;
+        return Status::invalid(fmt::format("key 'plugins[{}]': plugin '{}' is listed twice", j, cfg.plugins[j].name));
       }
     }
     // A listener has one guard: granting it to two plugins would make which one runs depend on load order.
@@ -475,20 +459,19 @@ bool validate_config(const Config& cfg, std::string* error) {
       bool known = std::any_of(cfg.listeners.begin(), cfg.listeners.end(),
                                [&](const http::ListenerOptions& l) { return l.name == g; });
       if (!known) {
-        *error = fmt::format("key 'plugins[{}].guards': no listener named '{}'", i, g);
-        return false;
+        return Status::invalid(fmt::format("key 'plugins[{}].guards': no listener named '{}'", i, g));
       }
       for (size_t j = 0; j < i; j++) {
         const auto& other = cfg.plugins[j].guards;
         if (std::find(other.begin(), other.end(), g) != other.end()) {
-          *error = fmt::format("key 'plugins[{}].guards': the guard of listener '{}' is already granted to plugin '{}'",
-                               i, g, cfg.plugins[j].name);
-          return false;
+          return Status::invalid(
+              fmt::format("key 'plugins[{}].guards': the guard of listener '{}' is already granted to plugin '{}'", i,
+                          g, cfg.plugins[j].name));
         }
       }
     }
   }
-  return true;
+  return Status();
 }
 
 }  // namespace cloudlet

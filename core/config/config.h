@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "http/options.h"
+#include "system/status.h"
 
 namespace cloudlet {
 
@@ -64,15 +65,17 @@ struct Config {
 // The embedded defaults: api on 127.0.0.1:9999, manager on 127.0.0.1:9998, data in /var/lib/cloudletd.
 Config default_config();
 
-// Reads a configuration file over the defaults. On failure returns false with *error as one line:
-// "<file>: key 'listeners.api.port': must be an integer from 0 to 65535".
-bool load_config_file(const std::string& path, Config* cfg, std::string* error);
+// Reads a configuration file over the defaults. A failure's message is one line:
+// "<file>: key 'listeners.api.port': must be an integer from 0 to 65535". Codes: CL_EIO (the file cannot be
+// read), CL_ETOOBIG (larger than 4 MiB), CL_EINVAL (anything wrong in it).
+Status load_config_file(const std::string& path, Config* cfg);
 
 // Parses "HOST:PORT" ("[::1]:9999" for IPv6). False if malformed.
 bool parse_host_port(const std::string& text, std::string* host, uint16_t* port);
 
 // Checks cross-key rules after files and flags were applied (e.g. listener names unique, port range order).
-bool validate_config(const Config& cfg, std::string* error);
+// CL_EINVAL naming the broken rule.
+Status validate_config(const Config& cfg);
 
 http::ListenerOptions* find_listener(Config& cfg, const std::string& name);
 

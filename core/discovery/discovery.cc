@@ -99,16 +99,13 @@ Discovery::~Discovery() {
   drop_client();
 }
 
-bool Discovery::start(std::string* error) {
-  if (started_) return true;
-  if (std::string problem = discovery_options_check(options_); !problem.empty()) {
-    if (error) *error = problem;
-    return false;
-  }
+Status Discovery::start() {
+  if (started_) return Status();
+  if (Status problem = discovery_options_check(options_); !problem.ok()) return problem;
   started_ = true;
   if (!options_.enabled) {
     log::info(kLog, "zeroconf disabled by configuration");
-    return true;
+    return Status();
   }
   name_ = options_.name.empty() ? discovery_default_name() : options_.name;
   if (name_.find(' ') != std::string::npos)
@@ -121,7 +118,7 @@ bool Discovery::start(std::string* error) {
   retry_ms_ = options_.retry_min_ms;
   poll_ = std::make_unique<AvahiUvPoll>(loop_);
   connect();
-  return true;
+  return Status();
 }
 
 void Discovery::stop(std::function<void()> done) {

@@ -54,9 +54,9 @@ class Discovery {
   Discovery(const Discovery&) = delete;
   Discovery& operator=(const Discovery&) = delete;
 
-  // Checks the options and starts publishing/browsing. False only for bad options (message in *error):
-  // an absent avahi-daemon or system bus is not an error, it is retried. Does nothing if disabled.
-  bool start(std::string* error = nullptr);
+  // Checks the options and starts publishing/browsing. Fails (CL_EINVAL) only for bad options: an absent
+  // avahi-daemon or system bus is not an error, it is retried. Does nothing if disabled.
+  Status start();
 
   // Withdraws the service, stops browsing, frees the avahi client, then calls done() once every handle has
   // closed. No peer callbacks are made after stop() is called. Safe from inside a peer callback.

@@ -53,29 +53,30 @@ std::string discovery_default_name() {
   return discovery_name_valid(name) ? name : "cloudlet";
 }
 
-std::string discovery_options_check(const DiscoveryOptions& o) {
+Status discovery_options_check(const DiscoveryOptions& o) {
+  auto fail = [](std::string msg) { return Status::invalid(std::move(msg)); };
   if (!o.name.empty() && !discovery_name_valid(o.name))
-    return "discovery name must be 1..63 bytes of UTF-8 without control characters";
-  if (o.port == 0) return "discovery port must be 1..65535";
+    return fail("discovery name must be 1..63 bytes of UTF-8 without control characters");
+  if (o.port == 0) return fail("discovery port must be 1..65535");
   if (o.retry_min_ms == 0 || o.retry_max_ms < o.retry_min_ms || o.retry_max_ms > kMaxRetryMs)
-    return fmt::format("discovery retry delays must satisfy 0 < retry_min_ms <= retry_max_ms <= {}", kMaxRetryMs);
-  if (o.extra_txt.size() > kMaxExtraTxt) return fmt::format("at most {} extra TXT entries", kMaxExtraTxt);
+    return fail(fmt::format("discovery retry delays must satisfy 0 < retry_min_ms <= retry_max_ms <= {}", kMaxRetryMs));
+  if (o.extra_txt.size() > kMaxExtraTxt) return fail(fmt::format("at most {} extra TXT entries", kMaxExtraTxt));
   std::set<std::string> keys{"encryption"};
   for (const auto& entry : o.extra_txt) {
     if (entry.size() > kMaxTxtString)
-      return fmt::format("TXT entry longer than {} bytes: '{}...'", kMaxTxtString, entry.substr(0, 32));
+      return fail(fmt::format("TXT entry longer than {} bytes: '{}...'", kMaxTxtString, entry.substr(0, 32)));
     std::string key = txt_key(entry);
-    if (key.empty()) return fmt::format("TXT entry '{}' has no key", entry);
+    if (key.empty()) return fail(fmt::format("TXT entry '{}' has no key", entry));
     // RFC 6763 6.4: keys are printable US-ASCII without '='.
     for (char c : key)
-      if (c < 0x20 || c > 0x7E) return fmt::format("TXT key '{}' must be printable ASCII", key);
-    if (entry.find('=') == std::string::npos) return fmt::format("TXT entry '{}' must be key=value", entry);
+      if (c < 0x20 || c > 0x7E) return fail(fmt::format("TXT key '{}' must be printable ASCII", key));
+    if (entry.find('=') == std::string::npos) return fail(fmt::format("TXT entry '{}' must be key=value", entry));
     if (!keys.insert(lower(key)).second)
-      return lower(key) == "encryption"
-                 ? std::string("TXT key 'encryption' is set from the API mode and cannot be configured")
-                 : fmt::format("TXT key '{}' appears twice", key);
+      return fail(lower(key) == "encryption"
+                      ? std::string("TXT key 'encryption' is set from the API mode and cannot be configured")
+                      : fmt::format("TXT key '{}' appears twice", key));
   }
-  return {};
+  return Status();
 }
 
 std::string discovery_clean_text(std::string_view text) {

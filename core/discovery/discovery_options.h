@@ -6,6 +6,8 @@
 #include <string_view>
 #include <vector>
 
+#include "system/status.h"
+
 namespace cloudlet {
 
 struct DiscoveryOptions {
@@ -33,8 +35,8 @@ inline constexpr const char* kCloudletServiceType = "_cloudlet._tcp";
 inline constexpr size_t kMaxExtraTxt = 16;
 inline constexpr size_t kMaxTxtString = 255;
 
-// Empty if the options are usable; otherwise one message naming the bad value.
-std::string discovery_options_check(const DiscoveryOptions& options);
+// Success if the options are usable; otherwise CL_EINVAL with one message naming the bad value.
+Status discovery_options_check(const DiscoveryOptions& options);
 
 // The name published when none is configured: the host name (gethostname), cut to 63 bytes on a UTF-8
 // boundary; "cloudlet" if the host name is unusable.

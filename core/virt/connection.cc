@@ -94,7 +94,7 @@ struct Connection::Core : std::enable_shared_from_this<Connection::Core> {
   }
   void handle_drop(virConnectPtr dropped, const std::string& reason);
   void schedule_reconnect();
-  void start_open(std::function<void(std::string)> done);
+  void start_open(std::function<void(Status)> done);
 };
 
 namespace {
@@ -142,7 +142,7 @@ void on_close(virConnectPtr conn, int reason, void* opaque) {
 struct OpenResult {
   virConnectPtr conn = nullptr;
   int lifecycle_id = -1;
-  std::string error;
+  Status status;
 };
 
 // Worker thread.
@@ -150,16 +150,16 @@ OpenResult open_blocking(const ConnectionOptions& o, const std::shared_ptr<Conne
   OpenResult r;
   std::string root;
   if (embed_root_from_uri(o.uri, &root)) {
-    r.error = embed_prepare(root);
-    if (!r.error.empty()) return r;
+    r.status = embed_prepare(root);
+    if (!r.status.ok()) return r;
   } else if (o.uri.rfind("qemu:///embed", 0) == 0) {
-    r.error = fmt::format("embedded URI '{}' needs root=/absolute/path", o.uri);
+    r.status = Status::invalid(fmt::format("embedded URI '{}' needs root=/absolute/path", o.uri));
     return r;
   }
   virResetLastError();
   virConnectPtr c = virConnectOpen(o.uri.c_str());
   if (!c) {
-    r.error = fmt::format("cannot open {}: {}", o.uri, libvirt_last_error());
+    r.status = Status::error(CL_EUNAVAIL, fmt::format("cannot open {}: {}", o.uri, libvirt_last_error()));
     return r;
   }
   // In-process drivers (embedded QEMU, test) never drop: no keepalive (they do not support it), and no close
@@ -180,7 +180,8 @@ OpenResult open_blocking(const ConnectionOptions& o, const std::shared_ptr<Conne
   r.lifecycle_id = virConnectDomainEventRegisterAny(c, nullptr, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
                                                     VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), ev_ctx, free_ctx);
   if (r.lifecycle_id < 0) {
-    r.error = fmt::format("cannot subscribe to domain events on {}: {}", o.uri, libvirt_last_error());
+    r.status = Status::error(CL_EUNAVAIL,
+                             fmt::format("cannot subscribe to domain events on {}: {}", o.uri, libvirt_last_error()));
     delete ev_ctx;
     virConnectUnregisterCloseCallback(c, on_close);
     virConnectClose(c);
@@ -199,7 +200,7 @@ void close_blocking(virConnectPtr c, int lifecycle_id) {
 
 }  // namespace
 
-void Connection::Core::start_open(std::function<void(std::string)> done) {
+void Connection::Core::start_open(std::function<void(Status)> done) {
   opening = true;
   auto self = shared_from_this();
   auto res = std::make_shared<OpenResult>();
@@ -208,24 +209,25 @@ void Connection::Core::start_open(std::function<void(std::string)> done) {
   loop->queue_work([res, o, self, lp] { *res = open_blocking(o, self, lp); },
                    [self, res, done = std::move(done)](bool cancelled) {
                      self->opening = false;
-                     if (cancelled && res->error.empty() && !res->conn) res->error = "cancelled";
+                     if (cancelled && res->status.ok() && !res->conn)
+                       res->status = Status::error(CL_ECANCELED, "cancelled");
                      if (res->conn && self->closing) {
                        // close() came while opening: do not keep it.
                        virConnectPtr c = res->conn;
                        int id = res->lifecycle_id;
                        self->loop->queue_work([c, id] { close_blocking(c, id); }, [](bool) {});
-                       done("connection closed while opening");
+                       done(Status::error(CL_ECLOSING, "connection closed while opening"));
                        return;
                      }
-                     if (!res->error.empty()) {
-                       done(res->error);
+                     if (!res->status.ok()) {
+                       done(res->status);
                        return;
                      }
                      self->conn = res->conn;
                      self->lifecycle_id = res->lifecycle_id;
                      self->generation++;
                      self->was_open = true;
-                     done("");
+                     done(Status());
                    });
 }
 
@@ -251,12 +253,12 @@ void Connection::Core::schedule_reconnect() {
     if (!self) return;
     self->reconnect_timer = 0;
     if (self->closing || self->conn || self->opening) return;
-    self->start_open([weak](std::string error) {
+    self->start_open([weak](Status status) {
       auto core = weak.lock();
       if (!core || core->closing) return;
-      if (!error.empty()) {
+      if (!status.ok()) {
         log::warn("virt", "re-opening {} failed (next try in {} ms): {}", core->options.uri,
-                  std::min(core->backoff_ms * 2, core->options.reconnect_max_ms), error);
+                  std::min(core->backoff_ms * 2, core->options.reconnect_max_ms), status.message());
         core->schedule_reconnect();
         return;
       }
@@ -291,20 +293,20 @@ bool Connection::connected() const { return core_->conn != nullptr; }
 const std::string& Connection::uri() const { return core_->options.uri; }
 unsigned Connection::reconnects() const { return core_->reconnects; }
 
-void Connection::open(std::function<void(std::string error)> done) {
+void Connection::open(std::function<void(Status status)> done) {
   if (core_->conn || core_->opening) {
-    core_->loop->defer([done = std::move(done)] { done("already open or opening"); });
+    core_->loop->defer([done = std::move(done)] { done(Status::error(CL_ESTATE, "already open or opening")); });
     return;
   }
   core_->closing = false;
   std::weak_ptr<Core> weak = core_;
-  core_->start_open([weak, done = std::move(done)](std::string error) {
+  core_->start_open([weak, done = std::move(done)](Status status) {
     auto core = weak.lock();
-    if (core && error.empty()) {
+    if (core && status.ok()) {
       log::info("virt", "libvirt connection {} open", core->options.uri);
       core->set_state(true, "opened");
     }
-    done(std::move(error));
+    done(std::move(status));
   });
 }
 
@@ -332,29 +334,30 @@ void Connection::close(std::function<void()> done) {
 
 void Connection::simulate_drop(const std::string& reason) { core_->handle_drop(core_->conn, reason); }
 
-void Connection::run_call(std::function<void(virConnectPtr)> work, std::function<void(std::string error)> done) {
+void Connection::run_call(std::function<void(virConnectPtr)> work, std::function<void(Status status)> done) {
   virConnectPtr c = core_->conn;
   if (!c) {
-    core_->loop->defer([done = std::move(done)] { done("libvirt connection is not open"); });
+    core_->loop->defer(
+        [done = std::move(done)] { done(Status::error(CL_EUNAVAIL, "libvirt connection is not open")); });
     return;
   }
   // The worker holds its own reference: a drop or close meanwhile cannot free the connection under it.
   virConnectRef(c);
-  auto err = std::make_shared<std::string>();
+  auto status = std::make_shared<Status>();
   core_->loop->queue_work(
-      [c, err, work = std::move(work)] {
+      [c, status, work = std::move(work)] {
         virResetLastError();
         work(c);
         virErrorPtr e = virGetLastError();
-        if (e && e->code != VIR_ERR_OK) *err = e->message ? e->message : "unknown libvirt error";
+        if (e && e->code != VIR_ERR_OK) *status = Status::io(e->message ? e->message : "unknown libvirt error");
         virConnectClose(c);
       },
-      [c, err, done = std::move(done)](bool cancelled) {
+      [c, status, done = std::move(done)](bool cancelled) {
         if (cancelled) {
           virConnectClose(c);  // the work never ran: drop the reference it would have dropped
-          *err = "cancelled";
+          *status = Status::error(CL_ECANCELED, "cancelled");
         }
-        done(std::move(*err));
+        done(std::move(*status));
       });
 }
 

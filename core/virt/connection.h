@@ -18,6 +18,7 @@
 #include <string>
 
 #include "loop/loop.h"
+#include "system/status.h"
 
 namespace cloudlet::virt {
 
@@ -55,9 +56,11 @@ class Connection {
   void on_domain_event(EventFn fn);
   void on_state(StateFn fn);
 
-  // Opens on a worker; done(error) on the loop ("" on success). A failed first open is not retried: the caller
-  // decides (bad URI vs. daemon not up yet). After a successful open, drops are re-opened automatically.
-  void open(std::function<void(std::string error)> done);
+  // Opens on a worker; done(status) on the loop. A failed first open is not retried: the caller decides (bad URI
+  // vs. daemon not up yet). After a successful open, drops are re-opened automatically. Failures: CL_EINVAL (an
+  // embed URI without an absolute root), CL_EUNAVAIL (libvirt refused), CL_EIO (the embedded root could not be
+  // prepared), CL_ESTATE (already open or opening), CL_ECLOSING (closed while opening), CL_ECANCELED.
+  void open(std::function<void(Status status)> done);
   // Deregisters the callbacks and closes on a worker; no reconnect afterwards. done() on the loop.
   void close(std::function<void()> done);
 
@@ -66,14 +69,15 @@ class Connection {
   // How many times a dropped connection has been re-opened.
   unsigned reconnects() const;
 
-  // Runs fn(conn) on a worker; done(result, error) on the loop. error is libvirt's last error on that worker
-  // after fn ("" if fn set none), "libvirt connection is not open", or "cancelled". R must be default-constructible
-  // and own its resources (e.g. copy strings out of libvirt, free libvirt objects inside fn).
+  // Runs fn(conn) on a worker; done(result, status) on the loop. status is CL_EIO with libvirt's last error on
+  // that worker after fn (success if fn set none), CL_EUNAVAIL "libvirt connection is not open", or CL_ECANCELED
+  // "cancelled". R must be default-constructible and own its resources (e.g. copy strings out of libvirt, free
+  // libvirt objects inside fn).
   template <class R>
-  void call(std::function<R(virConnectPtr)> fn, std::function<void(R, std::string error)> done) {
+  void call(std::function<R(virConnectPtr)> fn, std::function<void(R, Status status)> done) {
     auto result = std::make_shared<R>();
     run_call([fn = std::move(fn), result](virConnectPtr c) { *result = fn(c); },
-             [result, done = std::move(done)](std::string error) { done(std::move(*result), std::move(error)); });
+             [result, done = std::move(done)](Status status) { done(std::move(*result), std::move(status)); });
   }
 
   // For tests: simulate a dropped connection as if libvirt's close callback had fired.
@@ -82,7 +86,7 @@ class Connection {
   struct Core;
 
  private:
-  void run_call(std::function<void(virConnectPtr)> work, std::function<void(std::string error)> done);
+  void run_call(std::function<void(virConnectPtr)> work, std::function<void(Status status)> done);
   std::shared_ptr<Core> core_;
 };
 

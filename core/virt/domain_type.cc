@@ -57,9 +57,9 @@ DomainType domain_type_probe(virConnectPtr conn, const DomainTypeProbe& p, std::
   spec.cmdline = "console=ttyS0 loglevel=7 panic=-1";
   spec.console_log = p.work_dir + "/kvm-probe.log";
   spec.vnc = false;
-  std::string err;
-  std::string xml = domain_xml_build(spec, &err);
-  if (xml.empty()) return result(DomainType::qemu, "KVM test domain: " + err);
+  std::string xml;
+  if (Status built = domain_xml_build(spec, &xml); !built.ok())
+    return result(DomainType::qemu, "KVM test domain: " + built.message());
   ::unlink(spec.console_log.c_str());
   // Not VIR_DOMAIN_START_AUTODESTROY: the embedded driver does not support it. Destroyed below on every path.
   virDomainPtr dom = virDomainCreateXML(conn, xml.c_str(), 0);

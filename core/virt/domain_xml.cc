@@ -28,17 +28,18 @@ bool valid_ipv4(const std::string& a) {
   return inet_pton(AF_INET, a.c_str(), &tmp) == 1;
 }
 
-std::string check_forwards(const std::vector<PortForward>& fwds) {
-  if (fwds.size() > 32) return "too many port forwards";
+Status check_forwards(const std::vector<PortForward>& fwds) {
+  if (fwds.size() > 32) return Status::invalid("too many port forwards");
   for (size_t i = 0; i < fwds.size(); i++) {
     auto& f = fwds[i];
-    if (!valid_ipv4(f.host_address)) return fmt::format("forward host address '{}' is not numeric IPv4", f.host_address);
-    if (f.host_port == 0 || f.guest_port == 0) return "forward ports must be 1-65535";
+    if (!valid_ipv4(f.host_address))
+      return Status::invalid(fmt::format("forward host address '{}' is not numeric IPv4", f.host_address));
+    if (f.host_port == 0 || f.guest_port == 0) return Status::invalid("forward ports must be 1-65535");
     for (size_t j = 0; j < i; j++)
       if (fwds[j].host_port == f.host_port && fwds[j].host_address == f.host_address)
-        return fmt::format("host port {} forwarded twice", f.host_port);
+        return Status::invalid(fmt::format("host port {} forwarded twice", f.host_port));
   }
-  return {};
+  return Status();
 }
 
 std::string hostfwd(const PortForward& f) {
@@ -174,11 +175,8 @@ std::string uuid_generate() {
                      b[15]);
 }
 
-std::string domain_xml_build(const DomainSpec& s, std::string* error) {
-  auto fail = [&](std::string msg) {
-    if (error) *error = std::move(msg);
-    return std::string();
-  };
+Status domain_xml_build(const DomainSpec& s, std::string* out) {
+  auto fail = [](std::string msg) { return Status::invalid(std::move(msg)); };
   if (!valid_domain_name(s.name)) return fail(fmt::format("invalid domain name '{}'", s.name));
   if (!valid_uuid(s.uuid)) return fail(fmt::format("invalid uuid '{}'", s.uuid));
   if (s.memory_mib < 16 || s.memory_mib > (1u << 20)) return fail("memory must be 16 MiB - 1 TiB");
@@ -189,7 +187,7 @@ std::string domain_xml_build(const DomainSpec& s, std::string* error) {
   if (s.kernel.empty() && (!s.initrd.empty() || !s.cmdline.empty())) return fail("initrd/cmdline without a kernel");
   if (s.cmdline.size() > 2048) return fail("kernel command line too long");
   if (s.disk_format != "qcow2" && s.disk_format != "raw") return fail("disk format must be qcow2 or raw");
-  if (auto e = check_forwards(s.forwards); !e.empty()) return fail(e);
+  if (Status e = check_forwards(s.forwards); !e.ok()) return e;
 
   xml::Document doc;
   doc.root = std::make_unique<xml::Node>();
@@ -261,24 +259,21 @@ std::string domain_xml_build(const DomainSpec& s, std::string* error) {
                                               fmt::format("virtio-net-pci,netdev={},bus=pci.0,addr=0x1f", kNetdevId));
   }
   indent_tree(d, 0);
-  return xml::serialize(doc);
+  *out = xml::serialize(doc);
+  return Status();
 }
 
-std::string domain_xml_rewrite(const std::string& saved_xml, const InstanceIdentity& id, std::string* error) {
-  auto fail = [&](std::string msg) {
-    if (error) *error = std::move(msg);
-    return std::string();
-  };
+Status domain_xml_rewrite(const std::string& saved_xml, const InstanceIdentity& id, std::string* out) {
+  auto fail = [](std::string msg) { return Status::invalid(std::move(msg)); };
   if (!valid_domain_name(id.name)) return fail(fmt::format("invalid domain name '{}'", id.name));
   if (!valid_uuid(id.uuid)) return fail(fmt::format("invalid uuid '{}'", id.uuid));
   if (!id.disk_path.empty() && !valid_path(id.disk_path)) return fail(fmt::format("invalid disk path '{}'", id.disk_path));
   if (!id.console_log.empty() && !valid_path(id.console_log))
     return fail(fmt::format("invalid console log path '{}'", id.console_log));
-  if (auto e = check_forwards(id.forwards); !e.empty()) return fail(e);
+  if (Status e = check_forwards(id.forwards); !e.ok()) return e;
 
   xml::Document doc;
-  std::string perr;
-  if (!xml::parse(saved_xml, &doc, &perr)) return fail("saved domain XML: " + perr);
+  if (Status e = xml::parse(saved_xml, &doc); !e.ok()) return e.prefixed("saved domain XML: ");
   xml::Node& root = *doc.root;
   if (root.name != "domain") return fail("saved XML is not a <domain>");
   xml::Node* name = root.child("name");
@@ -327,17 +322,15 @@ std::string domain_xml_rewrite(const std::string& saved_xml, const InstanceIdent
   } else if (!id.forwards.empty()) {
     return fail("saved XML has no user network (-netdev user) to forward ports through");
   }
-  return xml::serialize(doc);
+  *out = xml::serialize(doc);
+  return Status();
 }
 
-bool domain_xml_summary(const std::string& text, DomainSummary* out, std::string* error) {
+Status domain_xml_summary(const std::string& text, DomainSummary* out) {
   xml::Document doc;
-  if (!xml::parse(text, &doc, error)) return false;
+  if (Status e = xml::parse(text, &doc); !e.ok()) return e;
   xml::Node& root = *doc.root;
-  if (root.name != "domain") {
-    if (error) *error = "not a <domain>";
-    return false;
-  }
+  if (root.name != "domain") return Status::invalid("not a <domain>");
   DomainSummary s;
   if (auto* t = root.attr("type")) s.type = *t;
   if (auto* n = root.child("name")) s.name = n->text_content();
@@ -359,7 +352,7 @@ bool domain_xml_summary(const std::string& text, DomainSummary* out, std::string
     }
   }
   *out = std::move(s);
-  return true;
+  return Status();
 }
 
 }  // namespace cloudlet::virt

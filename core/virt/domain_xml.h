@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "system/status.h"
+
 namespace cloudlet::virt {
 
 enum class DomainType { qemu, kvm };
@@ -38,8 +40,9 @@ struct DomainSpec {
   bool vnc = true;                  // VNC on 127.0.0.1, port chosen by libvirt
 };
 
-// Builds the XML. Returns "" and sets *error on invalid input (every field is checked; paths must be absolute).
-std::string domain_xml_build(const DomainSpec& spec, std::string* error);
+// Builds the XML into *xml. CL_EINVAL on invalid input (every field is checked; paths must be absolute); *xml is
+// left alone then.
+Status domain_xml_build(const DomainSpec& spec, std::string* xml);
 
 // The identity of one instance restored from a shared saved state.
 struct InstanceIdentity {
@@ -53,15 +56,17 @@ struct InstanceIdentity {
 // Rewrites a saved image's domain XML (virDomainSaveImageGetXMLDesc, or the header XML of the file) for a new
 // instance: exactly /domain/name, /domain/uuid, the first disk's source file, the console log and the hostfwd
 // list of the `-netdev user` argument, each found by structure (not by text search, so nothing else that happens
-// to look like a name or uuid is touched). Everything else, the guest ABI, stays as saved.
-std::string domain_xml_rewrite(const std::string& saved_xml, const InstanceIdentity& id, std::string* error);
+// to look like a name or uuid is touched). Everything else, the guest ABI, stays as saved. The result goes to *xml;
+// CL_EINVAL when the identity is invalid or the saved XML lacks what it must have (*xml is left alone then).
+Status domain_xml_rewrite(const std::string& saved_xml, const InstanceIdentity& id, std::string* xml);
 
 // What a domain XML says about identity and forwards (for checks, reconciliation and tests).
 struct DomainSummary {
   std::string type, name, uuid, disk_path, console_log;
   std::vector<PortForward> forwards;
 };
-bool domain_xml_summary(const std::string& xml, DomainSummary* out, std::string* error);
+// CL_EINVAL when xml is not a domain XML.
+Status domain_xml_summary(const std::string& xml, DomainSummary* out);
 
 bool valid_domain_name(const std::string& name);
 bool valid_uuid(const std::string& uuid);

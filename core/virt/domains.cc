@@ -115,7 +115,7 @@ Status domain_resume(virConnectPtr conn, const std::string& uuid) {
 
 int domain_vnc_port_from_xml(const std::string& text) {
   xml::Document doc;
-  if (!xml::parse(text, &doc, nullptr)) return -1;
+  if (!xml::parse(text, &doc).ok()) return -1;
   xml::Node* devices = doc.root ? doc.root->child("devices") : nullptr;
   if (!devices) return -1;
   for (xml::Node* g : devices->children_named("graphics")) {

@@ -21,14 +21,15 @@ namespace {
 
 constexpr const char* kQemuUser = "libvirt-qemu";
 
-std::string mkdirs(const std::string& path) {
+Status mkdirs(const std::string& path) {
   std::string cur;
   size_t pos = 0;
   while (pos != std::string::npos) {
     pos = path.find('/', pos + 1);
     cur = path.substr(0, pos);
     if (cur.empty()) continue;
-    if (mkdir(cur.c_str(), 0700) != 0 && errno != EEXIST) return fmt::format("mkdir {}: {}", cur, strerror(errno));
+    if (mkdir(cur.c_str(), 0700) != 0 && errno != EEXIST)
+      return Status::io(fmt::format("mkdir {}: {}", cur, strerror(errno)));
   }
   return {};
 }
@@ -92,12 +93,14 @@ std::string embed_qemu_conf(const std::string& root) {
       vnc.min, vnc.max);
 }
 
-std::string embed_ensure_qemu_user() {
+Status embed_ensure_qemu_user() {
   if (user_exists(kQemuUser)) return {};
   if (geteuid() != 0) {
-    return fmt::format("libvirt's QEMU driver needs a system user '{}', which does not exist; create it as root with "
-                       "'useradd --system --user-group --no-create-home --shell /usr/sbin/nologin {}'",
-                       kQemuUser, kQemuUser);
+    return Status::error(
+        CL_EUNAVAIL,
+        fmt::format("libvirt's QEMU driver needs a system user '{}', which does not exist; create it as root with "
+                    "'useradd --system --user-group --no-create-home --shell /usr/sbin/nologin {}'",
+                    kQemuUser, kQemuUser));
   }
   std::vector<std::string> argv{"useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
                                 "--shell", "/usr/sbin/nologin"};
@@ -111,14 +114,15 @@ std::string embed_ensure_qemu_user() {
   ProcessOptions o;
   o.timeout_ms = 30000;
   auto r = process_run(argv, o);
-  if (!r.ok() && !user_exists(kQemuUser)) return r.describe("useradd");
+  if (!r.ok() && !user_exists(kQemuUser)) return Status::error(CL_EUNAVAIL, r.describe("useradd"));
   return {};
 }
 
-std::string embed_prepare(const std::string& root) {
-  if (root.empty() || root[0] != '/') return fmt::format("embedded libvirt root must be absolute: '{}'", root);
+Status embed_prepare(const std::string& root) {
+  if (root.empty() || root[0] != '/')
+    return Status::invalid(fmt::format("embedded libvirt root must be absolute: '{}'", root));
   std::string etc = root + "/etc";
-  if (auto e = mkdirs(etc); !e.empty()) return e;
+  if (Status s = mkdirs(etc); !s.ok()) return s;
   std::string conf_path = etc + "/qemu.conf";
   std::string want = embed_qemu_conf(root);
   std::string have;
@@ -133,12 +137,12 @@ std::string embed_prepare(const std::string& root) {
   if (have != want) {
     std::string tmp = conf_path + ".tmp";
     int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) return fmt::format("cannot write {}: {}", tmp, strerror(errno));
+    if (fd < 0) return Status::io(fmt::format("cannot write {}: {}", tmp, strerror(errno)));
     bool ok = ::write(fd, want.data(), want.size()) == static_cast<ssize_t>(want.size()) && fsync(fd) == 0;
     ::close(fd);
     if (!ok || rename(tmp.c_str(), conf_path.c_str()) != 0) {
       ::unlink(tmp.c_str());
-      return fmt::format("cannot write {}", conf_path);
+      return Status::io(fmt::format("cannot write {}", conf_path));
     }
     log::info("virt", "wrote {}", conf_path);
   }

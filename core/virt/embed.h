@@ -12,6 +12,8 @@
 
 #include <string>
 
+#include "system/status.h"
+
 namespace cloudlet::virt {
 
 // The root of a "qemu:///embed?root=/abs/dir" URI. False if `uri` is not an embed URI with an absolute root.
@@ -35,10 +37,12 @@ EmbedVncBlock embed_vnc_block(const std::string& root);
 std::string embed_qemu_conf(const std::string& root);
 
 // Blocking (worker): creates DIR/etc, writes DIR/etc/qemu.conf if needed, ensures the libvirt-qemu user.
-// Error text "" on success.
-std::string embed_prepare(const std::string& root);
+// CL_EINVAL for a relative root, CL_EIO when a file cannot be written, CL_EUNAVAIL when the user is missing and
+// cannot be created.
+Status embed_prepare(const std::string& root);
 
-// Blocking: makes sure the system user libvirt-qemu exists (creating it when running as root). "" on success.
-std::string embed_ensure_qemu_user();
+// Blocking: makes sure the system user libvirt-qemu exists (creating it when running as root); CL_EUNAVAIL if it
+// does not and cannot.
+Status embed_ensure_qemu_user();
 
 }  // namespace cloudlet::virt

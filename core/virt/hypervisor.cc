@@ -40,15 +40,15 @@ Hypervisor::~Hypervisor() {
 void Hypervisor::start() {
   if (started_ || stopping_) return;
   started_ = true;
-  if (!ports_.valid()) log::error("virt", "host ports: {}", ports_.error());
+  if (!ports_.valid()) log::error("virt", "host ports: {}", ports_.status().message());
   // libvirt is loaded on first use (libvirt_shim.h), on a worker: mapping it takes tens of milliseconds.
-  auto error = std::make_shared<std::string>();
+  auto loaded = std::make_shared<Status>();
   std::weak_ptr<bool> alive = alive_;
-  loop_.queue_work([error] { libvirt_load(error.get()); },
-                   [this, alive, error](bool cancelled) {
+  loop_.queue_work([loaded] { *loaded = libvirt_load(); },
+                   [this, alive, loaded](bool cancelled) {
                      if (alive.expired() || stopping_) return;
-                     if (cancelled || !error->empty()) {
-                       fail_start(cancelled ? "cancelled" : *error);
+                     if (cancelled || !loaded->ok()) {
+                       fail_start(cancelled ? "cancelled" : loaded->message());
                        return;
                      }
                      connect();
@@ -61,7 +61,7 @@ void Hypervisor::fail_start(const std::string& why) {
   log::error("virt", "{}", reason_);
   auto waiters = std::move(connect_waiters_);
   connect_waiters_.clear();
-  for (auto& w : waiters) w(reason_);
+  for (auto& w : waiters) w(unavailable());
 }
 
 void Hypervisor::connect() {
@@ -74,20 +74,20 @@ void Hypervisor::connect() {
 
 void Hypervisor::open() {
   std::weak_ptr<bool> alive = alive_;
-  conn_->open([this, alive](std::string error) {
+  conn_->open([this, alive](Status status) {
     if (alive.expired() || stopping_) return;
     bool first = !first_open_done_;
     first_open_done_ = true;
-    if (error.empty()) {
+    if (status.ok()) {
       backoff_ms_ = 0;
     } else {
-      reason_ = fmt::format("the libvirt connection {} is not available: {}", o_.uri, error);
+      reason_ = fmt::format("the libvirt connection {} is not available: {}", o_.uri, status.message());
       if (first || backoff_ms_ >= o_.reopen_max_ms) log::warn("virt", "{} (retrying in the background)", reason_);
       schedule_reopen();
     }
     auto waiters = std::move(connect_waiters_);
     connect_waiters_.clear();
-    for (auto& w : waiters) w(error.empty() ? std::string() : reason_);
+    for (auto& w : waiters) w(status.ok() ? Status() : unavailable());
   });
 }
 
@@ -109,21 +109,21 @@ void Hypervisor::stop(std::function<void()> done) {
   }
   auto waiters = std::move(connect_waiters_);
   connect_waiters_.clear();
-  for (auto& w : waiters) w(reason_);
+  for (auto& w : waiters) w(unavailable());
   if (!started_) return loop_.defer(std::move(done));
   conn_->close(std::move(done));
 }
 
 bool Hypervisor::connected() const { return conn_->connected(); }
 
-void Hypervisor::when_connected(std::function<void(std::string error)> fn) {
+void Hypervisor::when_connected(std::function<void(Status status)> fn) {
   if (!started_) start();
   if (conn_->connected()) {
-    loop_.defer([fn = std::move(fn)] { fn(""); });
+    loop_.defer([fn = std::move(fn)] { fn(Status()); });
   } else if (!first_open_done_ && !stopping_) {
     connect_waiters_.push_back(std::move(fn));
   } else {
-    loop_.defer([fn = std::move(fn), r = reason_] { fn(r); });
+    loop_.defer([fn = std::move(fn), s = unavailable()] { fn(s); });
   }
 }
 
@@ -166,12 +166,12 @@ void Hypervisor::domain_type(std::function<void(DomainType type)> fn) {
         DomainType t = domain_type_probe(c, probe, &why);
         return Result{static_cast<int>(t), why};
       },
-      [this, alive, decide](Result r, std::string error) {
+      [this, alive, decide](Result r, Status status) {
         if (alive.expired()) return;
-        if (!error.empty() && r.second.empty()) {
+        if (!status.ok() && r.second.empty()) {
           // No connection to test with: answer qemu for now and test again next time.
           probing_ = false;
-          log::warn("virt", "the KVM test could not run ({}): using qemu (TCG) for now", error);
+          log::warn("virt", "the KVM test could not run ({}): using qemu (TCG) for now", status.message());
           auto waiters = std::move(type_waiters_);
           type_waiters_.clear();
           for (auto& w : waiters) w(DomainType::qemu);

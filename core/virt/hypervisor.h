@@ -65,9 +65,10 @@ class Hypervisor {
   // have come back first (calls are refused afterwards).
   void stop(std::function<void()> done);
 
-  // fn("") once the connection is open: at once if it is, after the open in progress if one is (the very first
-  // one), else at once with the reason it is unavailable. fn always runs later, from a clean stack.
-  void when_connected(std::function<void(std::string error)> fn);
+  // fn(success) once the connection is open: at once if it is, after the open in progress if one is (the very
+  // first one), else at once with CL_EUNAVAIL and the reason it is unavailable. fn always runs later, from a clean
+  // stack.
+  void when_connected(std::function<void(Status status)> fn);
   bool connected() const;
   // Why the connection is not open ("" when it is).
   const std::string& unavailable_reason() const { return reason_; }
@@ -89,6 +90,7 @@ class Hypervisor {
   void open();
   void connect();
   void fail_start(const std::string& why);
+  Status unavailable() const { return Status::error(CL_EUNAVAIL, reason_); }
   void schedule_reopen();
   void handle_event(const DomainEvent& ev);
 
@@ -103,7 +105,7 @@ class Hypervisor {
   bool stopping_ = false;
   uint64_t backoff_ms_ = 0;
   Loop::TimerId reopen_timer_ = 0;
-  std::vector<std::function<void(std::string)>> connect_waiters_;
+  std::vector<std::function<void(Status)>> connect_waiters_;
   std::vector<std::function<void()>> connected_fns_;
   std::vector<EventFn> event_fns_;
   bool type_known_ = false, probing_ = false;

@@ -242,9 +242,9 @@ void Instances::start_instance(std::shared_ptr<Start> s) {
   services_.when_startable(s->service_id, [this, s](cl_status_t st, const std::string& err, const ServiceDef*) {
     if (st != CL_OK) return start_fail(s, st, err);
     if (s->cancelled || ctx_.stopping) return start_fail(s, ctx_.stopping ? CL_ECLOSING : CL_ECANCELED, "cancelled");
-    ctx_.hv.when_connected([this, s](std::string error) {
+    ctx_.hv.when_connected([this, s](Status connected) {
       if (s->cancelled || ctx_.stopping) return start_fail(s, ctx_.stopping ? CL_ECLOSING : CL_ECANCELED, "cancelled");
-      if (!error.empty()) return start_fail(s, CL_EUNAVAIL, error);
+      if (!connected.ok()) return start_fail(s, connected.code(), connected.message());
       const ServiceDef* svc = services_.find(s->service_id);
       if (!svc || svc->image.empty()) return start_fail(s, CL_ENOENT, fmt::format("no service '{}'", s->service_id));
       if (s->join && svc->num_users > 0) {
@@ -286,16 +286,17 @@ void Instances::start_instance(std::shared_ptr<Start> s) {
 }
 
 void Instances::start_new(std::shared_ptr<Start> s, const ServiceDef& svc) {
-  std::string perr;
-  auto ports = ctx_.hv.ports().reserve_many(2, &perr);
-  if (!ports) return start_fail(s, CL_EBUSY, perr);
+  std::vector<uint16_t> ports;
+  if (Status reserved = ctx_.hv.ports().reserve_many(2, &ports); !reserved.ok()) {
+    return start_fail(s, reserved.code(), reserved.message());
+  }
   auto inst = std::make_shared<Inst>();
   InstanceDef& d = inst->def;
   d.id = uuid_generate();
   d.service_id = s->service_id;
   d.name = ctx_.prefix + d.id;
-  d.port = (*ports)[0];
-  d.ssh_port = (*ports)[1];
+  d.port = ports[0];
+  d.ssh_port = ports[1];
   d.ip_address = s->ip_address;
   d.state = "starting";
   d.shared = s->join && svc.num_users > 0;
@@ -352,7 +353,9 @@ void Instances::start_restore(std::shared_ptr<Start> s) {
         std::string err;
         if (auto e = save_image_read(state, &img); !e.ok()) {
           err = e.message();
-        } else if (std::string xml = domain_xml_rewrite(img.xml, w->id, &err); !xml.empty()) {
+        } else if (std::string xml; !(e = domain_xml_rewrite(img.xml, w->id, &xml)).ok()) {
+          err = e.message();
+        } else {
           RestoreOptions ro;
           ro.fifo_path = w->dir + "/restore.fifo";
           virDomainPtr dom = nullptr;
@@ -371,8 +374,8 @@ void Instances::start_restore(std::shared_ptr<Start> s) {
             err.clear();
             if (auto e = files_read(w->image_dir + "/domain.xml", &saved); !e.ok()) {
               err = e.message();
-            } else {
-              xml = domain_xml_rewrite(saved, w->id, &err);
+            } else if (auto e2 = domain_xml_rewrite(saved, w->id, &xml); !e2.ok()) {
+              err = e2.message();
             }
             if (!xml.empty()) err = domain_create(conn, xml).message();
             if (err.empty()) {
@@ -393,26 +396,28 @@ void Instances::start_restore(std::shared_ptr<Start> s) {
         r.vnc = domain_vnc_port(conn, w->id.uuid);
         return r;
       },
-      [this, s](Result r, std::string call_error) {
+      [this, s](Result r, Status call) {
         auto it2 = insts_.find(s->id);
         if (it2 == insts_.end()) return start_fail(s, CL_EIO, "the instance vanished");
         auto inst = it2->second;
-        if (!r.error.ok() || !call_error.empty()) {
-          if (r.error.ok()) return start_fail(s, CL_EUNAVAIL, call_error);
+        if (!r.error.ok() || !call.ok()) {
+          if (r.error.ok()) return start_fail(s, CL_EUNAVAIL, call.message());
           if (port_conflict(r.error.message()) && s->port_retries < kPortRetries && !s->cancelled) {
             s->port_retries++;
             log::warn("virt", "instance {}: a host port was taken meanwhile ({}); retrying with other ports", s->id,
                       r.error.message());
             auto& pa = ctx_.hv.ports();
-            auto fresh = pa.reserve_many(2);
+            std::vector<uint16_t> fresh;
+            Status reserved = pa.reserve_many(2, &fresh);
             pa.release(inst->def.port);
             pa.release(inst->def.ssh_port);
-            if (!fresh) {
+            if (!reserved.ok()) {
               inst->ports_reserved = false;
+              log::warn("virt", "instance {}: {}", s->id, reserved.message());
               return start_fail(s, CL_EBUSY, "no free host port");
             }
-            inst->def.port = (*fresh)[0];
-            inst->def.ssh_port = (*fresh)[1];
+            inst->def.port = fresh[0];
+            inst->def.ssh_port = fresh[1];
             return start_restore(s);
           }
           return start_fail(s, r.error.code(), r.error.message());
@@ -568,9 +573,7 @@ void Instances::teardown(const std::string& id, bool destroy, const std::string&
         remove_instance_dir(path);
         return {};
       },
-      [after](Status r, std::string call_error) {
-        after(r.ok() && !call_error.empty() ? Status::error(CL_EUNAVAIL, call_error) : r);
-      });
+      [after](Status r, Status call) { after(r.ok() && !call.ok() ? Status::error(CL_EUNAVAIL, call.message()) : r); });
 }
 
 void Instances::op_stop(std::string_view args, Operations::Reply reply) {
@@ -633,9 +636,9 @@ void Instances::op_stop(std::string_view args, Operations::Reply reply) {
     for (auto& w : waiters) w(st, error_json(err));
   };
   auto token = ctx_.pending.hold();
-  ctx_.hv.when_connected([this, id, inst, prev, force, fail, token](std::string error) {
+  ctx_.hv.when_connected([this, id, inst, prev, force, fail, token](Status connected) {
     inst->def.state = prev;  // teardown takes it from here (and back, if the VM cannot be destroyed)
-    if (!error.empty()) return fail(CL_EUNAVAIL, error);
+    if (!connected.ok()) return fail(connected.code(), connected.message());
     teardown(id, true, force ? "stopped (forced)" : "its last user left", [fail](const Status& err) {
       if (!err.ok()) fail(CL_EUNAVAIL, "the VM could not be stopped: " + err.message());
     });
@@ -658,17 +661,17 @@ void Instances::op_pause_resume(std::string_view args, Operations::Reply reply, 
   }
   inst->busy = true;
   auto token = ctx_.pending.hold();
-  ctx_.hv.when_connected([this, id, inst, pause, reply, token](std::string error) {
-    if (!error.empty()) {
+  ctx_.hv.when_connected([this, id, inst, pause, reply, token](Status connected) {
+    if (!connected.ok()) {
       inst->busy = false;
-      return reply.error(CL_EUNAVAIL, error);
+      return reply.error(connected.code(), connected.message());
     }
     ctx_.hv.connection().call<Status>(
         [id, pause](virConnectPtr conn) { return pause ? domain_suspend(conn, id) : domain_resume(conn, id); },
-        [this, inst, pause, reply, token](Status r, std::string call_error) {
+        [this, inst, pause, reply, token](Status r, Status call) {
           inst->busy = false;
           if (!r.ok()) return reply.error(r.code(), r.message());
-          if (!call_error.empty()) return reply.error(CL_EUNAVAIL, call_error);
+          if (!call.ok()) return reply.error(CL_EUNAVAIL, call.message());
           if (inst->def.state == "stopping" || !insts_.count(inst->def.id)) {
             return reply.error(CL_ENOENT, fmt::format("instance '{}' stopped meanwhile", inst->def.id));
           }
@@ -742,9 +745,9 @@ void Instances::reconcile() {
         l.second.second = files_list(idir);
         return l;
       },
-      [this, token](Listing l, std::string call_error) {
+      [this, token](Listing l, Status call) {
         reconciling_ = false;
-        std::string err = l.first.ok() ? call_error : l.first.message();
+        std::string err = l.first.ok() ? call.message() : l.first.message();
         if (!err.empty()) {
           log::warn("virt", "cannot reconcile instances with the hypervisor: {}", err);
         } else {
@@ -800,7 +803,9 @@ void Instances::reconcile() {
                   for (auto& d : dirs) remove_instance_dir(d);
                   return 0;
                 },
-                [t2](int, std::string) {});
+                [t2](int, Status cleanup) {
+                  if (!cleanup.ok()) log::warn("virt", "cleaning up after reconciliation: {}", cleanup.message());
+                });
           }
         }
         if (reconcile_again_) reconcile();

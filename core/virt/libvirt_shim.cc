@@ -34,17 +34,11 @@ F resolve(const char* name) {
 }
 }  // namespace
 
-bool libvirt_load(std::string* error) {
-  if (!lib()) {
-    if (error) *error = g_error;
-    return false;
-  }
+Status libvirt_load() {
+  if (!lib()) return Status::error(CL_EUNAVAIL, g_error);
   // The one call every use starts with: if it is missing, the library is not the libvirt we know.
-  if (!dlsym(g_lib, "virConnectOpen")) {
-    if (error) *error = "libvirt.so.0 has no virConnectOpen";
-    return false;
-  }
-  return true;
+  if (!dlsym(g_lib, "virConnectOpen")) return Status::error(CL_EUNAVAIL, "libvirt.so.0 has no virConnectOpen");
+  return Status();
 }
 
 bool libvirt_loaded() { return g_lib != nullptr; }

@@ -10,10 +10,12 @@
 
 #include <string>
 
+#include "system/status.h"
+
 namespace cloudlet::virt {
 
-// Loads libvirt.so.0 (once; thread-safe). False with *error when it is missing or lacks a needed function.
-bool libvirt_load(std::string* error);
+// Loads libvirt.so.0 (once; thread-safe). CL_EUNAVAIL when it is missing or lacks a needed function.
+Status libvirt_load();
 // True once loaded successfully.
 bool libvirt_loaded();
 

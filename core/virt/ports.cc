@@ -37,8 +37,11 @@ PortAllocator::PortAllocator(std::string listen_address, uint16_t first, uint16_
     : address_(std::move(listen_address)), first_(first), last_(last) {
   sockaddr_storage ss;
   socklen_t len;
-  if (!make_sockaddr(address_, 0, &ss, &len)) error_ = fmt::format("listen address '{}' is not a numeric IP address", address_);
-  else if (first == 0 || first > last) error_ = fmt::format("bad port range {}-{}", first, last);
+  if (!make_sockaddr(address_, 0, &ss, &len)) {
+    status_ = Status::invalid(fmt::format("listen address '{}' is not a numeric IP address", address_));
+  } else if (first == 0 || first > last) {
+    status_ = Status::invalid(fmt::format("bad port range {}-{}", first, last));
+  }
 }
 
 bool PortAllocator::bind_test(const std::string& address, uint16_t port) {
@@ -54,17 +57,15 @@ bool PortAllocator::bind_test(const std::string& address, uint16_t port) {
   return ok;
 }
 
-std::optional<uint16_t> PortAllocator::reserve(std::string* error) {
-  auto many = reserve_many(1, error);
-  if (!many) return std::nullopt;
-  return many->front();
+Status PortAllocator::reserve(uint16_t* port) {
+  std::vector<uint16_t> one;
+  Status s = reserve_many(1, &one);
+  if (s.ok()) *port = one.front();
+  return s;
 }
 
-std::optional<std::vector<uint16_t>> PortAllocator::reserve_many(size_t count, std::string* error) {
-  if (!valid()) {
-    if (error) *error = error_;
-    return std::nullopt;
-  }
+Status PortAllocator::reserve_many(size_t count, std::vector<uint16_t>* ports) {
+  if (!valid()) return Status::error(CL_EUNAVAIL, status_.message());
   uint32_t span = static_cast<uint32_t>(last_) - first_ + 1;
   std::vector<uint16_t> got;
   // The bind tests run under the lock: they take microseconds, and holding it is what makes two concurrent
@@ -79,14 +80,12 @@ std::optional<std::vector<uint16_t>> PortAllocator::reserve_many(size_t count, s
   }
   if (got.size() < count) {
     for (auto p : got) reserved_.erase(p);
-    if (error) {
-      *error = fmt::format("no free port in {}-{} on {} ({} reserved by cloudletd)", first_, last_, address_,
-                           reserved_.size());
-    }
-    return std::nullopt;
+    return Status::error(CL_EBUSY, fmt::format("no free port in {}-{} on {} ({} reserved by cloudletd)", first_, last_,
+                                               address_, reserved_.size()));
   }
-  cursor_ = (static_cast<uint32_t>(got.back()) - first_ + 1) % span;
-  return got;
+  if (!got.empty()) cursor_ = (static_cast<uint32_t>(got.back()) - first_ + 1) % span;
+  *ports = std::move(got);
+  return Status();
 }
 
 bool PortAllocator::reserve_exact(uint16_t port) {

@@ -9,29 +9,32 @@
 
 #include <cstdint>
 #include <mutex>
-#include <optional>
 #include <set>
 #include <string>
 #include <vector>
+
+#include "system/status.h"
 
 namespace cloudlet::virt {
 
 class PortAllocator {
  public:
   // listen_address: numeric IPv4 or IPv6 address the forwards bind to (e.g. "127.0.0.1", "0.0.0.0").
-  // Ports first..last inclusive, 1 <= first <= last <= 65535. Check valid() / error() after construction.
+  // Ports first..last inclusive, 1 <= first <= last <= 65535. Check valid() / status() after construction.
   PortAllocator(std::string listen_address, uint16_t first, uint16_t last);
 
-  bool valid() const { return error_.empty(); }
-  const std::string& error() const { return error_; }
+  bool valid() const { return status_.ok(); }
+  // Why the allocator is not valid (CL_EINVAL: the address or the range); success when it is.
+  const Status& status() const { return status_; }
   const std::string& listen_address() const { return address_; }
   uint16_t first() const { return first_; }
   uint16_t last() const { return last_; }
 
-  // Reserves one free port; nullopt when none is free (error says why).
-  std::optional<uint16_t> reserve(std::string* error = nullptr);
-  // Reserves `count` distinct ports at once, or none at all.
-  std::optional<std::vector<uint16_t>> reserve_many(size_t count, std::string* error = nullptr);
+  // Reserves one free port into *port. CL_EBUSY when none is free, CL_EUNAVAIL when the allocator is not valid
+  // (its configuration is wrong: no port can be handed out until it is fixed).
+  Status reserve(uint16_t* port);
+  // Reserves `count` distinct ports at once (*ports gets them), or none at all (*ports is left alone).
+  Status reserve_many(size_t count, std::vector<uint16_t>* ports);
   // Marks a port taken without the bind test (re-attaching an instance whose QEMU already listens on it).
   // False if it is outside the range or already reserved.
   bool reserve_exact(uint16_t port);
@@ -47,7 +50,7 @@ class PortAllocator {
  private:
   std::string address_;
   uint16_t first_, last_;
-  std::string error_;
+  Status status_;
   mutable std::mutex mu_;
   std::set<uint16_t> reserved_;  // guarded by mu_
   uint32_t cursor_ = 0;          // guarded by mu_: where the next search starts (spreads reuse of ports)

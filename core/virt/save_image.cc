@@ -217,8 +217,7 @@ Status save_image_restore_as(virConnectPtr conn, const std::string& state_path, 
                              const RestoreOptions& options, virDomainPtr* domain) {
   *domain = nullptr;
   DomainSummary summary;
-  std::string err;
-  if (!domain_xml_summary(xml, &summary, &err)) return Status::invalid("instance XML: " + err);
+  if (Status e = domain_xml_summary(xml, &summary); !e.ok()) return e.prefixed("instance XML: ");
   if (!valid_uuid(summary.uuid)) return Status::invalid("instance XML has no valid uuid");
   SaveImage image;
   if (auto e = save_image_read(state_path, &image); !e.ok()) return e;

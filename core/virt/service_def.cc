@@ -42,11 +42,10 @@ int64_t service_memory_mib(const ServiceDef& s) {
   return kDefaultMemoryMib;
 }
 
-bool json_int_member(const json::Value& obj, const char* key, int64_t min, int64_t max, int64_t* out, bool* present,
-                     std::string* error) {
+Status json_int_member(const json::Value& obj, const char* key, int64_t min, int64_t max, int64_t* out, bool* present) {
   const json::Value* v = json::member(obj, key);
   if (present) *present = v != nullptr && !v->IsNull();
-  if (!v || v->IsNull()) return true;
+  if (!v || v->IsNull()) return Status();
   int64_t n = 0;
   bool ok = false;
   if (v->IsInt64()) {
@@ -57,34 +56,32 @@ bool json_int_member(const json::Value& obj, const char* key, int64_t min, int64
     auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
     ok = !s.empty() && ec == std::errc() && p == s.data() + s.size();
   }
-  if (!ok || n < min || n > max) {
-    *error = fmt::format("{} must be an integer from {} to {}", key, min, max);
-    return false;
-  }
+  if (!ok || n < min || n > max)
+    return Status::invalid(fmt::format("{} must be an integer from {} to {}", key, min, max));
   *out = n;
-  return true;
+  return Status();
 }
 
-std::string service_apply_metadata(const json::Value& args, ServiceDef* def, bool allow_port) {
+Status service_apply_metadata(const json::Value& args, ServiceDef* def, bool allow_port) {
   ServiceDef d = *def;
-  std::string err;
-  auto text = [&](const char* key, size_t max, std::string* out) -> bool {
+  auto fail = [](std::string msg) { return Status::invalid(std::move(msg)); };
+  auto text = [&](const char* key, size_t max, std::string* out) -> Status {
     const json::Value* v = json::member(args, key);
-    if (!v || v->IsNull()) return true;
+    if (!v || v->IsNull()) return Status();
     if (!v->IsString() || v->GetStringLength() > max || !clean_text({v->GetString(), v->GetStringLength()})) {
-      err = fmt::format("{} must be a string of at most {} characters without control characters", key, max);
-      return false;
+      return fail(fmt::format("{} must be a string of at most {} characters without control characters", key, max));
     }
     *out = trim({v->GetString(), v->GetStringLength()});
-    return true;
+    return Status();
   };
-  if (!text("description", kMaxDescription, &d.description) || !text("version", kMaxVersion, &d.version)) return err;
+  if (Status e = text("description", kMaxDescription, &d.description); !e.ok()) return e;
+  if (Status e = text("version", kMaxVersion, &d.version); !e.ok()) return e;
   if (const json::Value* t = json::member(args, "tags"); t && !t->IsNull()) {
     // A list, or one comma-separated string (what a form sends).
     std::vector<std::string> raw;
     if (t->IsArray()) {
       for (const auto& e : t->GetArray()) {
-        if (!e.IsString()) return "tags must be strings";
+        if (!e.IsString()) return fail("tags must be strings");
         raw.emplace_back(e.GetString(), e.GetStringLength());
       }
     } else if (t->IsString()) {
@@ -97,39 +94,43 @@ std::string service_apply_metadata(const json::Value& args, ServiceDef* def, boo
         start = c + 1;
       }
     } else {
-      return "tags must be a list of strings";
+      return fail("tags must be a list of strings");
     }
     d.tags.clear();
     for (auto& r : raw) {
       std::string tag = trim(r);
       if (tag.empty()) continue;
-      if (tag.size() > kMaxTag || !clean_text(tag)) return fmt::format("a tag must be at most {} characters", kMaxTag);
+      if (tag.size() > kMaxTag || !clean_text(tag)) {
+        return fail(fmt::format("a tag must be at most {} characters", kMaxTag));
+      }
       bool dup = false;
       for (auto& x : d.tags) dup = dup || x == tag;
       if (!dup) d.tags.push_back(std::move(tag));
     }
-    if (d.tags.size() > kMaxTags) return fmt::format("at most {} tags", kMaxTags);
+    if (d.tags.size() > kMaxTags) return fail(fmt::format("at most {} tags", kMaxTags));
   }
   int64_t port = d.port;
   bool has_port = false;
   if (allow_port) {
-    if (!json_int_member(args, "port", 1, 65535, &port, &has_port, &err)) return err;
+    if (Status e = json_int_member(args, "port", 1, 65535, &port, &has_port); !e.ok()) return e;
     d.port = static_cast<uint16_t>(port);
   } else if (json::member(args, "port")) {
-    return "port cannot change: it is part of the saved guest (create a new service instead)";
+    return fail("port cannot change: it is part of the saved guest (create a new service instead)");
   }
-  if (!json_int_member(args, "num_users", 0, kMaxUsers, &d.num_users, nullptr, &err)) return err;
+  if (Status e = json_int_member(args, "num_users", 0, kMaxUsers, &d.num_users, nullptr); !e.ok()) return e;
   bool has_min = false, has_ideal = false;
-  if (!json_int_member(args, "min_memory", 0, kMaxMemoryMib, &d.min_memory, &has_min, &err)) return err;
-  if (!json_int_member(args, "ideal_memory", 0, kMaxMemoryMib, &d.ideal_memory, &has_ideal, &err)) return err;
+  if (Status e = json_int_member(args, "min_memory", 0, kMaxMemoryMib, &d.min_memory, &has_min); !e.ok()) return e;
+  if (Status e = json_int_member(args, "ideal_memory", 0, kMaxMemoryMib, &d.ideal_memory, &has_ideal); !e.ok()) {
+    return e;
+  }
   for (int64_t m : {d.min_memory, d.ideal_memory}) {
-    if (m != 0 && m < 16) return "memory sizes are in MiB: at least 16 (or 0 for the default)";
+    if (m != 0 && m < 16) return fail("memory sizes are in MiB: at least 16 (or 0 for the default)");
   }
   if (d.min_memory > 0 && d.ideal_memory > 0 && d.ideal_memory < d.min_memory) {
-    return "ideal_memory must not be less than min_memory";
+    return fail("ideal_memory must not be less than min_memory");
   }
   *def = std::move(d);
-  return {};
+  return Status();
 }
 
 namespace {
@@ -174,26 +175,25 @@ std::string service_record(const ServiceDef& s) {
   return std::string(b.GetString(), b.GetSize());
 }
 
-std::string service_parse_record(std::string_view text, ServiceDef* out) {
+Status service_parse_record(std::string_view text, ServiceDef* out) {
   json::Document d;
   std::string err;
-  if (!json::parse(text, &d, &err) || !d.IsObject()) return "not a JSON object: " + err;
+  if (!json::parse(text, &d, &err) || !d.IsObject()) return Status::invalid("not a JSON object: " + err);
   ServiceDef s;
   auto id = json::get_string(d, "service_id");
-  if (!id || !service_id_valid(*id)) return "bad service_id";
+  if (!id || !service_id_valid(*id)) return Status::invalid("bad service_id");
   s.service_id = std::string(*id);
-  err = service_apply_metadata(d, &s, true);
-  if (!err.empty()) return err;
-  if (s.port == 0) return "no port";
+  if (Status e = service_apply_metadata(d, &s, true); !e.ok()) return e;
+  if (s.port == 0) return Status::invalid("no port");
   s.image = std::string(json::get_string(d, "image").value_or(""));
-  if (!s.image.empty() && s.image.rfind("image-", 0) != 0) return "bad image";
+  if (!s.image.empty() && s.image.rfind("image-", 0) != 0) return Status::invalid("bad image");
   s.kernel_boot = json::get_bool(d, "kernel_boot").value_or(false);
   s.has_initrd = json::get_bool(d, "has_initrd").value_or(false);
   s.cmdline = std::string(json::get_string(d, "cmdline").value_or(""));
   s.created_ms = json::get_int(d, "created_ms").value_or(0);
   s.refreshed_ms = json::get_int(d, "refreshed_ms").value_or(0);
   *out = std::move(s);
-  return {};
+  return Status();
 }
 
 std::string service_json(const ServiceDef& s, bool state_saved, int64_t instances) {

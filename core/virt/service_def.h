@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "json/json.h"
+#include "system/status.h"
 
 namespace cloudlet::virt {
 
@@ -51,22 +52,21 @@ bool service_id_valid(std::string_view id);
 int64_t service_memory_mib(const ServiceDef& s);
 
 // Applies the metadata members present in args (description, version, tags, num_users, min_memory,
-// ideal_memory; and port when allow_port) to *def. Returns an error sentence naming the bad member, "" if all
+// ideal_memory; and port when allow_port) to *def. CL_EINVAL with a sentence naming the bad member, success if all
 // are valid (then *def is updated; on error it is unchanged).
-std::string service_apply_metadata(const json::Value& args, ServiceDef* def, bool allow_port);
+Status service_apply_metadata(const json::Value& args, ServiceDef* def, bool allow_port);
 
 // The store document (also written as service.json).
 std::string service_record(const ServiceDef& s);
-// Reads a store document; "" on success.
-std::string service_parse_record(std::string_view json, ServiceDef* out);
+// Reads a store document; CL_EINVAL when it is not a valid record.
+Status service_parse_record(std::string_view json, ServiceDef* out);
 
 // The operations' Service object: {"service_id", "description", "version", "tags", "port", "num_users",
 // "min_memory", "ideal_memory", "state_saved", "instances"}.
 std::string service_json(const ServiceDef& s, bool state_saved, int64_t instances);
 
 // A non-negative integer member given as a JSON integer or a string of digits (forms send strings).
-// Returns false (with *error naming the key) if present but not such a value; absent leaves *out alone.
-bool json_int_member(const json::Value& obj, const char* key, int64_t min, int64_t max, int64_t* out, bool* present,
-                     std::string* error);
+// CL_EINVAL (naming the key) if present but not such a value; absent leaves *out alone.
+Status json_int_member(const json::Value& obj, const char* key, int64_t min, int64_t max, int64_t* out, bool* present);
 
 }  // namespace cloudlet::virt

@@ -94,9 +94,8 @@ std::string Services::json_of(const Entry& e) const {
 void Services::start() {
   ctx_.store.scan(kServicesCollection, "", [&](std::string_view key, std::string_view value) {
     ServiceDef def;
-    std::string err = service_parse_record(value, &def);
-    if (!err.empty()) {
-      log::error("virt", "service record '{}' is unreadable ({}): ignored", key, err);
+    if (Status parsed = service_parse_record(value, &def); !parsed.ok()) {
+      log::error("virt", "service record '{}' is unreadable ({}): ignored", key, parsed.message());
       return true;
     }
     Entry e;
@@ -217,8 +216,7 @@ void Services::op_create(std::string_view args, Operations::Reply reply) {
   if (!id || !service_id_valid(*id)) return reply.error(CL_EINVAL, "service_id must be [A-Za-z0-9._-]{1,128}");
   ServiceDef def;
   def.service_id = std::string(*id);
-  std::string err = service_apply_metadata(a, &def, true);
-  if (!err.empty()) return reply.error(CL_EINVAL, err);
+  if (Status e = service_apply_metadata(a, &def, true); !e.ok()) return reply.error(e.code(), e.message());
   if (def.port == 0) return reply.error(CL_EINVAL, "port (the service's port inside the guest, 1-65535) is required");
   Source src;
   for (auto [key, out] : {std::pair{"disk_image", &src.disk_image}, std::pair{"kernel", &src.kernel},
@@ -341,8 +339,7 @@ void Services::op_update(std::string_view args, Operations::Reply reply) {
   Entry* entry = entry_for(a, reply);
   if (!entry) return;
   ServiceDef def = entry->def;
-  std::string err = service_apply_metadata(a, &def, false);
-  if (!err.empty()) return reply.error(CL_EINVAL, err);
+  if (Status e = service_apply_metadata(a, &def, false); !e.ok()) return reply.error(e.code(), e.message());
   entry->def = def;  // visible at once (the store overlay is too)
   // From now until service.json is rewritten a delete waits (files_written): it must not remove the directory
   // while this puts a file back into it.
@@ -432,16 +429,17 @@ void Services::run_start(std::shared_ptr<Run> run) {
   }
   if (run->cancelled) return run_fail(run, ctx_.stopping ? CL_ECLOSING : CL_ECANCELED, "cancelled");
   progress(*run, 0.02, "waiting for the hypervisor");
-  ctx_.hv.when_connected([this, run](std::string error) {
-    if (!error.empty()) return run_fail(run, CL_EUNAVAIL, error);
+  ctx_.hv.when_connected([this, run](Status connected) {
+    if (!connected.ok()) return run_fail(run, connected.code(), connected.message());
     if (run->cancelled) return run_fail(run, ctx_.stopping ? CL_ECLOSING : CL_ECANCELED, "cancelled");
     ctx_.hv.domain_type([this, run](DomainType t) {
       run->type = t;
       if (run->cancelled) return run_fail(run, ctx_.stopping ? CL_ECLOSING : CL_ECANCELED, "cancelled");
-      std::string perr;
-      auto port = ctx_.hv.ports().reserve(&perr);
-      if (!port) return run_fail(run, CL_EBUSY, perr);
-      run->port = *port;
+      uint16_t port = 0;
+      if (Status reserved = ctx_.hv.ports().reserve(&port); !reserved.ok()) {
+        return run_fail(run, reserved.code(), reserved.message());
+      }
+      run->port = port;
       run->uuid = uuid_generate();
       run->name = ctx_.prefix + run->uuid;
       run_boot(run);
@@ -489,7 +487,6 @@ void Services::run_boot(std::shared_ptr<Run> run) {
   using Result = std::pair<Status, bool>;  // error, memory restored
   ctx_.hv.connection().call<Result>(
       [w](virConnectPtr conn) -> Result {
-        std::string err;
         if (!w->refresh) {
           // A directory without a record is a leftover of a creation that died with the process.
           if (auto e = files_remove_tree(w->svc_dir); !e.ok()) return {e, false};
@@ -528,8 +525,8 @@ void Services::run_boot(std::shared_ptr<Run> run) {
             uint64_t bytes = static_cast<uint64_t>(src.blank_disk_mib) << 20;
             if (auto e = qemu_img::create_sync(w->spec.disk_path, "qcow2", bytes); !e.ok()) return {e, false};
           }
-          std::string xml = domain_xml_build(w->spec, &err);
-          if (xml.empty()) return {Status::io(err), false};
+          std::string xml;
+          if (auto e = domain_xml_build(w->spec, &xml); !e.ok()) return {Status::io(e.message()), false};
           return {domain_create(conn, xml), false};
         }
         // Refresh: a new image directory next to the current one, which stays untouched.
@@ -542,7 +539,9 @@ void Services::run_boot(std::shared_ptr<Run> run) {
         std::string restore_err;
         if (auto e = save_image_read(w->old_dir + "/state.sav", &img); !e.ok()) {
           restore_err = e.message();
-        } else if (std::string xml = domain_xml_rewrite(img.xml, w->id, &restore_err); !xml.empty()) {
+        } else if (std::string xml; !(e = domain_xml_rewrite(img.xml, w->id, &xml)).ok()) {
+          restore_err = e.message();
+        } else {
           RestoreOptions ro;
           ro.fifo_path = w->new_dir + "/restore.fifo";
           virDomainPtr d = nullptr;
@@ -559,16 +558,18 @@ void Services::run_boot(std::shared_ptr<Run> run) {
         std::string xml;
         if (auto e = files_read(w->old_dir + "/domain.xml", &saved); !e.ok()) {
           log::warn("virt", "service {}: {}: booting a new domain definition", w->def.service_id, e.message());
-        } else if (xml = domain_xml_rewrite(saved, w->id, &err); xml.empty()) {
-          log::warn("virt", "service {}: its domain XML: {}: booting a new domain definition", w->def.service_id, err);
+        } else if (auto e2 = domain_xml_rewrite(saved, w->id, &xml); !e2.ok()) {
+          log::warn("virt", "service {}: its domain XML: {}: booting a new domain definition", w->def.service_id,
+                    e2.message());
         }
-        if (xml.empty()) xml = domain_xml_build(w->spec, &err);
-        if (xml.empty()) return {Status::io(err), false};
+        if (xml.empty()) {
+          if (auto e2 = domain_xml_build(w->spec, &xml); !e2.ok()) return {Status::io(e2.message()), false};
+        }
         return {domain_create(conn, xml), false};
       },
-      [this, run](Result r, std::string call_error) {
+      [this, run](Result r, Status call) {
         if (!r.first.ok()) return run_fail(run, r.first.code(), r.first.message());
-        if (!call_error.empty()) return run_fail(run, CL_EUNAVAIL, call_error);
+        if (!call.ok()) return run_fail(run, CL_EUNAVAIL, call.message());
         run->memory_restored = r.second;
         if (run->cancelled) return run_fail(run, ctx_.stopping ? CL_ECLOSING : CL_ECANCELED, "cancelled");
         run_wait_port(run);
@@ -623,10 +624,10 @@ void Services::run_save(std::shared_ptr<Run> run) {
         if (auto e = files_protect(new_dir); !e.ok()) return e;
         return files_sync_dir(new_dir);  // the record points here next: the image must survive a crash first
       },
-      [this, run](Status r, std::string call_error) {
+      [this, run](Status r, Status call) {
         // Every step works on the server's own domain and files: whatever failed, it is the server's failure.
         if (!r.ok()) return run_fail(run, CL_EIO, r.message());
-        if (!call_error.empty()) return run_fail(run, CL_EIO, call_error);
+        if (!call.ok()) return run_fail(run, CL_EIO, call.message());
         run_commit(run);
       });
 }
@@ -714,8 +715,8 @@ void Services::run_fail(std::shared_ptr<Run> run, cl_status_t status, const std:
     return 0;
   };
   if (ctx_.hv.connected()) {
-    ctx_.hv.connection().call<int>(cleanup, [this, finish, cleanup](int, std::string call_error) {
-      if (!call_error.empty()) {
+    ctx_.hv.connection().call<int>(cleanup, [this, finish, cleanup](int, Status call) {
+      if (!call.ok()) {
         // The call never ran (connection gone): at least the files go. A domain left running is a stray that
         // reconciliation destroys when the connection is back.
         ctx_.loop.queue_work([cleanup] { cleanup(nullptr); }, [finish](bool) { finish(); });

@@ -369,9 +369,11 @@ void write_node(const Node& n, std::string& out) {
 
 }  // namespace
 
-bool parse(std::string_view text, Document* out, std::string* error, Limits limits) {
+Status parse(std::string_view text, Document* out, Limits limits) {
   Parser p(text, limits);
-  return p.parse(out, error);
+  std::string error;
+  if (!p.parse(out, &error)) return Status::invalid(std::move(error));
+  return Status();
 }
 
 std::string serialize(const Node& node) {

@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "system/status.h"
+
 namespace cloudlet::virt::xml {
 
 struct Node {
@@ -50,8 +52,8 @@ struct Limits {
 };
 
 // Parses one document (optional XML declaration, comments and processing instructions around one root element).
-// Returns false with a message naming the offset on any error.
-bool parse(std::string_view text, Document* out, std::string* error, Limits limits = {});
+// CL_EINVAL with a message naming the offset on any error.
+Status parse(std::string_view text, Document* out, Limits limits = {});
 
 // Serializes; attribute values are written in single quotes (as libvirt does).
 std::string serialize(const Document& doc);

@@ -31,12 +31,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     f.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
   }
   cloudlet::Config cfg = cloudlet::default_config();
-  std::string error;
-  if (cloudlet::load_config_file(path, &cfg, &error)) {
-    std::string verror;
-    cloudlet::validate_config(cfg, &verror);
-  } else if (error.empty() || error.find('\n') != std::string::npos) {
-    fprintf(stderr, "config_fuzz: the error must be one non-empty line: '%s'\n", error.c_str());
+  cloudlet::Status loaded = cloudlet::load_config_file(path, &cfg);
+  if (loaded.ok()) {
+    cloudlet::Status valid = cloudlet::validate_config(cfg);
+    if (!valid.ok() && valid.message().empty()) {
+      fprintf(stderr, "config_fuzz: a failed validation must say why\n");
+      abort();
+    }
+  } else if (loaded.message().empty() || loaded.message().find('\n') != std::string::npos) {
+    fprintf(stderr, "config_fuzz: the error must be one non-empty line: '%s'\n", loaded.message().c_str());
     abort();
   }
   std::string host;

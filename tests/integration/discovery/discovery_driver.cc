@@ -165,9 +165,8 @@ int main(int argc, char** argv) {
     }
     if (stop_on_peer) shutdown("peer seen");
   });
-  std::string error;
-  if (!discovery.start(&error)) {
-    cloudlet::log::error("driver", "discovery: {}", error);
+  if (cloudlet::Status started = discovery.start(); !started.ok()) {
+    cloudlet::log::error("driver", "discovery: {}", started.message());
     uv_close(reinterpret_cast<uv_handle_t*>(&server), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&usr1), nullptr);
     loop.close();

@@ -146,7 +146,7 @@ TEST(Discovery, DisabledOpensNothing) {
   DiscoveryOptions o;
   o.enabled = false;
   Discovery d(loop, o);
-  ASSERT_TRUE(d.start());
+  ASSERT_TRUE(d.start().ok());
   EXPECT_FALSE(d.published());
   EXPECT_TRUE(d.peers().empty());
   bool stopped = false;
@@ -160,9 +160,9 @@ TEST(Discovery, BadOptionsAreRefused) {
   DiscoveryOptions o;
   o.extra_txt = {"encryption=enabled"};
   Discovery d(loop, o);
-  std::string error;
-  EXPECT_FALSE(d.start(&error));
-  EXPECT_NE(error.find("encryption"), std::string::npos);
+  cloudlet::Status started = d.start();
+  EXPECT_EQ(started.code(), CL_EINVAL);
+  EXPECT_NE(started.message().find("encryption"), std::string::npos) << started.message();
   EXPECT_EQ(loop.close(), 0);
 }
 
@@ -172,7 +172,7 @@ TEST(Discovery, DefaultNameIsTheHostName) {
   o.enabled = true;
   scratch_dir();  // no bus is running there
   Discovery d(loop, o);
-  ASSERT_TRUE(d.start());
+  ASSERT_TRUE(d.start().ok());
   EXPECT_EQ(d.name(), cloudlet::discovery_default_name());
   bool stopped = false;
   d.stop([&] { stopped = true; });
@@ -188,7 +188,7 @@ TEST_F(DiscoveryNoDaemon, NoBusRetriesAndStopsCleanly) {
   o.retry_min_ms = 10;
   o.retry_max_ms = 20;
   Discovery d(loop, o);
-  ASSERT_TRUE(d.start());
+  ASSERT_TRUE(d.start().ok());
   run_until(loop, [] { return false; }, 200);
   std::string text = log_text();
   EXPECT_EQ(count(text, "cannot reach avahi-daemon"), 1u) << text;  // warned once
@@ -209,7 +209,7 @@ TEST_F(DiscoveryNoDaemon, BusAppearingLaterIsUsedAndDaemonIsWaitedFor) {
   o.retry_min_ms = 20;
   o.retry_max_ms = 50;
   Discovery d(loop, o);
-  ASSERT_TRUE(d.start());
+  ASSERT_TRUE(d.start().ok());
   run_until(loop, [] { return false; }, 60);
   if (!start_bus()) GTEST_SKIP() << "dbus-daemon not available";
   ASSERT_TRUE(run_until(loop, [&] { return log_text().find("avahi-daemon is not running") != std::string::npos; }))
@@ -231,7 +231,7 @@ TEST_F(DiscoveryNoDaemon, BusGoingAwayIsSurvived) {
   o.retry_min_ms = 20;
   o.retry_max_ms = 40;
   Discovery d(loop, o);
-  ASSERT_TRUE(d.start());
+  ASSERT_TRUE(d.start().ok());
   ASSERT_TRUE(run_until(loop, [&] { return log_text().find("avahi-daemon is not running") != std::string::npos; }));
   stop_bus();
   ASSERT_TRUE(run_until(loop, [&] { return log_text().find("lost avahi-daemon") != std::string::npos; }))
@@ -253,7 +253,7 @@ TEST_F(DiscoveryNoDaemon, DestructorWithoutStopLeavesNoHandles) {
     DiscoveryOptions o;
     o.name = "unit";
     Discovery d(loop, o);
-    ASSERT_TRUE(d.start());
+    ASSERT_TRUE(d.start().ok());
     ASSERT_TRUE(
         run_until(loop, [&] { return log_text().find("avahi-daemon is not running") != std::string::npos; }));
   }

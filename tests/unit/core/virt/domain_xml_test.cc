@@ -4,6 +4,7 @@
 
 #include <set>
 
+#include "test_util.h"
 #include "virt/xml.h"
 
 using namespace cloudlet::virt;
@@ -71,11 +72,10 @@ const char* kSaved = R"(<domain type='qemu' xmlns:qemu='http://libvirt.org/schem
 }  // namespace
 
 TEST(DomainXml, BuildsADirectKernelGuest) {
-  std::string err;
-  std::string x = domain_xml_build(demo_spec(), &err);
-  ASSERT_FALSE(x.empty()) << err;
+  std::string x;
+  ASSERT_TRUE(vt::ok(domain_xml_build(demo_spec(), &x)));
   DomainSummary s;
-  ASSERT_TRUE(domain_xml_summary(x, &s, &err)) << err;
+  ASSERT_TRUE(vt::ok(domain_xml_summary(x, &s)));
   EXPECT_EQ(s.type, "qemu");
   EXPECT_EQ(s.name, "svc-demo.1");
   EXPECT_EQ(s.uuid, "11111111-2222-4333-8444-555555555555");
@@ -95,8 +95,7 @@ TEST(DomainXml, BuildsADirectKernelGuest) {
   spec.kernel.clear();
   spec.initrd.clear();
   spec.cmdline.clear();
-  x = domain_xml_build(spec, &err);
-  ASSERT_FALSE(x.empty()) << err;
+  ASSERT_TRUE(vt::ok(domain_xml_build(spec, &x)));
   EXPECT_NE(x.find("<domain type='kvm'"), std::string::npos);
   EXPECT_NE(x.find("<boot dev='hd'/>"), std::string::npos);
 }
@@ -104,21 +103,19 @@ TEST(DomainXml, BuildsADirectKernelGuest) {
 TEST(DomainXml, EscapesTheCommandLine) {
   auto spec = demo_spec();
   spec.cmdline = "console=ttyS0 msg=\"a<b&c\" x='y'";
-  std::string err;
-  std::string x = domain_xml_build(spec, &err);
-  ASSERT_FALSE(x.empty()) << err;
+  std::string x;
+  ASSERT_TRUE(vt::ok(domain_xml_build(spec, &x)));
   xml::Document doc;
-  ASSERT_TRUE(xml::parse(x, &doc, &err)) << err;
+  ASSERT_TRUE(vt::ok(xml::parse(x, &doc)));
   EXPECT_EQ(doc.root->child("os")->child("cmdline")->text_content(), spec.cmdline);
 }
 
 TEST(DomainXml, RejectsBadSpecs) {
-  std::string err;
   auto bad = [&](auto mutate) {
     auto s = demo_spec();
     mutate(s);
-    err.clear();
-    return domain_xml_build(s, &err).empty() && !err.empty();
+    std::string x;
+    return vt::fails(domain_xml_build(s, &x), CL_EINVAL) && x.empty();
   };
   EXPECT_TRUE(bad([](DomainSpec& s) { s.name = "bad name"; }));
   EXPECT_TRUE(bad([](DomainSpec& s) { s.name = "x<y"; }));
@@ -144,11 +141,10 @@ TEST(DomainXml, RewriteChangesOnlyTheIdentity) {
   id.disk_path = "/data/instances/0f0f/disk.qcow2";
   id.console_log = "/data/instances/0f0f/console.log";
   id.forwards = {{"127.0.0.1", 42000, 8080}, {"127.0.0.1", 42001, 22}};
-  std::string err;
-  std::string out = domain_xml_rewrite(kSaved, id, &err);
-  ASSERT_FALSE(out.empty()) << err;
+  std::string out;
+  ASSERT_TRUE(vt::ok(domain_xml_rewrite(kSaved, id, &out)));
   DomainSummary s;
-  ASSERT_TRUE(domain_xml_summary(out, &s, &err)) << err;
+  ASSERT_TRUE(vt::ok(domain_xml_summary(out, &s)));
   EXPECT_EQ(s.name, id.name);  // longer than the saved name: no truncation
   EXPECT_EQ(s.uuid, id.uuid);
   EXPECT_EQ(s.disk_path, id.disk_path);
@@ -179,11 +175,10 @@ TEST(DomainXml, RewriteManyInstancesFromOneState) {
     id.name = "inst-" + id.uuid.substr(0, 8);
     id.disk_path = "/data/instances/" + id.uuid + "/disk.qcow2";
     id.forwards = {{"127.0.0.1", static_cast<uint16_t>(43000 + i), 8080}};
-    std::string err;
-    std::string out = domain_xml_rewrite(kSaved, id, &err);
-    ASSERT_FALSE(out.empty()) << err;
+    std::string out;
+    ASSERT_TRUE(vt::ok(domain_xml_rewrite(kSaved, id, &out)));
     DomainSummary s;
-    ASSERT_TRUE(domain_xml_summary(out, &s, &err));
+    ASSERT_TRUE(vt::ok(domain_xml_summary(out, &s)));
     EXPECT_TRUE(names.insert(s.name).second);
     EXPECT_TRUE(uuids.insert(s.uuid).second);
     EXPECT_TRUE(outputs.insert(out).second);
@@ -197,25 +192,27 @@ TEST(DomainXml, RewriteRefusesWhatItCannotDoSafely) {
   id.uuid = "0f0f0f0f-1111-4222-8333-444444444444";
   id.disk_path = "/d.qcow2";
   id.forwards = {{"127.0.0.1", 42000, 8080}};
-  std::string err;
-  EXPECT_TRUE(domain_xml_rewrite("<domain><name>x</name></domain>", id, &err).empty());  // no uuid
-  EXPECT_TRUE(domain_xml_rewrite("<notdomain/>", id, &err).empty());
-  EXPECT_TRUE(domain_xml_rewrite("<domain><name>x</name>", id, &err).empty());
+  std::string out;
+  EXPECT_TRUE(vt::fails(domain_xml_rewrite("<domain><name>x</name></domain>", id, &out), CL_EINVAL));  // no uuid
+  EXPECT_TRUE(vt::fails(domain_xml_rewrite("<notdomain/>", id, &out), CL_EINVAL));
+  EXPECT_TRUE(vt::fails(domain_xml_rewrite("<domain><name>x</name>", id, &out), CL_EINVAL));
   auto no_disk = id;
   no_disk.disk_path.clear();
-  EXPECT_TRUE(domain_xml_rewrite(kSaved, no_disk, &err).empty());
-  EXPECT_NE(err.find("disk"), std::string::npos);
+  EXPECT_TRUE(vt::fails(domain_xml_rewrite(kSaved, no_disk, &out), CL_EINVAL, "disk"));
   auto no_ports = id;
   no_ports.forwards.clear();
-  EXPECT_TRUE(domain_xml_rewrite(kSaved, no_ports, &err).empty());
+  EXPECT_TRUE(vt::fails(domain_xml_rewrite(kSaved, no_ports, &out), CL_EINVAL));
   auto bad_name = id;
   bad_name.name = "a/b";
-  EXPECT_TRUE(domain_xml_rewrite(kSaved, bad_name, &err).empty());
+  EXPECT_TRUE(vt::fails(domain_xml_rewrite(kSaved, bad_name, &out), CL_EINVAL));
   // No user netdev in the saved XML, but forwards asked for.
-  EXPECT_TRUE(domain_xml_rewrite("<domain><name>x</name><uuid>0f0f0f0f-1111-4222-8333-444444444444</uuid></domain>",
-                                 InstanceIdentity{"n", id.uuid, "", "", id.forwards}, &err)
-                  .empty());
-  EXPECT_NE(err.find("-netdev user"), std::string::npos) << err;
+  EXPECT_TRUE(
+      vt::fails(domain_xml_rewrite("<domain><name>x</name><uuid>0f0f0f0f-1111-4222-8333-444444444444</uuid></domain>",
+                                   InstanceIdentity{"n", id.uuid, "", "", id.forwards}, &out),
+                CL_EINVAL, "-netdev user"));
+  EXPECT_TRUE(out.empty());  // nothing written on failure
+  DomainSummary sum;
+  EXPECT_TRUE(vt::fails(domain_xml_summary("<notdomain/>", &sum), CL_EINVAL, "not a <domain>"));
 }
 
 TEST(DomainXml, UuidsAndNames) {

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 #include <vector>
@@ -299,16 +300,16 @@ TEST_F(EventImplTest, ConnectionDeliversLifecycleEventsOnTheLoop) {
   });
   std::vector<std::string> states;
   conn.on_state([&](bool up, const std::string& why) { states.push_back((up ? "up:" : "down:") + why); });
-  std::string err = "pending";
-  conn.open([&](std::string e) { err = std::move(e); });
-  ASSERT_TRUE(vt::run_until(loop_, [&] { return err != "pending"; }, 30000));
-  ASSERT_EQ(err, "");
+  std::optional<Status> opened;
+  conn.open([&](Status s) { opened = std::move(s); });
+  ASSERT_TRUE(vt::run_until(loop_, [&] { return opened.has_value(); }, 30000));
+  ASSERT_TRUE(vt::ok(*opened));
   ASSERT_TRUE(conn.connected());
 
   // Blocking calls from several requests at once; results come back on the loop.
   int pending = 0;
   std::string uuid;
-  std::string call_err;
+  Status call_status = Status::io("not called back");
   pending++;
   conn.call<std::string>(
       [](virConnectPtr c) {
@@ -319,13 +320,13 @@ TEST_F(EventImplTest, ConnectionDeliversLifecycleEventsOnTheLoop) {
         virDomainFree(d);
         return std::string(u);
       },
-      [&](std::string u, std::string e) {
+      [&](std::string u, Status e) {
         uuid = u;
-        call_err = e;
+        call_status = e;
         pending--;
       });
   ASSERT_TRUE(vt::run_until(loop_, [&] { return pending == 0; }, 10000));
-  ASSERT_EQ(call_err, "");
+  ASSERT_TRUE(vt::ok(call_status));
   ASSERT_EQ(uuid.size(), 36u);
   for (auto op : {1, 2, 3}) {
     pending++;
@@ -337,8 +338,8 @@ TEST_F(EventImplTest, ConnectionDeliversLifecycleEventsOnTheLoop) {
           virDomainFree(d);
           return rc;
         },
-        [&](int rc, std::string e) {
-          EXPECT_EQ(rc, 0) << e;
+        [&](int rc, Status e) {
+          EXPECT_EQ(rc, 0) << e.message();
           pending--;
         });
     ASSERT_TRUE(vt::run_until(loop_, [&] { return pending == 0; }, 10000));
@@ -357,9 +358,9 @@ TEST_F(EventImplTest, ConnectionDeliversLifecycleEventsOnTheLoop) {
   // A libvirt error is reported with libvirt's text, from the worker that made the call.
   pending++;
   conn.call<int>([](virConnectPtr c) { return virDomainLookupByName(c, "no-such-domain") ? 0 : -1; },
-                 [&](int rc, std::string e) {
+                 [&](int rc, Status e) {
                    EXPECT_EQ(rc, -1);
-                   EXPECT_NE(e.find("not found"), std::string::npos) << e;
+                   EXPECT_TRUE(vt::fails(e, CL_EIO, "not found"));
                    pending--;
                  });
   ASSERT_TRUE(vt::run_until(loop_, [&] { return pending == 0; }, 10000));
@@ -381,8 +382,8 @@ TEST_F(EventImplTest, ConnectionDeliversLifecycleEventsOnTheLoop) {
         virDomainFree(d);
         return 0;
       },
-      [&](int rc, std::string e) {
-        EXPECT_EQ(rc, 0) << e;
+      [&](int rc, Status e) {
+        EXPECT_EQ(rc, 0) << e.message();
         pending--;
       });
   ASSERT_TRUE(vt::run_until(loop_, [&] { return pending == 0 && events.size() >= before + 2; }, 10000));
@@ -392,26 +393,26 @@ TEST_F(EventImplTest, ConnectionDeliversLifecycleEventsOnTheLoop) {
   ASSERT_TRUE(vt::run_until(loop_, [&] { return closed; }, 10000));
   EXPECT_FALSE(conn.connected());
   // Calls after close fail cleanly.
-  std::string after;
-  conn.call<int>([](virConnectPtr) { return 0; }, [&](int, std::string e) { after = e; });
-  ASSERT_TRUE(vt::run_until(loop_, [&] { return !after.empty(); }, 1000));
-  EXPECT_EQ(after, "libvirt connection is not open");
+  std::optional<Status> after;
+  conn.call<int>([](virConnectPtr) { return 0; }, [&](int, Status e) { after = std::move(e); });
+  ASSERT_TRUE(vt::run_until(loop_, [&] { return after.has_value(); }, 1000));
+  EXPECT_TRUE(vt::fails(*after, CL_EUNAVAIL, "libvirt connection is not open"));
   // libvirt may still hold callbacks briefly after close; keep the loop turning a moment.
   vt::pump(loop_, 50);
 }
 
 TEST_F(EventImplTest, OpenFailsCleanlyForABadUri) {
   Connection conn(loop_, ConnectionOptions{"nosuchdriver:///x"});
-  std::string err = "pending";
-  conn.open([&](std::string e) { err = std::move(e); });
-  ASSERT_TRUE(vt::run_until(loop_, [&] { return err != "pending"; }, 30000));
-  EXPECT_NE(err, "");
+  std::optional<Status> opened;
+  conn.open([&](Status s) { opened = std::move(s); });
+  ASSERT_TRUE(vt::run_until(loop_, [&] { return opened.has_value(); }, 30000));
+  EXPECT_TRUE(vt::fails(*opened, CL_EUNAVAIL, "cannot open"));
   EXPECT_FALSE(conn.connected());
   Connection embed(loop_, ConnectionOptions{"qemu:///embed"});
-  err = "pending";
-  embed.open([&](std::string e) { err = std::move(e); });
-  ASSERT_TRUE(vt::run_until(loop_, [&] { return err != "pending"; }, 30000));
-  EXPECT_NE(err.find("root="), std::string::npos) << err;
+  opened.reset();
+  embed.open([&](Status s) { opened = std::move(s); });
+  ASSERT_TRUE(vt::run_until(loop_, [&] { return opened.has_value(); }, 30000));
+  EXPECT_TRUE(vt::fails(*opened, CL_EINVAL, "root="));
 }
 
 }  // namespace

@@ -11,6 +11,8 @@
 #include <set>
 #include <thread>
 
+#include "test_util.h"
+
 using namespace cloudlet::virt;
 
 namespace {
@@ -69,24 +71,24 @@ TEST(Ports, ReservesReleasesAndSkipsBusyPorts) {
   const uint16_t b = port_block(10);
   ASSERT_NE(b, 0);
   PortAllocator pa("127.0.0.1", b, b + 9);
-  ASSERT_TRUE(pa.valid()) << pa.error();
+  ASSERT_TRUE(vt::ok(pa.status()));
   int busy = hold(b);
   ASSERT_GE(busy, 0);
   std::set<uint16_t> got;
   for (int i = 0; i < 9; i++) {
-    auto p = pa.reserve();
-    ASSERT_TRUE(p) << i;
-    EXPECT_NE(*p, b);  // held by someone else
-    EXPECT_TRUE(got.insert(*p).second);
+    uint16_t p = 0;
+    ASSERT_TRUE(vt::ok(pa.reserve(&p))) << i;
+    EXPECT_NE(p, b);  // held by someone else
+    EXPECT_TRUE(got.insert(p).second);
   }
-  std::string err;
-  EXPECT_FALSE(pa.reserve(&err));
-  EXPECT_NE(err.find("no free port"), std::string::npos) << err;
+  uint16_t none = 0;
+  EXPECT_TRUE(vt::fails(pa.reserve(&none), CL_EBUSY, "no free port"));
+  EXPECT_EQ(none, 0);
   EXPECT_TRUE(pa.release(b + 5));
   EXPECT_FALSE(pa.release(b + 5));
-  auto again = pa.reserve();
-  ASSERT_TRUE(again);
-  EXPECT_EQ(*again, b + 5);
+  uint16_t again = 0;
+  ASSERT_TRUE(vt::ok(pa.reserve(&again)));
+  EXPECT_EQ(again, b + 5);
   close(busy);
   EXPECT_EQ(pa.reserved_count(), 9u);
 }
@@ -95,12 +97,15 @@ TEST(Ports, ReserveManyIsAllOrNothing) {
   const uint16_t b = port_block(4);
   ASSERT_NE(b, 0);
   PortAllocator pa("127.0.0.1", b, b + 3);
-  auto two = pa.reserve_many(2);
-  ASSERT_TRUE(two);
-  EXPECT_NE((*two)[0], (*two)[1]);
-  EXPECT_FALSE(pa.reserve_many(3));
+  std::vector<uint16_t> two;
+  ASSERT_TRUE(vt::ok(pa.reserve_many(2, &two)));
+  ASSERT_EQ(two.size(), 2u);
+  EXPECT_NE(two[0], two[1]);
+  std::vector<uint16_t> three;
+  EXPECT_TRUE(vt::fails(pa.reserve_many(3, &three), CL_EBUSY));
+  EXPECT_TRUE(three.empty());
   EXPECT_EQ(pa.reserved_count(), 2u);  // the failed attempt kept nothing
-  EXPECT_TRUE(pa.reserve_many(2));
+  EXPECT_TRUE(vt::ok(pa.reserve_many(2, &two)));
 }
 
 TEST(Ports, ExactReservationForReattach) {
@@ -111,9 +116,9 @@ TEST(Ports, ExactReservationForReattach) {
   EXPECT_FALSE(pa.reserve_exact(b + 3));
   EXPECT_FALSE(pa.reserve_exact(b + 10));  // outside the range
   for (int i = 0; i < 9; i++) {
-    auto p = pa.reserve();
-    ASSERT_TRUE(p);
-    EXPECT_NE(*p, b + 3);
+    uint16_t p = 0;
+    ASSERT_TRUE(vt::ok(pa.reserve(&p)));
+    EXPECT_NE(p, b + 3);
   }
 }
 
@@ -122,9 +127,9 @@ TEST(Ports, InvalidConfiguration) {
   EXPECT_FALSE(PortAllocator("127.0.0.1", 2000, 1000).valid());
   EXPECT_FALSE(PortAllocator("127.0.0.1", 0, 10).valid());
   PortAllocator bad("nope", 1, 2);
-  std::string err;
-  EXPECT_FALSE(bad.reserve(&err));
-  EXPECT_NE(err, "");
+  EXPECT_TRUE(vt::fails(bad.status(), CL_EINVAL, "not a numeric IP address"));
+  uint16_t p = 0;
+  EXPECT_TRUE(vt::fails(bad.reserve(&p), CL_EUNAVAIL, "not a numeric IP address"));
   EXPECT_TRUE(PortAllocator("::1", 20000, 20001).valid());  // nothing is bound: any range will do
 }
 
@@ -141,8 +146,8 @@ TEST(Ports, ConcurrentReservationsNeverCollide) {
     ts.emplace_back([&] {
       std::vector<uint16_t> mine;
       for (int i = 0; i < kEach; i++) {
-        auto p = pa.reserve();
-        if (p) mine.push_back(*p);
+        uint16_t p = 0;
+        if (pa.reserve(&p).ok()) mine.push_back(p);
       }
       std::lock_guard<std::mutex> lock(mu);
       all.insert(mine.begin(), mine.end());

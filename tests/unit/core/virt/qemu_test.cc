@@ -85,8 +85,8 @@ class QemuTest : public ::testing::Test {
       events_.push_back(std::string(DomainEvent::kind_name(ev.kind)) + ":" + ev.detail_name() + ":" + ev.name);
     });
     bool done = false;
-    conn_->open([&](std::string e) {
-      setup_error_ = std::move(e);
+    conn_->open([&](Status e) {
+      setup_error_ = e.message();
       done = true;
     });
     if (!vt::run_until(*loop_, [&] { return done; }, 120000)) setup_error_ = "open timed out";
@@ -141,9 +141,9 @@ class QemuTest : public ::testing::Test {
     bool done = false;
     R result{};
     std::string err;
-    conn_->call<R>(std::move(fn), [&](R r, std::string e) {
+    conn_->call<R>(std::move(fn), [&](R r, Status e) {
       result = std::move(r);
-      err = std::move(e);
+      err = e.message();
       done = true;
     });
     EXPECT_TRUE(vt::run_until(*loop_, [&] { return done; }, timeout_ms)) << "libvirt call timed out";
@@ -181,9 +181,9 @@ class QemuTest : public ::testing::Test {
 TEST_F(QemuTest, ColdBootSaveAndRestoreTwoInstancesFromOneState) {
   PortAllocator ports("127.0.0.1", 41000, 41999);
   ASSERT_TRUE(ports.valid());
-  auto pv = ports.reserve_many(3);
-  ASSERT_TRUE(pv);
-  uint16_t svc_port = (*pv)[0], p1 = (*pv)[1], p2 = (*pv)[2];
+  std::vector<uint16_t> pv;
+  ASSERT_TRUE(vt::ok(ports.reserve_many(3, &pv)));
+  uint16_t svc_port = pv[0], p1 = pv[1], p2 = pv[2];
 
   // The service disk: a qcow2 on a blank base (the guest runs from its initramfs; the disk makes the overlay
   // mechanics real). Instances get overlays on the service disk, as in production.
@@ -203,9 +203,8 @@ TEST_F(QemuTest, ColdBootSaveAndRestoreTwoInstancesFromOneState) {
   spec.disk_path = svc_disk;
   spec.console_log = dir_ + "/service.log";
   spec.forwards = {{"127.0.0.1", svc_port, 8080}};
-  std::string err;
-  std::string xml = domain_xml_build(spec, &err);
-  ASSERT_FALSE(xml.empty()) << err;
+  std::string err, xml;
+  ASSERT_TRUE(vt::ok(domain_xml_build(spec, &xml)));
 
   // ---- cold boot ----
   int64_t t0 = vt::mono_ms();
@@ -262,8 +261,8 @@ TEST_F(QemuTest, ColdBootSaveAndRestoreTwoInstancesFromOneState) {
     return s;
   });
   DomainSummary saved_sum, api_sum;
-  ASSERT_TRUE(domain_xml_summary(image.xml, &saved_sum, &err)) << err;
-  ASSERT_TRUE(domain_xml_summary(api_xml, &api_sum, &err)) << err;
+  ASSERT_TRUE(vt::ok(domain_xml_summary(image.xml, &saved_sum)));
+  ASSERT_TRUE(vt::ok(domain_xml_summary(api_xml, &api_sum)));
   EXPECT_EQ(saved_sum.uuid, spec.uuid);
   EXPECT_EQ(api_sum.uuid, spec.uuid);
   ASSERT_EQ(saved_sum.forwards.size(), 1u);
@@ -272,8 +271,8 @@ TEST_F(QemuTest, ColdBootSaveAndRestoreTwoInstancesFromOneState) {
   // libvirt itself refuses a changed identity through the restore XML: the reason for the FIFO path.
   {
     InstanceIdentity other{"other-name", uuid_generate(), overlay(svc_disk, "refused.qcow2"), "", {{"127.0.0.1", p1, 8080}}};
-    std::string other_xml = domain_xml_rewrite(image.xml, other, &err);
-    ASSERT_FALSE(other_xml.empty()) << err;
+    std::string other_xml;
+    ASSERT_TRUE(vt::ok(domain_xml_rewrite(image.xml, other, &other_xml)));
     int rc = call<int>([state, other_xml](virConnectPtr c) {
       return virDomainRestoreFlags(c, state.c_str(), other_xml.c_str(), VIR_DOMAIN_SAVE_RUNNING);
     }, &err);
@@ -297,8 +296,7 @@ TEST_F(QemuTest, ColdBootSaveAndRestoreTwoInstancesFromOneState) {
     inst[i].id.disk_path = overlay(svc_disk, inst[i].id.name + ".qcow2");
     inst[i].id.console_log = dir_ + "/" + inst[i].id.name + ".log";
     inst[i].id.forwards = {{"127.0.0.1", iports[i], 8080}};
-    inst[i].xml = domain_xml_rewrite(image.xml, inst[i].id, &err);
-    ASSERT_FALSE(inst[i].xml.empty()) << err;
+    ASSERT_TRUE(vt::ok(domain_xml_rewrite(image.xml, inst[i].id, &inst[i].xml)));
   }
   int64_t tr = vt::mono_ms();
   for (int i = 0; i < 2; i++) {
@@ -312,8 +310,8 @@ TEST_F(QemuTest, ColdBootSaveAndRestoreTwoInstancesFromOneState) {
           if (d) virDomainFree(d);
           return e.message();
         },
-        [in, tr](std::string e, std::string call_err) {
-          in->error = e.empty() ? call_err : e;
+        [in, tr](std::string e, Status call) {
+          in->error = e.empty() ? call.message() : e;
           in->restored_ms = vt::mono_ms() - tr;
           in->done = true;
         });
@@ -360,7 +358,7 @@ TEST_F(QemuTest, ColdBootSaveAndRestoreTwoInstancesFromOneState) {
       if (d) virDomainFree(d);
       return r;
     });
-    ASSERT_TRUE(domain_xml_summary(live, &s, &err)) << err;
+    ASSERT_TRUE(vt::ok(domain_xml_summary(live, &s)));
     EXPECT_EQ(s.disk_path, in.id.disk_path);
   }
   SaveImage again;
@@ -381,18 +379,18 @@ TEST_F(QemuTest, ColdBootSaveAndRestoreTwoInstancesFromOneState) {
   EXPECT_TRUE(vt::http_get(p1, 300).empty());
   EXPECT_TRUE(vt::http_get(p2, 300).empty());
   EXPECT_TRUE(vt::pids_with_cmdline(dir_).empty()) << "a QEMU process is left behind";
-  for (auto p : *pv) EXPECT_TRUE(ports.release(p));
+  for (auto p : pv) EXPECT_TRUE(ports.release(p));
 
   // ---- restore to first reply, repeated (median) ----
   int reps = std::max(5, atoi(vt::env_or("CLOUDLET_VIRT_RESTORE_REPS", "5")));
   std::vector<double> restore_ms;
   for (int r = 0; r < reps; r++) {
-    auto port = ports.reserve();
-    ASSERT_TRUE(port);
+    uint16_t port = 0;
+    ASSERT_TRUE(vt::ok(ports.reserve(&port)));
     InstanceIdentity id{"rep-" + std::to_string(r), uuid_generate(), overlay(svc_disk, "rep" + std::to_string(r) + ".qcow2"),
-                        dir_ + "/rep.log", {{"127.0.0.1", *port, 8080}}};
-    std::string rx = domain_xml_rewrite(image.xml, id, &err);
-    ASSERT_FALSE(rx.empty()) << err;
+                        dir_ + "/rep.log", {{"127.0.0.1", port, 8080}}};
+    std::string rx;
+    ASSERT_TRUE(vt::ok(domain_xml_rewrite(image.xml, id, &rx)));
     RestoreOptions ro;
     ro.fifo_path = dir_ + "/rep.fifo";
     int64_t t = vt::mono_ms();
@@ -403,7 +401,7 @@ TEST_F(QemuTest, ColdBootSaveAndRestoreTwoInstancesFromOneState) {
       return e2.message();
     });
     ASSERT_EQ(e, "");
-    int64_t ms = wait_http(*port, t, nullptr, 60000);
+    int64_t ms = wait_http(port, t, nullptr, 60000);
     ASSERT_GE(ms, 0);
     restore_ms.push_back(static_cast<double>(ms));
     call<int>([uuid = id.uuid](virConnectPtr c) {
@@ -412,7 +410,7 @@ TEST_F(QemuTest, ColdBootSaveAndRestoreTwoInstancesFromOneState) {
       if (d) virDomainFree(d);
       return rc;
     });
-    ports.release(*port);
+    ports.release(port);
   }
   std::string all;
   for (double v : restore_ms) all += " " + std::to_string(static_cast<long long>(v));

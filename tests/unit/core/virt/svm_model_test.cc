@@ -19,7 +19,7 @@ using namespace cloudlet::virt;
 
 namespace {
 
-std::string apply(const std::string& args, ServiceDef* def, bool allow_port = true) {
+Status apply(const std::string& args, ServiceDef* def, bool allow_port = true) {
   json::Document d;
   EXPECT_TRUE(json::parse(args, &d, nullptr)) << args;
   return service_apply_metadata(d, def, allow_port);
@@ -35,8 +35,8 @@ TEST(ServiceDef, Ids) {
 
 TEST(ServiceDef, MetadataIsValidatedAndNothingChangesOnError) {
   ServiceDef d;
-  EXPECT_EQ(apply(R"({"description":" a speech recognizer ","version":"2","tags":["x"," y ","x",""],"port":"8080",
-                      "num_users":3,"min_memory":128,"ideal_memory":"512"})", &d), "");
+  EXPECT_TRUE(vt::ok(apply(R"({"description":" a speech recognizer ","version":"2","tags":["x"," y ","x",""],
+                             "port":"8080","num_users":3,"min_memory":128,"ideal_memory":"512"})", &d)));
   EXPECT_EQ(d.description, "a speech recognizer");
   EXPECT_EQ(d.tags, (std::vector<std::string>{"x", "y"}));
   EXPECT_EQ(d.port, 8080);
@@ -47,11 +47,11 @@ TEST(ServiceDef, MetadataIsValidatedAndNothingChangesOnError) {
   for (const char* bad : {R"({"port":0})", R"({"port":65536})", R"({"port":"80a"})", R"({"port":1.5})",
                           R"({"num_users":-1})", R"({"min_memory":8})", R"({"min_memory":512,"ideal_memory":256})",
                           R"({"tags":[1]})", R"({"tags":{}})", R"({"description":"a\nb"})", R"({"version":5})"}) {
-    EXPECT_NE(apply(bad, &d), "") << bad;
+    EXPECT_TRUE(vt::fails(apply(bad, &d), CL_EINVAL)) << bad;
     EXPECT_EQ(service_record(d), service_record(before)) << bad;
   }
-  EXPECT_NE(apply(R"({"port":80})", &d, false), "");  // update cannot change the port
-  EXPECT_EQ(apply(R"({"tags":"a, b ,,c"})", &d, false), "");
+  EXPECT_TRUE(vt::fails(apply(R"({"port":80})", &d, false), CL_EINVAL, "port cannot change"));
+  EXPECT_TRUE(vt::ok(apply(R"({"tags":"a, b ,,c"})", &d, false)));
   EXPECT_EQ(d.tags, (std::vector<std::string>{"a", "b", "c"}));
   ServiceDef none;
   EXPECT_EQ(service_memory_mib(none), kDefaultMemoryMib);
@@ -60,14 +60,14 @@ TEST(ServiceDef, MetadataIsValidatedAndNothingChangesOnError) {
 TEST(ServiceDef, RecordRoundTripAndJson) {
   ServiceDef d;
   d.service_id = "svc.1";
-  ASSERT_EQ(apply(R"({"description":"d","version":"v","tags":["t"],"port":22,"num_users":2})", &d), "");
+  ASSERT_TRUE(vt::ok(apply(R"({"description":"d","version":"v","tags":["t"],"port":22,"num_users":2})", &d)));
   d.image = "image-3";
   d.kernel_boot = true;
   d.has_initrd = true;
   d.cmdline = "console=ttyS0";
   d.created_ms = 5;
   ServiceDef back;
-  ASSERT_EQ(service_parse_record(service_record(d), &back), "");
+  ASSERT_TRUE(vt::ok(service_parse_record(service_record(d), &back)));
   EXPECT_EQ(service_record(back), service_record(d));
   json::Document j;
   ASSERT_TRUE(json::parse(service_json(d, true, 4), &j, nullptr));
@@ -78,8 +78,10 @@ TEST(ServiceDef, RecordRoundTripAndJson) {
   EXPECT_EQ(j["instances"].GetInt(), 4);
   EXPECT_TRUE(j["state_saved"].GetBool());
   EXPECT_FALSE(j.HasMember("image"));  // internal
-  EXPECT_NE(service_parse_record(R"({"service_id":"../x","port":1})", &back), "");
-  EXPECT_NE(service_parse_record(R"({"service_id":"x","port":1,"image":"../../etc"})", &back), "");
+  EXPECT_TRUE(vt::fails(service_parse_record(R"({"service_id":"../x","port":1})", &back), CL_EINVAL, "service_id"));
+  EXPECT_TRUE(vt::fails(service_parse_record(R"({"service_id":"x","port":1,"image":"../../etc"})", &back), CL_EINVAL,
+                        "bad image"));
+  EXPECT_TRUE(vt::fails(service_parse_record("[1]", &back), CL_EINVAL, "not a JSON object"));
 }
 
 InstanceDef inst_with(std::vector<std::string> devices) {
