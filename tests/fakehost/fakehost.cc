@@ -1392,6 +1392,19 @@ void ws_deliver(cl_ws_s* w) {
   }
 }
 
+// Delivers what is queued on a later turn (never from inside the caller), if the socket still exists then.
+void ws_deliver_later(cl_ws_s* w) {
+  w->fh->impl->deferred.push_back([w] {
+    if (live_websockets().count(w)) ws_deliver(w);
+  });
+}
+
+// The host ends the socket on its own account (a violation, unloading): its close frame, then the callback.
+void ws_close_now(cl_ws_s* w, cl_status_t status, uint16_t code) {
+  ws_send_close(w, code, "");
+  ws_end(w, status, code, "");
+}
+
 cl_status_t f_ws_accept(cl_request_t* r, const cl_ws_desc_t* desc, cl_ws_message_cb on_message,
                         cl_ws_close_cb on_close, void* ud, cl_ws_t** out) {
   REQ_LOOP_ONLY(r, "ws_accept", CL_ESTATE);
@@ -1469,12 +1482,7 @@ cl_status_t f_ws_pause(cl_ws_t* w, int paused) {
   if (!live_ws(w, "ws_pause")) return CL_ESTATE;
   if (w->ended || w->close_received) return CL_ECLOSING;
   w->paused = paused != 0;
-  if (!w->paused && !w->queued.empty()) {
-    Impl* impl = w->fh->impl.get();
-    impl->deferred.push_back([w] {  // never from inside the caller
-      if (live_websockets().count(w)) ws_deliver(w);
-    });
-  }
+  if (!w->paused && !w->queued.empty()) ws_deliver_later(w);
   return CL_OK;
 }
 
@@ -1823,8 +1831,7 @@ size_t FakeHost::unload() {
   }
   for (cl_proc_s* p : impl->procs) p->child->stop();  // exit callbacks (owed) get CL_ECANCELED
   for (cl_ws_s* w : impl->websockets) {  // closed with "going away"; close callbacks (owed) get CL_ECANCELED
-    ws_send_close(w, cloudlet::http::ws::kGoingAway, "");
-    ws_end(w, CL_ECANCELED, cloudlet::http::ws::kGoingAway, "");
+    ws_close_now(w, CL_ECANCELED, cloudlet::http::ws::kGoingAway);
   }
   for (cl_fetch_s* f : impl->fetches) f->fetch->cancel(CL_ECANCELED);  // final body calls (owed) likewise
 #endif
@@ -2064,16 +2071,12 @@ void FakeHost::ws_send(const std::shared_ptr<WebSocket>& ws, int32_t type, const
   auto* w = ws ? static_cast<cl_ws_s*>(ws->handle) : nullptr;
   if (!w || w->ended || w->close_received) return;
   if (type == CL_WS_TEXT && !cloudlet::text::utf8_valid(data)) {
-    ws_send_close(w, cloudlet::http::ws::kInvalidData, "");
-    ws_end(w, CL_EINVAL, cloudlet::http::ws::kInvalidData, "");
+    ws_close_now(w, CL_EINVAL, cloudlet::http::ws::kInvalidData);
   } else if (data.size() > w->max_message) {
-    ws_send_close(w, cloudlet::http::ws::kTooBig, "");
-    ws_end(w, CL_ETOOBIG, cloudlet::http::ws::kTooBig, "");
+    ws_close_now(w, CL_ETOOBIG, cloudlet::http::ws::kTooBig);
   } else {
     w->queued.push_back({type, data});
-    impl->deferred.push_back([w] {
-      if (live_websockets().count(w)) ws_deliver(w);
-    });
+    ws_deliver_later(w);
   }
   pump(impl.get());
 }
@@ -2083,9 +2086,7 @@ void FakeHost::ws_close(const std::shared_ptr<WebSocket>& ws, uint32_t code, con
   if (!w || w->ended || w->close_received) return;
   w->close_received = true;
   w->queued.push_back({0, reason, code ? code : uint32_t{cloudlet::http::ws::kNoStatus}});
-  impl->deferred.push_back([w] {
-    if (live_websockets().count(w)) ws_deliver(w);
-  });
+  ws_deliver_later(w);
   pump(impl.get());
 }
 
