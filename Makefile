@@ -17,7 +17,7 @@ help:
 	@echo "make run     install dependencies, build, start cloudletd in the foreground (demo service, loopback)"
 	@echo "make test    install dependencies, build, run every test (ctest), then the fuzzers (make fuzz)"
 	@echo "make fuzz    build the libFuzzer targets with clang (build-fuzz/) and run each FUZZ_SECONDS (45)"
-	@echo "make asan    the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/)"
+	@echo "make asan    the suite under AddressSanitizer + UBSan (build-asan/), less the real-QEMU tests"
 	@echo "make tsan    the threaded tests (label tsan) under ThreadSanitizer (build-tsan/)"
 	@echo "make bench   benchmarks against baselines measured in the same run (bench/README.md)"
 	@echo "make deps    install the Debian packages listed in debian/control (idempotent)"
@@ -51,9 +51,13 @@ fuzz: deps
 	cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzzers
 	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
+# Tests that boot real QEMU guests through libvirt's embedded driver (labels qemu, vm) are left out here: GCC 12's
+# ASan runtime has no fork handler (libasan.so.8 intercepts vfork only), so libvirt forking QEMU from a threaded
+# process can leave the child deadlocked on an allocator lock before exec, and LSan's exit-time tracer crashed with
+# the driver's threads alive. Both were seen in CI, never in cloudletd's own code. Those tests run in `make test`.
 asan:
 	$(MAKE) suite BUILD=build-asan CMAKE_ARGS="-DCLOUDLET_SANITIZE=address -DCMAKE_BUILD_TYPE=Debug" \
-	  CTEST_ARGS="$(CTEST_ARGS)"
+	  CTEST_ARGS="-LE 'qemu|vm' $(CTEST_ARGS)"
 
 tsan:
 	$(MAKE) suite BUILD=build-tsan CMAKE_ARGS="-DCLOUDLET_SANITIZE=thread -DCMAKE_BUILD_TYPE=Debug" \
