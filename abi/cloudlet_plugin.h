@@ -408,7 +408,8 @@ typedef struct cl_host_api_s {
   /** Reads a host fact. Keys: "version" (cloudletd version), "data_dir" (absolute data directory),
    * "plugin_data_dir" (this plugin's own directory under the data directory, created on demand),
    * "cloudlet_name" (the name phones see), "api_mode" ("open", "encrypted" or "both"); since 1.1
-   * "plugin_files_dir" (this plugin's own files, read-only: see static_add).
+   * "plugin_files_dir" (this plugin's own files, read-only: see static_add), "listener_tls.<listener>" ("true"
+   * when that listener serves HTTPS, else "false"; CL_ENOENT for no such listener).
    * @param [out] out the value. @return CL_OK, or CL_ENOENT for an unknown key.
    * OWNERSHIP: key borrowed; *out belongs to the plugin (buf_free). THREAD: loop. SINCE: 1.0 */
   cl_status_t (*host_get)(cl_host_t *h, cl_str_t key, cl_buf_t *out);

@@ -6,11 +6,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
+#include <set>
 
 #include "devices/devices.h"
 #include "discovery/discovery.h"
+#include "ops/control.h"
 #include "events/bus.h"
 #include "http/form_reader.h"
 #include "http/request.h"
@@ -32,6 +35,8 @@ namespace cloudlet {
 namespace {
 
 constexpr int kSchemaVersion = 1;
+// What the control socket offers: the command line's operations (main.cc).
+constexpr std::array<const char*, 2> kCommandOps = {"manager.token.create", "manager.user.set_password"};
 
 // mkdir -p with the given mode for each created component.
 bool make_dirs(const std::string& path, mode_t mode, std::string* error) {
@@ -158,6 +163,11 @@ bool Daemon::start(std::string* error) {
   server_ = std::make_unique<http::Server>(*loop_, spool);
   server_->set_totals(cfg_.totals);
   for (auto l : cfg_.listeners) {
+    if (command_) {
+      // A command serves nobody: its plugin may add routes, but the real addresses may be in use (the server).
+      l.host = "127.0.0.1";
+      l.port = 0;
+    }
     // The machine's own names (as Avahi announces it: <host>.local) are names every listener serves.
     std::string host = host_name();
     for (std::string name : {host, host + ".local"}) {
@@ -175,9 +185,11 @@ bool Daemon::start(std::string* error) {
   // Service VMs. libvirt is touched only when needed (VMs to re-attach, leftovers, --demo, the first VM
   // operation): its event implementation is registered then, before its first call, and the connection opens in
   // the background, so a missing or broken hypervisor never delays or stops the HTTP service.
-  virt_ = std::make_unique<virt::Virt>(*loop_, *store_, *ops_, *events_, *jobs_,
-                                       virt::VirtOptions{cfg_.data_dir, cfg_.virt, cfg_.demo});
-  virt_->start();
+  if (!command_) {
+    virt_ = std::make_unique<virt::Virt>(*loop_, *store_, *ops_, *events_, *jobs_,
+                                         virt::VirtOptions{cfg_.data_dir, cfg_.virt, cfg_.demo});
+    virt_->start();
+  }
   register_core_operations();
   register_core_routes();
   services_ = std::make_unique<HostServices>(HostServices{*loop_, *server_, store_.get(), *ops_, *events_,
@@ -185,7 +197,13 @@ bool Daemon::start(std::string* error) {
                                                           cfg_.api_mode, jobs_.get()});
   plugins_ = std::make_unique<PluginManager>(*services_);
   load_plugins();
+  if (command_) return start_command(error);
   if (!start_discovery(error)) return false;
+  // The command line's way in while this server holds the store (core/ops/control.h).
+  control_ = std::make_unique<ControlSocket>(*loop_, *ops_, std::set<std::string>{kCommandOps.begin(), kCommandOps.end()});
+  if (Status bound = control_->start(cfg_.data_dir + "/control.sock"); !bound.ok()) {
+    log::warn("core", "{}: `cloudletd --new-token` and `--set-password` will not reach this server", bound.message());
+  }
   loop_->watch_signals([this](int signum) {
     log::info("core", "received {}: shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
     shutdown();
@@ -203,7 +221,7 @@ void Daemon::load_plugins() {
     for (const auto& listener : p.guards) server_->expect_guard(listener);
   }
   for (const auto& p : cfg_.plugins) {
-    if (!p.enabled) continue;
+    if (!p.enabled || (command_ && p.name != command_->plugin)) continue;
     PluginSpec spec;
     spec.name = p.name;
     spec.path = p.path.empty() ? cfg_.plugin_dir + "/" + p.name + ".so" : p.path;
@@ -339,12 +357,30 @@ void Daemon::register_core_routes() {
   }
 }
 
+bool Daemon::start_command(std::string* error) {
+  if (!ops_->exists(command_->op)) {
+    *error = fmt::format("no {} here: is the '{}' plugin enabled in the configuration?", command_->op,
+                         command_->plugin);
+    return false;
+  }
+  cl_status_t st = ops_->call(command_->op, command_->args_json, [this](cl_status_t s, std::string_view result) {
+    command_status_ = command_->done(s, result);
+    shutdown();
+  });
+  if (st != CL_OK) {
+    *error = fmt::format("{} refused its arguments", command_->op);
+    return false;
+  }
+  return true;
+}
+
 void Daemon::shutdown() {
   if (stopping_) {
     log::warn("core", "shutdown already in progress");
     return;
   }
   stopping_ = true;
+  if (control_) control_->stop([] {});
   // Live streams (the manager's event stream) never end by themselves: their plugins end them on this event,
   // so the drain below does not wait for its deadline.
   events_->publish("server.stopping", "{}");
@@ -366,13 +402,18 @@ void Daemon::finish_shutdown() {
       devices_->stop();
       // VM work in flight comes back (or is cancelled and cleans up) and writes its records before the store
       // closes; libvirt's connection closes before its event implementation, and that before the loop.
-      virt_->stop([this] {
+      auto last = [this] {
         virt::event_impl_shutdown();
         system_->stop();
         store_->close();
         stopped_ = true;
         log::info("core", "shutdown complete");
-      });
+      };
+      if (virt_) {
+        virt_->stop(last);
+      } else {
+        last();
+      }
     });
   });
 }
@@ -386,7 +427,8 @@ int Daemon::run() {
   }
   int rc = loop_->close();
   if (rc != 0) log::error("core", "the loop did not close cleanly ({})", uv_strerror(rc));
-  return rc == 0 ? 0 : 1;
+  if (rc != 0) return 1;
+  return command_ ? command_status_ : 0;
 }
 
 }  // namespace cloudlet

@@ -4,8 +4,11 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 
+#include "cloudlet_plugin.h"
 #include "config/config.h"
 
 namespace cloudlet {
@@ -19,6 +22,7 @@ class Jobs;
 class Devices;
 class SystemInfo;
 class Discovery;
+class ControlSocket;
 struct Peer;
 struct HostServices;
 namespace http {
@@ -32,6 +36,18 @@ class Daemon {
  public:
   explicit Daemon(Config cfg);
   ~Daemon();
+
+  // A one-shot command instead of a server (`cloudletd --new-token`, `--set-password` when no server runs on
+  // the data directory): start() then loads only `plugin`, binds the listeners on loopback ephemeral ports
+  // (routes register; nobody is told), starts no VMs and no discovery, calls `op` with `args_json` as the core,
+  // hands its answer to `done`, and shuts down; run() returns done's exit status. Set before start().
+  struct Command {
+    std::string plugin;
+    std::string op;
+    std::string args_json;
+    std::function<int(cl_status_t status, std::string_view result_json)> done;
+  };
+  void set_command(Command command) { command_ = std::move(command); }
 
   // Opens the store, binds listeners, registers core operations, loads plugins. Returns false with *error
   // (one line) when the server cannot run at all (unusable data directory, a listener that cannot bind).
@@ -53,6 +69,7 @@ class Daemon {
   void register_core_routes();
   void load_plugins();
   bool start_discovery(std::string* error);
+  bool start_command(std::string* error);
   void finish_shutdown();
 
   Config cfg_;
@@ -68,6 +85,9 @@ class Daemon {
   std::unique_ptr<Discovery> discovery_;
   std::unique_ptr<HostServices> services_;
   std::unique_ptr<PluginManager> plugins_;
+  std::unique_ptr<ControlSocket> control_;
+  std::optional<Command> command_;
+  int command_status_ = 0;
   bool stopping_ = false;
   bool stopped_ = false;
 };

@@ -10,6 +10,7 @@ function text(tag, value) {
 
 async function getJSON(path) {
   const r = await fetch(path, { cache: "no-store" });
+  if (r.status === 401) location.assign("/manager/login");  // the session ended (idle, logout, new password)
   if (!r.ok) throw new Error(path + ": " + r.status);
   return r.json();
 }

@@ -64,7 +64,10 @@ class Manager:
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             data = json.dumps(body) if body is not None else None
-            c.request(method, path, body=data, headers={"Content-Type": "application/json"} if data else {})
+            headers = {"Authorization": "Bearer " + os.environ.get("CLOUDLET_TOKEN", "")}
+            if data:
+                headers["Content-Type"] = "application/json"
+            c.request(method, path, body=data, headers=headers)
             r = c.getresponse()
             raw = r.read()
             return r.status, json.loads(raw) if raw else None

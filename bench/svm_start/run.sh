@@ -20,12 +20,13 @@ done
 
 work=$(mktemp -d /tmp/bench-svm.XXXXXX)
 pid=""
+auth=""
 cleanup() {
   if [ -n "$pid" ]; then
     # Instances still running (an interrupted run) go first, then the server.
-    for id in $(curl -sf "http://127.0.0.1:$mgr_port/manager/api/instances" |
+    for id in $(curl -sf -H "$auth" "http://127.0.0.1:$mgr_port/manager/api/instances" |
                 python3 -c 'import json,sys; [print(i["id"]) for i in json.load(sys.stdin)["instances"]]' 2>/dev/null); do
-      curl -sf -X DELETE "http://127.0.0.1:$mgr_port/manager/api/instances/$id" >/dev/null || true
+      curl -sf -H "$auth" -X DELETE "http://127.0.0.1:$mgr_port/manager/api/instances/$id" >/dev/null || true
     done
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
@@ -57,18 +58,23 @@ cat > "$work/cloudletd.json" <<JSON
   "discovery": { "enabled": false },
   "virt": { "domain_type": "qemu", "forward_address": "127.0.0.1", "port_min": $vport_min, "port_max": $vport_max,
             "ready_timeout_ms": 60000, "demo_dir": "$build/demo-guest" },
-  "plugins": []
+  "plugin_dir": "$build/plugins",
+  "plugins": [ { "name": "manager", "prefixes": ["/manager/"], "guards": ["manager"], "grants": ["instance.stop.force"] } ]
 }
 JSON
+# The manager refuses anonymous callers: an API token for this run (made before the server holds the store).
+token=$("$build/cloudletd" --config "$work/cloudletd.json" --new-token bench) || exit 1
+export CLOUDLET_TOKEN="$token"
+auth="Authorization: Bearer $token"
 "$build/cloudletd" --config "$work/cloudletd.json" --demo > "$work/cloudletd.log" 2>&1 &
 pid=$!
 echo "bench/svm_start: cloudletd making demo.httpd's saved state (a cold boot under TCG and a save)"
 for _ in $(seq 1 600); do
-  if curl -sf "http://127.0.0.1:$mgr_port/manager/api/services/demo.httpd" >/dev/null 2>&1; then break; fi
+  if curl -sf -H "$auth" "http://127.0.0.1:$mgr_port/manager/api/services/demo.httpd" >/dev/null 2>&1; then break; fi
   kill -0 "$pid" 2>/dev/null || { cat "$work/cloudletd.log"; exit 1; }
   sleep 0.5
 done
-curl -sf "http://127.0.0.1:$mgr_port/manager/api/services/demo.httpd" >/dev/null ||
+curl -sf -H "$auth" "http://127.0.0.1:$mgr_port/manager/api/services/demo.httpd" >/dev/null ||
   { echo "demo.httpd never became ready" >&2; tail -30 "$work/cloudletd.log"; exit 1; }
 state="$work/data/services/demo.httpd/image-1/state.sav"
 echo "bench/svm_start: state $(stat -c %s "$state") bytes; $runs alternating rounds, each timed until the guest's first HTTP reply"

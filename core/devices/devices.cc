@@ -242,6 +242,7 @@ void Devices::start() {
 }
 
 void Devices::pair(std::string_view args, Operations::Reply reply) {
+  std::string by = reply.caller().by();
   json::Document a = args_of(args);
   auto id = json::get_string(a, "device_id");
   auto duration = json::get_int(a, "duration_s");
@@ -281,7 +282,7 @@ void Devices::pair(std::string_view args, Operations::Reply reply) {
   std::string device_id(*id);
   put_durable(store_, kDevices, device_id, json::stringify(d), reply, answer);
   arm(device_id, now + *duration * 1000);
-  log::info("devices", "paired device {} for {} s", device_id, *duration);
+  log::info("devices", "paired device {} for {} s{}", device_id, *duration, by);
   events_.publish("device.changed", fmt::format("{{\"device_id\":\"{}\",\"state\":\"ok\"}}", device_id));
 }
 
@@ -322,6 +323,7 @@ void Devices::auth(std::string_view args, Operations::Reply reply) {
 }
 
 void Devices::revoke(std::string_view args, Operations::Reply reply) {
+  std::string by = reply.caller().by();
   json::Document d;
   std::optional<std::string> named = named_device(store_, args, reply, &d);
   if (!named) return;
@@ -331,11 +333,12 @@ void Devices::revoke(std::string_view args, Operations::Reply reply) {
   put_durable(store_, kDevices, device_id, json::stringify(d), reply, view(d, wall_ms()));
   disarm(device_id);
   leave_instances(device_id, instances, "revoked");
-  log::info("devices", "revoked device {}", device_id);
+  log::info("devices", "revoked device {}{}", device_id, by);
   events_.publish("device.changed", fmt::format("{{\"device_id\":\"{}\",\"state\":\"revoked\"}}", device_id));
 }
 
 void Devices::unpair(std::string_view args, Operations::Reply reply) {
+  std::string by = reply.caller().by();
   json::Document d;
   std::optional<std::string> named = named_device(store_, args, reply, &d);
   if (!named) return;
@@ -352,7 +355,7 @@ void Devices::unpair(std::string_view args, Operations::Reply reply) {
   });
   disarm(device_id);
   leave_instances(device_id, instances, "unpaired");
-  log::info("devices", "unpaired device {} ({} message(s) deleted)", device_id, deleted);
+  log::info("devices", "unpaired device {} ({} message(s) deleted){}", device_id, deleted, by);
   events_.publish("device.changed", fmt::format("{{\"device_id\":\"{}\",\"state\":\"unpaired\"}}", device_id));
 }
 

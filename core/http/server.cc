@@ -157,7 +157,10 @@ void Server::remove_guards(void* owner) {
     if (!l->guarded || l->guard_owner != owner) continue;
     l->guard = nullptr;
     l->guard_owner = nullptr;
-    log::warn("http", "listener '{}' lost its guard: it refuses every request (503) from now on", l->options.name);
+    // Only news while serving: at shutdown every listener is closing anyway.
+    if (!shutting_down_) {
+      log::warn("http", "listener '{}' lost its guard: it refuses every request (503) from now on", l->options.name);
+    }
   }
 }
 

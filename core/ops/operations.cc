@@ -51,6 +51,12 @@ bool Caller::may_call(std::string_view privileged_op) const {
   return grants && grants->count(std::string(privileged_op)) > 0;
 }
 
+std::string Caller::by() const {
+  if (kind == CL_CALLER_CORE) return "";
+  if (principal.empty()) return " by plugin " + plugin;
+  return " by " + principal + " (" + plugin + ")";
+}
+
 bool Operations::valid_name(std::string_view name) {
   if (name.empty() || name.size() > 64) return false;
   for (char c : name) {

@@ -33,6 +33,9 @@ struct Caller {
   std::shared_ptr<const std::set<std::string>> grants;
 
   bool may_call(std::string_view privileged_op) const;
+  // For log lines that record who changed something: " by user:admin (manager)", " by plugin x", or "" for
+  // the core itself.
+  std::string by() const;
 };
 
 class Operations {

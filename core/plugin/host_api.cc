@@ -155,6 +155,11 @@ cl_status_t host_host_get(cl_host_t* h, cl_str_t key, cl_buf_t* out) {
   if (k == "cloudlet_name") return copy_out(s.cloudlet_name, out);
   if (k == "api_mode") return copy_out(s.api_mode, out);
   if (k == "plugin_files_dir") return copy_out(h->spec.files_dir, out);
+  if (k.rfind("listener_tls.", 0) == 0) {
+    auto* l = s.server.listener(k.substr(13));
+    if (!l) return CL_ENOENT;
+    return copy_out(l->options.tls_cert.empty() ? "false" : "true", out);
+  }
   if (k == "plugin_data_dir") {
     std::string dir;
     if (!plugin_data_dir(h, &dir)) return CL_EIO;

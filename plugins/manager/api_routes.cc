@@ -84,9 +84,13 @@ cl_status_t on_api_request(void* ud, cl_request_t* r) noexcept {
     }
     uint32_t ok = route.ok_status;
     // The request stays ours until answered, even if the client leaves; the result comes before fini.
-    cl_status_t st = cl::op_call(host, route.op, args, [host, r, ok](cl_status_t s, std::string_view result) {
+    // On behalf of whom the guard authenticated (the callee sees "user:NAME" or "token:NAME").
+    auto done = [host, r, ok](cl_status_t s, std::string_view result) {
       cl::Request(host, r).send_json(s == CL_OK ? ok : cl::http_status(s), result);
-    });
+    };
+    std::string_view principal = req.principal().value_or("");
+    cl_status_t st = principal.empty() ? cl::op_call(host, route.op, args, done)
+                                       : cl::op_call_as(host, route.op, args, principal, done);
     if (st == CL_OK) return CL_OK;
     return req.send_json(st == CL_ENOENT ? 503 : 400,
                          json::error_object(st == CL_ENOENT ? std::string("operation ") + route.op + " is not available"
@@ -100,18 +104,9 @@ cl_status_t api_routes_add(Manager& m) {
   m.api_entries.reserve(std::size(kRoutes));  // the routes keep pointers into it
   for (const ApiRoute& route : kRoutes) {
     m.api_entries.push_back({&m, &route});
-    cl_route_desc_t d{};
-    d.struct_size = sizeof d;
-    d.flags = CL_ROUTE_F_JSON;
-    d.listener = "manager";
-    d.method = route.method;
-    d.pattern = route.pattern;
-    d.handler = on_api_request;
-    d.ud = &m.api_entries.back();
-    if (cl_status_t st = m.host.route_add(d); st != CL_OK) {
-      m.host.error(std::string("cannot add ") + route.method + " " + route.pattern + ": " + m.host.strerror(st));
-      return st;
-    }
+    cl_status_t st =
+        manager_route_add(m, route.method, route.pattern, CL_ROUTE_F_JSON, on_api_request, &m.api_entries.back());
+    if (st != CL_OK) return st;
   }
   return CL_OK;
 }

@@ -99,14 +99,7 @@ cl_status_t on_events_request(void* ud, cl_request_t* r) noexcept {
 cl_status_t event_stream_add(Manager& m) {
   cl_status_t st = m.host.event_subscribe("server.stopping", on_server_stopping, &m, &m.stopping_sub);
   if (st != CL_OK) return st;
-  cl_route_desc_t d{};
-  d.struct_size = sizeof d;
-  d.listener = "manager";
-  d.method = "GET";
-  d.pattern = "/manager/api/events";
-  d.handler = on_events_request;
-  d.ud = &m;
-  return m.host.route_add(d);
+  return manager_route_add(m, "GET", "/manager/api/events", 0, on_events_request, &m);
 }
 
 void event_streams_end_all(Manager& m) {

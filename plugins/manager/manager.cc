@@ -5,7 +5,11 @@
  * /manager/api/events (event_stream.cc).
  *
  * Configuration ({"config": {...}} of its plugins[] entry):
- *   max_event_streams  open /manager/api/events streams at most (default 64, 1..4096)
+ *   max_event_streams     open /manager/api/events streams at most (default 64, 1..4096)
+ *   session_idle_minutes  a login ends after this long unused (default 30, 1..1440)
+ *   session_max_hours     and this long after it began, used or not (default 12, 1..720)
+ * It guards the manager listener (plugins[].guards: ["manager"]): every request needs a session or an API
+ * token, except the login page, the login route and /healthz (login.cc).
  * Its routes call privileged operations, which the configuration grants it (plugins[].grants): device.pair,
  * device.revoke, device.unpair, service.delete, and instance.stop.force (the DELETE of an instance stops it for
  * every device sharing it). An operation not granted answers 403.
@@ -15,6 +19,22 @@
 #include "plugin.h"
 
 namespace cloudlet::manager {
+
+cl_status_t manager_route_add(Manager& m, const char* method, const char* pattern, uint32_t flags, cl_route_cb handler,
+                              void* ud) {
+  cl_route_desc_t d{};
+  d.struct_size = sizeof d;
+  d.flags = flags;
+  d.listener = "manager";
+  d.method = method;
+  d.pattern = pattern;
+  d.handler = handler;
+  d.ud = ud;
+  cl_status_t st = m.host.route_add(d);
+  if (st != CL_OK) m.host.error(std::string("cannot add ") + method + " " + pattern + ": " + m.host.strerror(st));
+  return st;
+}
+
 namespace {
 
 cl_status_t read_config(Manager& m, cl_str_t config) {
@@ -37,6 +57,23 @@ cl_status_t read_config(Manager& m, cl_str_t config) {
     return CL_EINVAL;
   }
   m.max_event_streams = static_cast<size_t>(max);
+  struct Bound {
+    const char* key;
+    int64_t lo, hi;
+    uint64_t unit_ms;
+    uint64_t* out;
+  };
+  for (const Bound& b : {Bound{"session_idle_minutes", 1, 1440, 60000, &m.auth.idle_ms},
+                         Bound{"session_max_hours", 1, 720, 3600000, &m.auth.absolute_ms}}) {
+    int64_t v = static_cast<int64_t>(*b.out / b.unit_ms);
+    st = doc.get(std::string("/") + b.key, &v);
+    if ((st != CL_OK && st != CL_ENOENT) || v < b.lo || v > b.hi) {
+      m.host.error(std::string("config.") + b.key + ": must be an integer from " + std::to_string(b.lo) + " to " +
+                   std::to_string(b.hi));
+      return CL_EINVAL;
+    }
+    *b.out = static_cast<uint64_t>(v) * b.unit_ms;
+  }
   return CL_OK;
 }
 
@@ -46,6 +83,7 @@ cl_status_t manager_init(cl_host_t* h, const cl_host_api_t* api, cl_str_t config
   m->host = cl::Host(h, api);
   cl_status_t st = cl::guarded([&] {
     cl_status_t s = read_config(*m, config);
+    if (s == CL_OK) s = login_add(*m);
     if (s == CL_OK) s = api_routes_add(*m);
     if (s == CL_OK) s = event_stream_add(*m);
     return s;

@@ -1955,6 +1955,11 @@ FakeHost::Response FakeHost::request(const std::string& listener, const std::str
     r->query = query;
     if (!query.empty()) cloudlet::http::parse_query(query, &r->params);
     r->headers = headers;
+    for (const auto& [name, value] : default_headers) {
+      bool own = false;
+      for (const auto& h : headers) own = own || strcasecmp(h.first.c_str(), name.c_str()) == 0;
+      if (!own) r->headers.emplace_back(name, value);
+    }
     r->resp = resp;
     r->local_ip = local_ip;
     r->peer_ip = peer_ip;

@@ -100,6 +100,10 @@ class FakeHost {
   void ws_close(const std::shared_ptr<WebSocket>& ws, uint32_t code, const std::string& reason = "");
   void ws_drop(const std::shared_ptr<WebSocket>& ws);
 
+  // Headers every request() carries besides its own (a client's credentials: an API token for a guarded
+  // listener); a request's own header of the same name wins.
+  std::vector<std::pair<std::string, std::string>> default_headers;
+
   // The local address reported by req_local_addr (what a client "connected to").
   std::string local_ip = "127.0.0.1";
   uint16_t local_port = 9999;

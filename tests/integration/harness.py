@@ -84,7 +84,7 @@ def rss_kib(pid):
 # What config/cloudletd.json gives plugins beyond the defaults: URL prefixes outside /plugins/<name>/ and
 # privileged operations.
 PLUGIN_EXTRA = {
-    "manager": {"prefixes": ["/manager/"], "grants": ["device.pair", "device.revoke", "device.unpair", "service.delete", "instance.stop.force"]},
+    "manager": {"prefixes": ["/manager/"], "guards": ["manager"], "grants": ["device.pair", "device.revoke", "device.unpair", "service.delete", "instance.stop.force"]},
     "offload_api": {"prefixes": ["/api/"], "grants": ["device.auth"]},
 }
 
@@ -92,6 +92,15 @@ PLUGIN_EXTRA = {
 def plugin_entry(name):
     """A plugins[] entry for a plugin of the build, configured as config/cloudletd.json does."""
     return dict({"name": name}, **PLUGIN_EXTRA.get(name, {}))
+
+
+def bearer(raw, token):
+    """A raw HTTP request (bytes or str) with the manager's API token added after its request line: the
+    manager refuses anonymous requests (401) before reading their bodies, so raw-socket tests of what lies
+    behind need an authenticated client."""
+    if isinstance(raw, str):
+        raw = raw.encode()
+    return raw.replace(b"\r\n", f"\r\nAuthorization: Bearer {token}\r\n".encode(), 1)
 
 
 class Server:
@@ -131,8 +140,24 @@ class Server:
             json.dump(cfg, f, indent=2)
         self.args = list(args)
         self.proc = None
+        self.manager = manager or "manager" in named
+        self.token = None  # the manager's API token, made before the first start (cloudletd --new-token)
+
+    def new_token(self, name="tests"):
+        """A new manager API token from the command line (`cloudletd --new-token`), whether or not the server
+        runs; the harness sends the first one with every manager request."""
+        r = subprocess.run([BINARY, "--config", self.config_path, "--new-token", name], capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0 and r.stdout.strip().startswith("cl_"), \
+            f"--new-token failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+        return r.stdout.strip()
+
+    def auth_headers(self):
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def start(self, wait=True, timeout=20):
+        if self.manager and self.token is None:
+            self.token = self.new_token()
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([BINARY, "--config", self.config_path] + self.args,
                                      stdout=self.log, stderr=subprocess.STDOUT)
@@ -157,18 +182,23 @@ class Server:
     def port(self, listener):
         return self.api_port if listener == "api" else self.manager_port
 
-    def request(self, listener, method, path, body=None, headers=None, timeout=10):
+    def request(self, listener, method, path, body=None, headers=None, timeout=10, anonymous=False):
+        """One request; on the manager listener it carries the harness's API token unless anonymous or the
+        caller sends its own Authorization."""
+        headers = dict(headers or {})
+        if listener == "manager" and not anonymous and not any(k.lower() == "authorization" for k in headers):
+            headers.update(self.auth_headers())
         conn = http.client.HTTPConnection("127.0.0.1", self.port(listener), timeout=timeout)
         try:
-            conn.request(method, path, body=body, headers=headers or {})
+            conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
             return resp.status, dict(resp.getheaders()), data
         finally:
             conn.close()
 
-    def get(self, listener, path, timeout=10):
-        return self.request(listener, "GET", path, timeout=timeout)
+    def get(self, listener, path, timeout=10, anonymous=False):
+        return self.request(listener, "GET", path, timeout=timeout, anonymous=anonymous)
 
     def get_json(self, listener, path):
         status, headers, body = self.get(listener, path)

@@ -160,8 +160,8 @@ class BufferedBodies(harness.TestCase):
             socks = []
             for i in range(250):
                 s = connect(srv.manager_port, f"127.0.0.{2 + i // 100}")
-                s.sendall(b"POST /manager/api/devices HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                          b"Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n" + body)
+                s.sendall(harness.bearer(b"POST /manager/api/devices HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                 b"Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n" + body, srv.token))
                 socks.append(s)
             time.sleep(1.0)
             return socks
@@ -185,8 +185,8 @@ class SlowBodies(harness.TestCase):
     def test_a_trickled_body_ends_at_the_request_deadline(self):
         srv = self.server(config={"limits": {"request_timeout_ms": 1500, "body_timeout_ms": 10000}}).start()
         s = connect(srv.manager_port)
-        s.sendall(b"POST /manager/api/devices HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: 1000\r\n\r\n{")
+        s.sendall(harness.bearer(b"POST /manager/api/devices HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 1000\r\n\r\n{", srv.token))
         start = time.monotonic()
         closed = False
         for _ in range(40):  # one byte every 100 ms for at most 4 s
@@ -210,8 +210,8 @@ class SlowBodies(harness.TestCase):
         for _ in range(260):
             s = connect(srv.manager_port, "127.0.0.2")
             held.append(s)
-            s.sendall(b"POST /manager/api/devices HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                      b"Content-Length: 100000\r\n\r\n{")
+            s.sendall(harness.bearer(b"POST /manager/api/devices HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 100000\r\n\r\n{", srv.token))
         time.sleep(0.3)
         for s in held:
             if wait_fd(s, select.POLLIN, 0):
@@ -250,16 +250,17 @@ class CrossSiteAndRebinding(harness.TestCase):
         ]
         for headers in attempts:
             h = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-            r = roundtrip(port, f"POST /manager/api/devices HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{h}"
-                                f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            r = roundtrip(port, harness.bearer(f"POST /manager/api/devices HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{h}"
+                                       f"Content-Length: {len(body)}\r\n\r\n".encode() + body, srv.token))
             self.assertIsNotNone(r)
             self.assertIn(r[0], (403, 415), (headers, r))
             self.assertNotIn(b"device_key", r[2])
         self.assertEqual(self.paired(srv), [])
         # The manager's own page (same origin) and curl still pair.
-        r = roundtrip(port, f"POST /manager/api/devices HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                            f"Origin: http://127.0.0.1:{port}\r\nSec-Fetch-Site: same-origin\r\n"
-                            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        r = roundtrip(port, harness.bearer(f"POST /manager/api/devices HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                                   f"Origin: http://127.0.0.1:{port}\r\nSec-Fetch-Site: same-origin\r\n"
+                                   f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                                   + body, srv.token))
         self.assertEqual(r[0], 201, r)
 
     def test_rebinding_host_names_are_refused(self):
@@ -288,13 +289,13 @@ class Leftovers(harness.TestCase):
         socks = []
         for _ in range(70):  # more than the 64 stream slots
             s = connect(port)
-            s.sendall(f"HEAD /manager/api/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+            s.sendall(harness.bearer(f"HEAD /manager/api/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n", srv.token))
             r = read_response_head(s)
             self.assertIsNotNone(r)
             self.assertIn(b"200 OK", r)
             socks.append(s)
         s = connect(port)
-        s.sendall(f"GET /manager/api/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        s.sendall(harness.bearer(f"GET /manager/api/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n", srv.token))
         got = b""
         end = time.monotonic() + 5
         while b"event: hello" not in got and time.monotonic() < end:
@@ -347,8 +348,9 @@ def read_response_head(s, deadline_s=5):
 # ---- all at once ---------------------------------------------------------------------------------------------
 
 
-def attackers(api_port, manager_port, ready, stop, results):
-    """Runs in its own process (its own interpreter lock): every attack, until stop is set."""
+def attackers(api_port, manager_port, token, ready, stop, results):
+    """Runs in its own process (its own interpreter lock): every attack, until stop is set. On the manager the
+    attacker holds an API token (anonymous requests are refused before their bodies are read)."""
     raise_fd_limit()
     held = []
     out = {}
@@ -358,7 +360,8 @@ def attackers(api_port, manager_port, ready, stop, results):
                                             (api_port, "/api/services"), (api_port, "/healthz")]):
             s = connect(port, f"127.0.0.{2 + i}", rcvbuf=4096)
             held.append(s)
-            pipeline_until_stuck(s, f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode(), max_s=2)
+            request = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+            pipeline_until_stuck(s, harness.bearer(request, token) if port == manager_port else request, max_s=2)
         # Slow bodies from four addresses, more than each address may hold, on both listeners.
         slow = []
         for a in range(4):
@@ -367,8 +370,9 @@ def attackers(api_port, manager_port, ready, stop, results):
                 for _ in range(150):
                     try:
                         s = connect(port, f"127.0.0.{10 + a}", timeout=2)
-                        s.sendall(f"POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
-                                  f"Content-Length: 2000\r\n\r\n".encode())
+                        request = (f"POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
+                                   f"Content-Length: 2000\r\n\r\n".encode())
+                        s.sendall(harness.bearer(request, token) if port == manager_port else request)
                         s.setblocking(False)
                         slow.append(s)
                     except OSError:
@@ -377,14 +381,14 @@ def attackers(api_port, manager_port, ready, stop, results):
         # A deep JSON body (short: the depth-limit fix answers 400 for any depth; this one stays under the
         # depth that overflowed the stack), a cross-site POST, 70 HEADs on the event stream, Upgrades.
         deep = b"[" * 5000
-        r = roundtrip(manager_port, b"POST /manager/api/devices HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
-                      b"application/json\r\nContent-Length: " + str(len(deep)).encode() + b"\r\n\r\n" + deep,
-                      "127.0.0.20")
+        r = roundtrip(manager_port, harness.bearer(b"POST /manager/api/devices HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                                           b"application/json\r\nContent-Length: " + str(len(deep)).encode()
+                                           + b"\r\n\r\n" + deep, token), "127.0.0.20")
         out["deep_json"] = r and r[0]
         body = b'{"device_id":"evil","duration_s":60}'
-        r = roundtrip(manager_port, b"POST /manager/api/devices HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: "
-                      b"http://evil.example\r\nContent-Type: text/plain\r\nContent-Length: " + str(len(body)).encode()
-                      + b"\r\n\r\n" + body, "127.0.0.21")
+        r = roundtrip(manager_port, harness.bearer(b"POST /manager/api/devices HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: "
+                                           b"http://evil.example\r\nContent-Type: text/plain\r\nContent-Length: "
+                                           + str(len(body)).encode() + b"\r\n\r\n" + body, token), "127.0.0.21")
         out["cross_site"] = r and r[0]
         form = b"command=AAAA"
         r = roundtrip(api_port, b"POST /api/command HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://evil.example\r\n"
@@ -394,7 +398,7 @@ def attackers(api_port, manager_port, ready, stop, results):
         heads = []
         for _ in range(70):
             s = connect(manager_port, "127.0.0.22")
-            s.sendall(b"HEAD /manager/api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            s.sendall(harness.bearer(b"HEAD /manager/api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", token))
             heads.append(s)
         held.extend(heads)
         upgrades = []
@@ -441,7 +445,7 @@ class CombinedAttack(harness.TestCase):
         pid = srv.proc.pid
         ctx = multiprocessing.get_context("fork")
         ready, stop, results = ctx.Event(), ctx.Event(), ctx.Queue()
-        proc = ctx.Process(target=attackers, args=(srv.api_port, srv.manager_port, ready, stop, results))
+        proc = ctx.Process(target=attackers, args=(srv.api_port, srv.manager_port, srv.token, ready, stop, results))
         proc.start()
         latencies = {"api": [], "manager": []}
         failures = []

@@ -113,9 +113,10 @@ class Serving(harness.TestCase):
         status, _, body = srv.get("manager", "/plugins/unload_pending/work")
         self.assertEqual((status, json.loads(body)["queued"]), (200, 40))
         down = socket.create_connection(("127.0.0.1", srv.port("manager")), timeout=10)
-        down.sendall(b"GET /plugins/unload_pending/big HTTP/1.1\r\nHost: localhost\r\n\r\n")  # never read
+        down.sendall(harness.bearer(b"GET /plugins/unload_pending/big HTTP/1.1\r\nHost: localhost\r\n\r\n", srv.token))  # never read
         up = socket.create_connection(("127.0.0.1", srv.port("manager")), timeout=10)
-        up.sendall(b"POST /plugins/unload_pending/upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\nhalf")
+        up.sendall(harness.bearer(b"POST /plugins/unload_pending/upload HTTP/1.1\r\nHost: localhost\r\n"
+                                  b"Content-Length: 1000\r\n\r\nhalf", srv.token))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             _, _, body = srv.get("manager", "/plugins/unload_pending/status")
@@ -142,7 +143,8 @@ class Serving(harness.TestCase):
     def test_live_events_stream_and_end_at_shutdown(self):
         srv = self.server().start()
         sock = socket.create_connection(("127.0.0.1", srv.port("manager")), timeout=10)
-        sock.sendall(b"GET /manager/api/events?topics=device.* HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        sock.sendall(harness.bearer(b"GET /manager/api/events?topics=device.* HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                                    srv.token))
         got = b""
         while b"\r\n\r\n" not in got:
             got += sock.recv(4096)

@@ -10,10 +10,15 @@ import websockets
 import harness
 
 
-async def session(port):
+def connect(srv):
+    """The echo on the manager listener, with the harness's API token (the listener's guard runs first)."""
+    uri = "ws://127.0.0.1:%d/plugins/hello/echo" % srv.port("manager")
+    return websockets.connect(uri, max_size=None, open_timeout=10, close_timeout=10, extra_headers=srv.auth_headers())
+
+
+async def session(srv):
     seen = {}
-    uri = "ws://127.0.0.1:%d/plugins/hello/echo" % port
-    async with websockets.connect(uri, max_size=None, open_timeout=10, close_timeout=10) as ws:
+    async with connect(srv) as ws:
         await ws.send("h\u00e9llo, cloudlet")
         seen["text"] = await asyncio.wait_for(ws.recv(), 10)
         payload = bytes(range(256)) * 200  # 51200 bytes: one frame with a 16-bit length
@@ -30,9 +35,8 @@ async def session(port):
     return seen
 
 
-async def too_big(port):
-    uri = "ws://127.0.0.1:%d/plugins/hello/echo" % port
-    async with websockets.connect(uri, max_size=None, open_timeout=10, close_timeout=10) as ws:
+async def too_big(srv):
+    async with connect(srv) as ws:
         await ws.send(b"x" * (64 * 1024 + 1))  # over the plugin's max_message
         try:
             await asyncio.wait_for(ws.recv(), 10)
@@ -44,7 +48,7 @@ async def too_big(port):
 class WebSocketEcho(harness.TestCase):
     def test_a_real_client_talks_to_the_echo_and_closes_cleanly(self):
         srv = self.server().start()
-        seen = asyncio.run(session(srv.port("manager")))
+        seen = asyncio.run(session(srv))
         self.assertEqual(seen["text"], "h\u00e9llo, cloudlet")
         self.assertTrue(seen["binary_ok"])
         self.assertEqual(seen["fragments"], "fragmented message")
@@ -59,7 +63,7 @@ class WebSocketEcho(harness.TestCase):
 
     def test_a_message_over_the_bound_closes_with_1009(self):
         srv = self.server().start()
-        self.assertEqual(asyncio.run(too_big(srv.port("manager"))), 1009)
+        self.assertEqual(asyncio.run(too_big(srv)), 1009)
         # The server is still there for the next client.
         status, _, _ = srv.get("manager", "/plugins/hello/greet?name=after")
         self.assertEqual(status, 200)

@@ -13,14 +13,31 @@
 
 #include "fakehost.h"
 #include "json/json.h"
+#include "manager_host.h"
 
 using cloudlet::test::FakeHost;
+using manager_test::configure;
+using manager_test::plugin_path;
 
 namespace {
 
-std::string plugin_path() { return std::string(getenv("CLOUDLET_BUILD_DIR")) + "/plugins/manager.so"; }
-
 const std::vector<std::pair<std::string, std::string>> kJson = {{"Content-Type", "application/json"}};
+
+// An API token for tests that exercise what lies behind the guard (manager.token.create, as the command line).
+std::string new_token(FakeHost& fh, const std::string& name = "tests") {
+  auto [st, result] = fh.call("manager.token.create", "{\"name\":\"" + name + "\"}");
+  EXPECT_EQ(st, CL_OK) << result;
+  cloudlet::json::Document d;
+  if (!cloudlet::json::parse(result, &d, nullptr) || !d.HasMember("token")) return "";
+  return d["token"].GetString();
+}
+
+// Loads the manager and makes every later request carry an API token.
+cl_status_t load_with_token(FakeHost& fh, const std::string& config = "") {
+  cl_status_t st = config.empty() ? fh.load(plugin_path()) : fh.load(plugin_path(), config);
+  if (st == CL_OK) fh.default_headers = {{"Authorization", "Bearer " + new_token(fh)}};
+  return st;
+}
 
 // Provides every operation the manager calls, recording the arguments each got; "service.get" answers
 // CL_ENOENT as the core does for an unknown service.
@@ -48,15 +65,18 @@ struct Core {
 
 TEST(Manager, RegistersTheJsonApiAndTheEventStreamOnTheManagerListener) {
   FakeHost fh;
-  fh.prefixes = {"/manager/"};
-  ASSERT_EQ(fh.load(plugin_path()), CL_OK);
+  configure(fh);
+  ASSERT_EQ(load_with_token(fh), CL_OK);
   std::map<std::string, int> seen;
   for (const auto& r : fh.routes) {
     EXPECT_EQ(r.listener, "manager");
-    EXPECT_EQ(r.pattern.rfind("/manager/api/", 0), 0u) << r.pattern;
+    // The JSON API, and the login page with its script.
+    EXPECT_TRUE(r.pattern.rfind("/manager/api/", 0) == 0 || r.pattern == "/manager/login" ||
+                r.pattern == "/manager/login.js")
+        << r.pattern;
     seen[r.method + " " + r.pattern]++;
   }
-  EXPECT_EQ(fh.routes.size(), 24u);
+  EXPECT_EQ(fh.routes.size(), 33u);
   for (const char* route : {"GET /manager/api/info", "GET /manager/api/events", "GET /manager/api/openapi.json", "DELETE /manager/api/instances/{id}",
                             "POST /manager/api/devices", "POST /manager/api/jobs/{id}/cancel"}) {
     EXPECT_EQ(seen[route], 1) << route;
@@ -66,10 +86,10 @@ TEST(Manager, RegistersTheJsonApiAndTheEventStreamOnTheManagerListener) {
 
 TEST(Manager, EachRouteCallsItsOperationWithThePathsIdAndTheBody) {
   FakeHost fh;
-  fh.prefixes = {"/manager/"};
+  configure(fh);
   Core core;
   core.provide(fh);
-  ASSERT_EQ(fh.load(plugin_path()), CL_OK);
+  ASSERT_EQ(load_with_token(fh), CL_OK);
   struct Case {
     const char* method;
     const char* target;
@@ -116,10 +136,10 @@ TEST(Manager, EachRouteCallsItsOperationWithThePathsIdAndTheBody) {
 
 TEST(Manager, ErrorsComeBackWithTheirHttpStatus) {
   FakeHost fh;
-  fh.prefixes = {"/manager/"};
+  configure(fh);
   Core core;
   core.provide(fh);
-  ASSERT_EQ(fh.load(plugin_path()), CL_OK);
+  ASSERT_EQ(load_with_token(fh), CL_OK);
   // The operation's own error, with its status.
   auto r = fh.request("manager", "GET", "/manager/api/services/x");
   EXPECT_EQ(r.status, 404u);
@@ -139,8 +159,8 @@ TEST(Manager, ErrorsComeBackWithTheirHttpStatus) {
 
 TEST(Manager, AnOperationNobodyProvidesAnswers503) {
   FakeHost fh;
-  fh.prefixes = {"/manager/"};
-  ASSERT_EQ(fh.load(plugin_path()), CL_OK);
+  configure(fh);
+  ASSERT_EQ(load_with_token(fh), CL_OK);
   auto r = fh.request("manager", "GET", "/manager/api/instances");
   EXPECT_EQ(r.status, 503u);
   EXPECT_EQ(r.body, "{\"error\":\"operation instance.list is not available\"}");
@@ -149,8 +169,8 @@ TEST(Manager, AnOperationNobodyProvidesAnswers503) {
 
 TEST(Manager, EventStreamsAreCappedAndEndWhenTheServerStops) {
   FakeHost fh;
-  fh.prefixes = {"/manager/"};
-  ASSERT_EQ(fh.load(plugin_path(), "{\"max_event_streams\": 1}"), CL_OK);
+  configure(fh);
+  ASSERT_EQ(load_with_token(fh, "{\"max_event_streams\": 1}"), CL_OK);
   auto first = fh.request("manager", "GET", "/manager/api/events?topics=instance.*,job.done", "", {}, 100);
   EXPECT_EQ(first.status, 200u);
   EXPECT_FALSE(first.complete);  // a stream: it stays open
@@ -171,7 +191,7 @@ TEST(Manager, EventStreamsAreCappedAndEndWhenTheServerStops) {
 TEST(Manager, RefusesABadConfiguration) {
   for (const char* config : {"{\"max_event_streams\": 0}", "{\"max_event_streams\": \"many\"}", "[1]"}) {
     FakeHost fh;
-    fh.prefixes = {"/manager/"};
+    configure(fh);
     EXPECT_EQ(fh.load(plugin_path(), config), CL_EINVAL) << config;
   }
 }
@@ -217,10 +237,12 @@ TEST(Manager, TheOpenApiDocumentDescribesExactlyTheRegisteredRoutesAndIsServed) 
   auto documented = documented_operations(doc);
 
   FakeHost fh;
-  fh.prefixes = {"/manager/"};
-  ASSERT_EQ(fh.load(plugin_path()), CL_OK);
+  configure(fh);
+  ASSERT_EQ(load_with_token(fh), CL_OK);
   std::set<std::string> registered;
-  for (const auto& r : fh.routes) registered.insert(r.method + " " + r.pattern);
+  for (const auto& r : fh.routes) {
+    if (r.pattern.rfind("/manager/api/", 0) == 0) registered.insert(r.method + " " + r.pattern);  // not the pages
+  }
   for (const auto& r : registered) EXPECT_TRUE(documented.count(r)) << r << " is registered but not documented";
   for (const auto& [r, op] : documented) EXPECT_TRUE(registered.count(r)) << r << " is documented but not registered";
   for (const auto& [r, op] : documented) {
@@ -242,19 +264,20 @@ TEST(Manager, EachDocumentedOperationIsTheOneTheRouteCalls) {
   cloudlet::json::Document doc;
   ASSERT_TRUE(cloudlet::json::parse(openapi_file(), &doc, nullptr));
   FakeHost fh;
-  fh.prefixes = {"/manager/"};
+  configure(fh);
   Core core;
   core.provide(fh);
   fh.provide("service.get", [&core](const std::string& args, std::function<void(cl_status_t, std::string)> reply) {
     core.calls.emplace_back("service.get", args);
     reply(CL_OK, "{\"op\":\"service.get\"}");
   });
-  ASSERT_EQ(fh.load(plugin_path()), CL_OK);
+  ASSERT_EQ(load_with_token(fh), CL_OK);
   size_t checked = 0;
   for (const auto& [route, op] : documented_operations(doc)) {
     std::string method = route.substr(0, route.find(' '));
     std::string path = route.substr(route.find(' ') + 1);
     if (path == "/manager/api/events" || path == "/manager/api/openapi.json") continue;  // no operation
+    if (op->HasMember("x-cloudlet-no-operation")) continue;  // login, sessions and tokens: the plugin's own
     std::string target = path;
     if (size_t at = target.find("{id}"); at != std::string::npos) target.replace(at, 4, "x1");
     std::string want = (*op)["operationId"].GetString();
