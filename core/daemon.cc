@@ -1,5 +1,6 @@
 #include "daemon.h"
 
+#include <arpa/inet.h>
 #include <limits.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -10,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <set>
+#include <vector>
 
 #include "devices/devices.h"
 #include "discovery/discovery.h"
@@ -17,6 +19,7 @@
 #include "events/bus.h"
 #include "http/form_reader.h"
 #include "http/request.h"
+#include "http/self_signed.h"
 #include "http/server.h"
 #include "jobs/jobs.h"
 #include "json/json.h"
@@ -167,6 +170,11 @@ bool Daemon::start(std::string* error) {
       // A command serves nobody: its plugin may add routes, but the real addresses may be in use (the server).
       l.host = "127.0.0.1";
       l.port = 0;
+    }
+    if (!use_own_certificate(&l, error)) return false;
+    if (l.name == "manager" && l.tls_cert.empty() && !http::host_is_loopback(l.host)) {
+      log::warn("http", "the manager listens on {} without TLS: passwords and session cookies cross the network in "
+                "clear. Set listeners.manager.tls to true (or give tls_cert and tls_key).", l.host);
     }
     // The machine's own names (as Avahi announces it: <host>.local) are names every listener serves.
     std::string host = host_name();
@@ -355,6 +363,38 @@ void Daemon::register_core_routes() {
     health.handler = [](http::Request& r) { return r.send(200, "text/plain; charset=utf-8", "ok\n"); };
     server_->router(name)->add(std::move(health));
   }
+}
+
+bool Daemon::use_own_certificate(http::ListenerOptions* l, std::string* error) {
+  if (!l->tls_auto || !l->tls_cert.empty()) return true;
+  std::string dir = cfg_.data_dir + "/credentials";
+  if (!make_dirs(dir, 0700, error)) return false;
+  std::vector<std::string> names = {host_name(), host_name() + ".local", "localhost"};
+  std::vector<std::string> ips = {"127.0.0.1", "::1"};
+  for (const auto& n : l->server_names) {
+    in6_addr any;
+    bool ip = inet_pton(AF_INET, n.c_str(), &any) == 1 || inet_pton(AF_INET6, n.c_str(), &any) == 1;
+    (ip ? ips : names).push_back(n);
+  }
+  if (l->host != "0.0.0.0" && l->host != "::" && !http::host_is_loopback(l->host)) ips.push_back(l->host);
+  http::SelfSigned made;
+  Status s = http::self_signed_ensure(dir + "/" + l->name + ".crt", dir + "/" + l->name + ".key", cfg_.cloudlet_name,
+                                      names, ips, &made);
+  if (!s.ok()) {
+    *error = fmt::format("listener '{}': {}", l->name, s.message());
+    return false;
+  }
+  if (made.made) {
+    log::warn("http", "listener '{}': made a self-signed certificate, {} (key {}), valid until {}, SHA-256 {}. "
+              "Browsers warn until you accept it or install your own (tls/README.md).",
+              l->name, made.cert_path, made.key_path, made.not_after, made.fingerprint);
+  } else {
+    log::info("http", "listener '{}': certificate {} (SHA-256 {}, valid until {})", l->name, made.cert_path,
+              made.fingerprint, made.not_after);
+  }
+  l->tls_cert = made.cert_path;
+  l->tls_key = made.key_path;
+  return true;
 }
 
 bool Daemon::start_command(std::string* error) {

@@ -27,6 +27,7 @@ struct Peer;
 struct HostServices;
 namespace http {
 class Server;
+struct ListenerOptions;
 }
 namespace virt {
 class Virt;
@@ -70,6 +71,8 @@ class Daemon {
   void load_plugins();
   bool start_discovery(std::string* error);
   bool start_command(std::string* error);
+  // A listener with "tls": true and no certificate gets the server's own (http/self_signed.h).
+  bool use_own_certificate(http::ListenerOptions* l, std::string* error);
   void finish_shutdown();
 
   Config cfg_;

@@ -166,7 +166,7 @@ class Reader {
 
   bool listener(const Value& obj, const std::string& at, http::ListenerOptions* o) {
     if (!keys(obj, at,
-              {"host", "port", "tls_cert", "tls_key", "tls_client_certs", "webroot", "index_file", "host_check",
+              {"host", "port", "tls", "tls_cert", "tls_key", "tls_client_certs", "webroot", "index_file", "host_check",
                "server_names", "limits"})) {
       return false;
     }
@@ -181,7 +181,8 @@ class Reader {
                         : o->host_check == http::HostCheck::names_or_ip ? "names_or_ip"
                                                                         : "names";
     if (!str(obj, at, "host", &o->host) || !integer(obj, at, "port", &o->port, 0, 65535) ||
-        !path(obj, at, "tls_cert", &o->tls_cert) || !path(obj, at, "tls_key", &o->tls_key) ||
+        !boolean(obj, at, "tls", &o->tls_auto) || !path(obj, at, "tls_cert", &o->tls_cert) ||
+        !path(obj, at, "tls_key", &o->tls_key) ||
         !path(obj, at, "webroot", &o->webroot) || !str(obj, at, "index_file", &o->index_file) ||
         !one_of(obj, at, "host_check", &check, {"names", "names_or_ip", "off"}) ||
         !server_names(obj, at, &o->server_names)) {
@@ -423,9 +424,9 @@ Status validate_config(const Config& cfg) {
     if (l.tls_cert.empty() != l.tls_key.empty()) {
       return Status::invalid(fmt::format("key 'listeners.{}': TLS needs both tls_cert and tls_key", l.name));
     }
-    if (l.tls_client_certs != http::ClientCerts::none && l.tls_cert.empty()) {
+    if (l.tls_client_certs != http::ClientCerts::none && l.tls_cert.empty() && !l.tls_auto) {
       return Status::invalid(
-          fmt::format("key 'listeners.{}.tls_client_certs': needs a TLS listener (tls_cert and tls_key)", l.name));
+          fmt::format("key 'listeners.{}.tls_client_certs': needs a TLS listener (tls, or tls_cert and tls_key)", l.name));
     }
     if (l.limits.max_body_bytes > cfg.totals.max_body_bytes) {
       return Status::invalid(

@@ -68,6 +68,9 @@ struct ListenerOptions {
   uint16_t port = 0;  // 0: an ephemeral port (tests)
   std::string tls_cert;  // PEM chain; TLS is on when both cert and key are set
   std::string tls_key;
+  // TLS with a certificate of the server's own when tls_cert/tls_key are empty (config "tls": true; made once
+  // under the data directory: http/self_signed.h). With tls_cert and tls_key set, TLS is on regardless.
+  bool tls_auto = false;
   ClientCerts tls_client_certs = ClientCerts::none;  // TLS listeners only
   std::string webroot;   // static files for GET/HEAD requests no route took ("" = none)
   std::string index_file = "index.html";

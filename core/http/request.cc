@@ -42,6 +42,8 @@ void format_response_head(const Request& r, uint32_t status, std::string_view co
                           std::string* out) {
   fmt::format_to(std::back_inserter(*out), "HTTP/1.1 {} {}\r\nServer: cloudletd\r\nDate: {}\r\n", status,
                  reason_phrase(status), r.listener->server->date());
+  // A browser that reached us over HTTPS once must never fall back to plain HTTP here (a year).
+  if (r.listener->tls) out->append("Strict-Transport-Security: max-age=31536000\r\n");
   // One Content-Type: the one passed to send() wins over one added as a header.
   std::string_view ctype = content_type.empty() ? std::string_view(r.content_type) : content_type;
   if (!ctype.empty()) fmt::format_to(std::back_inserter(*out), "Content-Type: {}\r\n", ctype);

@@ -200,11 +200,22 @@ TEST(Config, ListenerGuardsAndClientCertificates) {
   EXPECT_FALSE(passes(load_config_file(write(R"({"plugins": [{"name": "a", "guards": "manager"}]})"), &c), &err));
   EXPECT_NE(err.find("'plugins[0].guards'"), std::string::npos) << err;
 
+  // "tls": true asks for the server's own certificate; only a boolean.
+  c = default_config();
+  ASSERT_TRUE(passes(load_config_file(write(R"({"listeners": {"manager": {"tls": true}}})"), &c), &err)) << err;
+  EXPECT_TRUE(find_listener(c, "manager")->tls_auto);
+  EXPECT_FALSE(find_listener(c, "api")->tls_auto);
+  c = default_config();
+  EXPECT_FALSE(passes(load_config_file(write(R"({"listeners": {"manager": {"tls": "yes"}}})"), &c), &err));
+  EXPECT_NE(err.find("'listeners.manager.tls'"), std::string::npos) << err;
+
   // Cross-key rules: client certificates need TLS; a guard names a listener, and one plugin only.
   c = default_config();
   find_listener(c, "manager")->tls_client_certs = http::ClientCerts::optional;
   EXPECT_FALSE(passes(validate_config(c), &err));
   EXPECT_NE(err.find("listeners.manager.tls_client_certs"), std::string::npos) << err;
+  find_listener(c, "manager")->tls_auto = true;  // its own certificate is TLS too
+  EXPECT_TRUE(passes(validate_config(c), &err)) << err;
   c = default_config();
   c.plugins.push_back(PluginConfig{});
   c.plugins.back().name = "a";
