@@ -186,7 +186,7 @@ bool Daemon::start(std::string* error) {
     if (server_->listen(l, error) != CL_OK) return false;
   }
   jobs_ = std::make_unique<Jobs>(*loop_, *events_, *ops_);
-  system_ = std::make_unique<SystemInfo>(*loop_, *ops_);
+  system_ = std::make_unique<SystemInfo>(*loop_, *ops_, events_.get());
   system_->start();
   devices_ = std::make_unique<Devices>(*loop_, *store_, *ops_, *events_);
   devices_->start();

@@ -8,6 +8,7 @@
 #include <memory>
 #include <sstream>
 
+#include "events/bus.h"
 #include "loop/loop.h"
 #include "ops/operations.h"
 
@@ -98,7 +99,7 @@ bool parse_proc_stat(const std::string& stat, CpuTimes* out) {
   return total > 0;
 }
 
-SystemInfo::SystemInfo(Loop& loop, Operations& ops) : loop_(loop), ops_(ops) {}
+SystemInfo::SystemInfo(Loop& loop, Operations& ops, EventBus* events) : loop_(loop), ops_(ops), events_(events) {}
 
 SystemInfo::~SystemInfo() { stop(); }
 
@@ -144,6 +145,12 @@ void SystemInfo::sample() {
         if (dt > 0 && s->cpu.total >= last_.total) usage_ = 100.0 * facts_.cores * static_cast<double>(db) / dt;
         last_ = s->cpu;
         free_bytes_ = s->avail;
+        if (events_) {
+          events_->publish("system.load", fmt::format("{{\"time_ms\":{},\"cpu_percent\":{:.1f},\"cores\":{},"
+                                                      "\"memory_total\":{},\"memory_free\":{}}}",
+                                                      wall_ms(), usage_, facts_.cores, facts_.total_bytes,
+                                                      free_bytes_));
+        }
       });
 }
 

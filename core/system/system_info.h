@@ -11,6 +11,7 @@ namespace cloudlet {
 
 class Loop;
 class Operations;
+class EventBus;
 
 struct SystemFacts {
   int cores = 1;
@@ -30,7 +31,8 @@ bool parse_proc_stat(const std::string& stat, CpuTimes* out);
 
 class SystemInfo {
  public:
-  SystemInfo(Loop& loop, Operations& ops);
+  // events (may be null): each sample is also published as `system.load` (the manager's live charts).
+  SystemInfo(Loop& loop, Operations& ops, EventBus* events = nullptr);
   ~SystemInfo();
   // Reads the static facts (start-up), takes a first sample, starts the sampler, registers system.info.
   void start();
@@ -41,6 +43,7 @@ class SystemInfo {
   void sample();
   Loop& loop_;
   Operations& ops_;
+  EventBus* events_;
   SystemFacts facts_;
   CpuTimes last_;
   double usage_ = 0;  // percent over all cores: 0 .. 100 * cores

@@ -24,6 +24,8 @@ namespace {
 
 constexpr ApiRoute kRoutes[] = {
     {"GET", "/manager/api/info", "server.info", nullptr, 200, false},
+    {"GET", "/manager/api/system", "system.info", nullptr, 200, false},
+    {"GET", "/manager/api/peers", "peer.list", nullptr, 200, false},
     {"GET", "/manager/api/openapi.json", nullptr, nullptr, 200, false},
     {"GET", "/manager/api/services", "service.list", nullptr, 200, false},
     {"POST", "/manager/api/services", "service.create", nullptr, 200, false},

@@ -35,6 +35,7 @@ constexpr std::string_view kCookie = "cloudletd_session";
 constexpr std::string_view kCsrfHeader = "x-csrf-token";
 constexpr const char* kLoginPage = "/manager/login";
 constexpr const char* kLoginScript = "/manager/login.js";
+constexpr const char* kLoginStyle = "/manager/login.css";
 constexpr const char* kLoginRoute = "/manager/api/login";
 constexpr int kMaxHashing = 4;                       // KDF runs at once; more logins wait (503, Retry-After)
 constexpr int kFreeFailures = 5;                     // failed logins before the back-off starts
@@ -234,7 +235,9 @@ cl_status_t on_guard(void* ud, cl_request_t* r) noexcept {
     cl::Request req(m.host, r);
     std::string_view method = req.method(), path = req.path();
     bool safe = method == "GET" || method == "HEAD";
-    if (safe && (path == "/healthz" || path == kLoginPage || path == kLoginScript)) return CL_OK;
+    if (safe && (path == "/healthz" || path == kLoginPage || path == kLoginScript || path == kLoginStyle)) {
+      return CL_OK;
+    }
     if (method == "POST" && path == kLoginRoute) return CL_OK;
     if (auto authz = req.header("authorization")) {
       constexpr std::string_view kBearer = "Bearer ";
@@ -570,8 +573,13 @@ cl_status_t on_login_script(Manager&, const cl::Request& req) {
   return req.send(200, "text/javascript; charset=utf-8", login_page_script());
 }
 
+cl_status_t on_login_style(Manager&, const cl::Request& req) {
+  return req.send(200, "text/css; charset=utf-8", login_page_style());
+}
+
 constexpr LoginRoute kLoginRoutes[] = {
     {"GET", kLoginPage, on_login_page, false},
+    {"GET", kLoginStyle, on_login_style, false},
     {"GET", kLoginScript, on_login_script, false},
     {"POST", kLoginRoute, on_login, true},
     {"POST", "/manager/api/logout", on_logout, false},

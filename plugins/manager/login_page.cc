@@ -1,5 +1,5 @@
-// The login page: the one page an anonymous browser may load (with its script). No inline script, so the page's
-// Content-Security-Policy can forbid every script but its own.
+// The login page: the one page an anonymous browser may load (with its style sheet and script). Nothing inline,
+// so the page's Content-Security-Policy can forbid every script and style but its own.
 #include "plugin.h"
 
 namespace cloudlet::manager {
@@ -11,17 +11,7 @@ std::string_view login_page_html() {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>cloudletd manager: log in</title>
-<style>
-  body { font-family: system-ui, sans-serif; background: #f3f4f6; margin: 0; display: flex; min-height: 100vh;
-         align-items: center; justify-content: center; }
-  form { background: #fff; padding: 2rem; border-radius: 8px; box-shadow: 0 1px 4px #0002; width: min(22rem, 90vw); }
-  h1 { font-size: 1.2rem; margin: 0 0 1rem; }
-  label { display: block; margin: .8rem 0 .3rem; font-size: .9rem; }
-  input { width: 100%; box-sizing: border-box; padding: .5rem; font-size: 1rem; }
-  button { margin-top: 1.2rem; width: 100%; padding: .6rem; font-size: 1rem; background: #1d4ed8; color: #fff;
-           border: 0; border-radius: 4px; }
-  #error { color: #b91c1c; min-height: 1.2em; margin-top: .8rem; font-size: .9rem; }
-</style>
+<link rel="stylesheet" href="/manager/login.css">
 </head>
 <body>
 <form id="login">
@@ -39,6 +29,19 @@ std::string_view login_page_html() {
 )html";
 }
 
+std::string_view login_page_style() {
+  return R"css(  body { font-family: system-ui, sans-serif; background: #f3f4f6; margin: 0; display: flex; min-height: 100vh;
+         align-items: center; justify-content: center; }
+  form { background: #fff; padding: 2rem; border-radius: 8px; box-shadow: 0 1px 4px #0002; width: min(22rem, 90vw); }
+  h1 { font-size: 1.2rem; margin: 0 0 1rem; }
+  label { display: block; margin: .8rem 0 .3rem; font-size: .9rem; }
+  input { width: 100%; box-sizing: border-box; padding: .5rem; font-size: 1rem; }
+  button { margin-top: 1.2rem; width: 100%; padding: .6rem; font-size: 1rem; background: #1d4ed8; color: #fff;
+           border: 0; border-radius: 4px; }
+  #error { color: #b91c1c; min-height: 1.2em; margin-top: .8rem; font-size: .9rem; }
+)css";
+}
+
 std::string_view login_page_script() {
   return R"js(// Posts the form as JSON; on success the session cookie is set and the manager opens.
 const form = document.getElementById('login');
@@ -50,7 +53,7 @@ form.addEventListener('submit', async (event) => {
   try {
     const r = await fetch('/manager/api/login', {
       method: 'POST', headers: { 'Content-Type': 'application/json' }, body, credentials: 'same-origin' });
-    if (r.ok) { location.assign('/'); return; }
+    if (r.ok) { location.assign('/manager/'); return; }
     const answer = await r.json().catch(() => ({}));
     error.textContent = answer.error || ('login failed (' + r.status + ')');
   } catch (e) {

@@ -86,6 +86,8 @@ cl_status_t manager_init(cl_host_t* h, const cl_host_api_t* api, cl_str_t config
     if (s == CL_OK) s = login_add(*m);
     if (s == CL_OK) s = api_routes_add(*m);
     if (s == CL_OK) s = event_stream_add(*m);
+    // The pages (www/: plain HTML, CSS and ES modules), behind the guard like everything on the listener.
+    if (s == CL_OK) s = m->host.static_add("manager", "/manager/", "www");
     return s;
   });
   if (st != CL_OK) {

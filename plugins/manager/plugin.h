@@ -68,6 +68,7 @@ cl_status_t manager_route_add(Manager& m, const char* method, const char* patter
                               void* ud);
 // The login page and its script (login_page.cc).
 std::string_view login_page_html();
+std::string_view login_page_style();
 std::string_view login_page_script();
 // Users, sessions and API tokens: the listener's guard, the login routes, manager.token.create and
 // manager.user.set_password, and the first user on a fresh data directory (login.cc).

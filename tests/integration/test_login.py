@@ -38,6 +38,7 @@ class Login(harness.TestCase):
         self.assertGreater(len(targets), 30)
         # Also what other plugins and the core put on the listener: routes, static pages, unknown paths.
         targets += [("GET", "/"), ("GET", "/index.html"), ("GET", "/app.js"), ("GET", "/plugins/hello/greet"),
+                    ("GET", "/manager/"), ("GET", "/manager/app.js"), ("GET", "/manager/pages/home.js"),
                     ("GET", "/no/such/page"), ("PUT", "/manager/api/services")]
         for method, target in targets:
             status, headers, body = srv.request("manager", method, target, body="{}" if method != "GET" else None,
@@ -48,7 +49,7 @@ class Login(harness.TestCase):
             self.assertEqual(status, 401, f"{method} {target}: {body!r}")
             self.assertIn("Bearer", headers.get("WWW-Authenticate", ""))
         # What stays open: liveness and the login page with its script.
-        for target in ("/healthz", "/manager/login", "/manager/login.js"):
+        for target in ("/healthz", "/manager/login", "/manager/login.js", "/manager/login.css"):
             self.assertEqual(srv.get("manager", target, anonymous=True)[0], 200, target)
         status, headers, body = srv.get("manager", "/manager/login", anonymous=True)
         self.assertIn(b'type="password"', body)

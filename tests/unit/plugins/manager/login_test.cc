@@ -65,10 +65,12 @@ TEST(Login, EveryRouteRefusesAnAnonymousCaller) {
   for (const auto& route : fh.routes) {
     std::string target = route.pattern;
     if (size_t at = target.find("{id}"); at != std::string::npos) target.replace(at, 4, "x1");
+    if (size_t at = target.find("{*path}"); at != std::string::npos) target.replace(at, 7, "index.html");  // pages
     auto r = fh.request("manager", route.method, target, route.method == "POST" ? "{}" : "",
                         {{"Content-Type", "application/json"}});
     std::string name = route.method + " " + route.pattern;
-    if (name == "GET /manager/login" || name == "GET /manager/login.js" || name == "POST /manager/api/login") {
+    if (name == "GET /manager/login" || name == "GET /manager/login.js" || name == "GET /manager/login.css" ||
+        name == "POST /manager/api/login") {
       EXPECT_NE(r.status, 401u) << name;
       continue;
     }
@@ -76,7 +78,7 @@ TEST(Login, EveryRouteRefusesAnAnonymousCaller) {
     EXPECT_EQ(r.header("WWW-Authenticate"), "Bearer realm=\"cloudletd manager\"") << name;
     refused++;
   }
-  EXPECT_EQ(refused, fh.routes.size() - 3);
+  EXPECT_EQ(refused, fh.routes.size() - 4);
   // A browser asking for a page is told where to log in (still a 401).
   auto page = fh.request("manager", "GET", "/manager/api/services", "", {{"Accept", "text/html"}});
   EXPECT_EQ(page.status, 401u);

@@ -19,6 +19,7 @@ inline void configure(cloudlet::test::FakeHost& fh) {
   char dir[] = "/tmp/cl-manager-XXXXXX";
   ASSERT_NE(mkdtemp(dir), nullptr);
   fh.facts["plugin_data_dir"] = dir;
+  fh.facts["plugin_files_dir"] = std::string(getenv("CLOUDLET_SOURCE_DIR")) + "/plugins/manager";  // its www/
 }
 
 }  // namespace manager_test

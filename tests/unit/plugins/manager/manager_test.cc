@@ -44,7 +44,7 @@ cl_status_t load_with_token(FakeHost& fh, const std::string& config = "") {
 struct Core {
   std::vector<std::pair<std::string, std::string>> calls;  // operation, arguments
   void provide(FakeHost& fh) {
-    for (const char* op : {"server.info", "service.list", "service.create", "service.update", "service.refresh",
+    for (const char* op : {"server.info", "system.info", "peer.list", "service.list", "service.create", "service.update", "service.refresh",
                            "service.delete", "instance.list", "instance.start", "instance.get", "instance.stop",
                            "instance.pause", "instance.resume", "job.list", "job.get", "job.cancel", "device.list",
                            "device.pair", "device.get", "device.revoke", "device.unpair"}) {
@@ -72,11 +72,11 @@ TEST(Manager, RegistersTheJsonApiAndTheEventStreamOnTheManagerListener) {
     EXPECT_EQ(r.listener, "manager");
     // The JSON API, and the login page with its script.
     EXPECT_TRUE(r.pattern.rfind("/manager/api/", 0) == 0 || r.pattern == "/manager/login" ||
-                r.pattern == "/manager/login.js")
+                r.pattern == "/manager/login.js" || r.pattern == "/manager/login.css" || r.pattern == "/manager/{*path}")
         << r.pattern;
     seen[r.method + " " + r.pattern]++;
   }
-  EXPECT_EQ(fh.routes.size(), 33u);
+  EXPECT_EQ(fh.routes.size(), 37u);
   for (const char* route : {"GET /manager/api/info", "GET /manager/api/events", "GET /manager/api/openapi.json", "DELETE /manager/api/instances/{id}",
                             "POST /manager/api/devices", "POST /manager/api/jobs/{id}/cancel"}) {
     EXPECT_EQ(seen[route], 1) << route;
@@ -293,6 +293,6 @@ TEST(Manager, EachDocumentedOperationIsTheOneTheRouteCalls) {
     EXPECT_EQ(std::to_string(r.status), success) << route;
     checked++;
   }
-  EXPECT_EQ(checked, 22u);
+  EXPECT_EQ(checked, 24u);
   EXPECT_EQ(fh.unload(), 0u);
 }
