@@ -94,13 +94,20 @@ class Https(harness.TestCase):
                                         timeout=60)
         r = run("make-ca.sh", d, "Test site CA")
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertNotEqual(run("make-ca.sh", d).returncode, 0, "a CA is never replaced")
+        with open(os.path.join(d, "ca.crt")) as f:
+            ca_pem = f.read()
+        r = run("make-ca.sh", d)
+        self.assertEqual(r.returncode, 0, "idempotent")
+        with open(os.path.join(d, "ca.crt")) as f:
+            self.assertEqual(f.read(), ca_pem, "a CA is never replaced")
         r = run("make-server-cert.sh", d, "localhost", "127.0.0.1", "::1")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertNotEqual(run("make-server-cert.sh", d, "bad;name").returncode, 0)
         r = run("make-client-cert.sh", d, "peer-1")
         self.assertEqual(r.returncode, 0, r.stderr)
         client_fp = r.stdout.strip().rsplit(" ", 1)[-1]
+        r = run("make-server-cert.sh", d, "localhost", "127.0.0.1", "::1")
+        self.assertIn("kept", r.stdout, "a valid certificate is kept when the script runs again")
         for f in ("ca.key", "localhost.key", "peer-1.key"):
             self.assertEqual(stat.S_IMODE(os.stat(os.path.join(d, f)).st_mode), 0o600, f)
         port = harness.free_port()
