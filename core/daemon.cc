@@ -16,6 +16,7 @@
 #include "devices/devices.h"
 #include "discovery/discovery.h"
 #include "ops/control.h"
+#include "system/notify.h"
 #include "events/bus.h"
 #include "http/form_reader.h"
 #include "http/request.h"
@@ -218,6 +219,12 @@ bool Daemon::start(std::string* error) {
   });
   log::info("core", "cloudletd {} ready: cloudlet '{}', data in {}, {} plugin(s)", CLOUDLETD_VERSION,
             cfg_.cloudlet_name, cfg_.data_dir, plugins_->count());
+  // systemd (Type=notify): ready now; the watchdog is fed from the loop, so a loop that stops turning is noticed.
+  notify_send(fmt::format("READY=1\nSTATUS=serving: cloudlet '{}', {} plugin(s)", cfg_.cloudlet_name,
+                          plugins_->count()));
+  if (uint64_t every = notify_watchdog_ms() / 2; every > 0) {
+    watchdog_ = loop_->timer_start(every, every, [] { notify_send("WATCHDOG=1"); });
+  }
   return true;
 }
 
@@ -420,6 +427,9 @@ void Daemon::shutdown() {
     return;
   }
   stopping_ = true;
+  notify_send("STOPPING=1\nSTATUS=shutting down");
+  if (watchdog_) loop_->timer_stop(watchdog_);
+  watchdog_ = 0;
   if (control_) control_->stop([] {});
   // Live streams (the manager's event stream) never end by themselves: their plugins end them on this event,
   // so the drain below does not wait for its deadline.

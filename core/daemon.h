@@ -91,6 +91,7 @@ class Daemon {
   std::unique_ptr<ControlSocket> control_;
   std::optional<Command> command_;
   int command_status_ = 0;
+  uint64_t watchdog_ = 0;  // the loop timer that feeds systemd's watchdog (0: none)
   bool stopping_ = false;
   bool stopped_ = false;
 };
