@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <memory>
@@ -43,6 +44,8 @@ constexpr uint64_t kFailureWindowMs = 15 * 60 * 1000;  // failures older than th
 constexpr uint64_t kMaxBackoffMs = 15 * 60 * 1000;
 constexpr size_t kMaxThrottleEntries = 4096;
 constexpr uint64_t kSeenWriteEveryMs = 60 * 1000;  // a session's last use is written at most this often
+constexpr uint64_t kSweepEveryMs = 10 * 60 * 1000;  // sessions nobody presents again are deleted this often
+constexpr size_t kMaxSessionsPerUser = 32;          // a login beyond this ends the user's oldest session
 // What an unknown user's password is checked against, so that a wrong name costs the same time as a wrong
 // password (no user enumeration by timing). Well-formed; matches nothing.
 constexpr std::string_view kNoUserHash =
@@ -174,13 +177,33 @@ std::optional<std::string> request_session_id(const cl::Request& req) {
   return std::string(*sid);
 }
 
+// Idle too long, or too old. A clock that went backwards makes sessions look expired: fail closed.
+bool session_expired(const Manager& m, const Session& s, uint64_t now) {
+  return now < s.seen_ms || now < s.created_ms || now - s.seen_ms > m.auth.idle_ms ||
+         now - s.created_ms > m.auth.absolute_ms;
+}
+
+// Deletes the sessions nobody will present again (expired ones), so the store does not keep them for ever.
+void sessions_sweep(void* ud, cl_timer_id_t) {
+  cl::guarded_void([&] {
+    Manager& m = *static_cast<Manager*>(ud);
+    Write w;
+    uint64_t now = wall_ms();
+    for (const auto& [key, doc] : store_all(m.host, "sessions")) {
+      Session s;
+      if (!session_parse(doc, &s) || session_expired(m, s, now)) w.dels.push_back("sessions/" + key);
+    }
+    if (!w.dels.empty()) store_write(m.host, w, [](cl_status_t) {});
+  });
+}
+
 // The live session behind a session id (expired ones are deleted on the way).
 bool session_find(Manager& m, const std::string& sid, Session* out, std::string* key) {
   *key = sha256_hex(sid);
   auto doc = store_read(m.host, "sessions", *key);
   if (!doc || !session_parse(*doc, out)) return false;
   uint64_t now = wall_ms();
-  if (now - out->seen_ms > m.auth.idle_ms || now - out->created_ms > m.auth.absolute_ms) {
+  if (session_expired(m, *out, now)) {
     store_write(m.host, Write{{}, {"sessions/" + *key}}, [](cl_status_t) {});
     return false;
   }
@@ -436,6 +459,14 @@ cl_status_t on_login(Manager& m, const cl::Request& req) {
         if (sid.empty() || s.csrf.empty()) return (void)later.send_json(500, json::error_object("no randomness"));
         Write w{{{"sessions/" + sha256_hex(sid), session_doc(s)}}, {}};
         if (c->old_sid) w.dels.push_back("sessions/" + sha256_hex(*c->old_sid));
+        // Bounded per user: the oldest sessions beyond kMaxSessionsPerUser - 1 end to make room for this one.
+        std::vector<std::pair<uint64_t, std::string>> mine;
+        for (const auto& [key, doc] : store_all(mm.host, "sessions")) {
+          Session other;
+          if (session_parse(doc, &other) && other.user == s.user) mine.emplace_back(other.created_ms, key);
+        }
+        std::sort(mine.begin(), mine.end());
+        for (size_t i = 0; i + kMaxSessionsPerUser <= mine.size(); i++) w.dels.push_back("sessions/" + mine[i].second);
         cl_status_t ws = store_write(mm.host, w, [mp, host, r, sid, s](cl_status_t committed) {
           cl::Request answer(host, r);
           if (committed != CL_OK) return (void)answer.send_json(500, json::error_object("the store refused the session"));
@@ -706,7 +737,9 @@ cl_status_t login_add(Manager& m) {
     return st;
   }
   first_user(m);
-  return CL_OK;
+  cl_timer_id_t sweep = 0;
+  // First a second after start-up (what expired while the server was down), then every kSweepEveryMs.
+  return m.host.timer_start(1000, kSweepEveryMs, sessions_sweep, &m, &sweep);
 }
 
 }  // namespace cloudlet::manager

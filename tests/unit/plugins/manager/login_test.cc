@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <chrono>
 #include <fstream>
 #include <string>
 #include <utility>
@@ -301,6 +302,34 @@ TEST(Login, CookiesAreSecureOnHttpsAndSessionsExpire) {
   doc = cloudlet::json::stringify(d);
   EXPECT_EQ(fh.request("manager", "GET", "/manager/api/session", "", {{"Cookie", cookie}}).status, 401u);
   EXPECT_TRUE(fh.run_until([&] { return fh.store["sessions"].empty(); }));
+  EXPECT_EQ(fh.unload(), 0u);
+}
+
+TEST(Login, SessionsAreBoundedPerUserAndExpiredOnesSwept) {
+  FakeHost fh;
+  configure(fh);
+  // Left by an earlier run: one long expired, one fresh. The sweep after start-up deletes only the first.
+  uint64_t now = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
+  auto doc = [](uint64_t created, uint64_t seen) {
+    return "{\"user\":\"admin\",\"csrf\":\"c\",\"created_ms\":" + std::to_string(created) +
+           ",\"seen_ms\":" + std::to_string(seen) + "}";
+  };
+  fh.store["sessions"]["old"] = doc(now - 86400000, now - 86400000);
+  fh.store["sessions"]["fresh"] = doc(now - 1000, now - 1000);
+  std::string pw = load_and_first_password(fh);
+  EXPECT_TRUE(fh.run_until([&] { return fh.store["sessions"].count("old") == 0; }, 3000));
+  EXPECT_EQ(fh.store["sessions"].count("fresh"), 1u);
+  // 34 logins (and "fresh"): the user keeps the newest 32 sessions; the first login's cookie no longer works.
+  std::string first;
+  for (int i = 0; i < 34; i++) {
+    auto r = login(fh, "admin", pw);
+    ASSERT_EQ(r.status, 200u) << i;
+    if (i == 0) first = session_cookie(r);
+  }
+  EXPECT_EQ(fh.store["sessions"].size(), 32u);
+  EXPECT_EQ(fh.request("manager", "GET", "/manager/api/session", "", {{"Cookie", first}}).status, 401u);
   EXPECT_EQ(fh.unload(), 0u);
 }
 
