@@ -98,3 +98,4 @@ size=$(stat -c %s "$work/webroot/api/services")
 
 echo "bench/api: GET $path ($size bytes, $ctype), wrk -t${THREADS:-1} -c${CONNECTIONS:-50} -d${DURATION:-10s}, ${ROUNDS:-5} alternating rounds"
 wrk_compare "http://127.0.0.1:$cl_port$path" "http://127.0.0.1:$ng_port$path"
+open_loop_compare "http://127.0.0.1:$cl_port$path" "http://127.0.0.1:$ng_port$path" "$(awk -v r="$NGINX_RPS" 'BEGIN {printf "%d", r / 2}')"

@@ -70,3 +70,4 @@ cmp <(curl -sf "http://127.0.0.1:$cl_port/$file") <(curl -sf "http://127.0.0.1:$
 
 echo "bench/http: $file ($size bytes), wrk -t${THREADS:-1} -c${CONNECTIONS:-50} -d${DURATION:-10s}, ${ROUNDS:-5} alternating rounds"
 wrk_compare "http://127.0.0.1:$cl_port/$file" "http://127.0.0.1:$ng_port/$file"
+open_loop_compare "http://127.0.0.1:$cl_port/$file" "http://127.0.0.1:$ng_port/$file" "$(awk -v r="$NGINX_RPS" 'BEGIN {printf "%d", r / 2}')"
