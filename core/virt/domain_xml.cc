@@ -197,6 +197,10 @@ Status domain_xml_build(const DomainSpec& s, std::string* out) {
   d.set_attr("xmlns:qemu", kQemuNs);
   d.append_element("name")->set_text(s.name);
   d.append_element("uuid")->set_text(s.uuid);
+  // A VM Generation ID (QEMU's vmgenid device). libvirt gives every restore of this domain's saved state a new
+  // one (its "start with a new generation" path for restores), so guests that watch it reseed their RNG
+  // instead of sharing one state; domain_xml_rewrite keeps the element for that.
+  d.append_element("genid")->set_text(uuid_generate());
   auto* mem = d.append_element("memory");
   mem->set_attr("unit", "MiB");
   mem->set_text(std::to_string(s.memory_mib));

@@ -186,6 +186,31 @@ TEST(DomainXml, RewriteManyInstancesFromOneState) {
   }
 }
 
+// Every domain built carries a VM Generation ID; the instance XML keeps the element, and libvirt gives each
+// restore a new value (checked with real QEMU in test_virt_qemu). A saved XML without one (saved before genids
+// existed) gets none: a device added now would not match the saved machine.
+TEST(DomainXml, TheGenerationIdIsKeptForLibvirtToRenew) {
+  std::string built;
+  ASSERT_TRUE(vt::ok(domain_xml_build(demo_spec(), &built)));
+  xml::Document doc;
+  ASSERT_TRUE(vt::ok(xml::parse(built, &doc)));
+  ASSERT_NE(doc.root->child("genid"), nullptr);
+  EXPECT_TRUE(valid_uuid(doc.root->child("genid")->text_content()));
+  InstanceIdentity id;
+  id.uuid = uuid_generate();
+  id.name = "inst-" + id.uuid.substr(0, 8);
+  id.disk_path = "/data/instances/" + id.uuid + "/disk.qcow2";
+  id.forwards = {{"127.0.0.1", 43100, 8080}, {"127.0.0.1", 43101, 22}};
+  std::string out;
+  ASSERT_TRUE(vt::ok(domain_xml_rewrite(built, id, &out)));
+  xml::Document inst;
+  ASSERT_TRUE(vt::ok(xml::parse(out, &inst)));
+  EXPECT_NE(inst.root->child("genid"), nullptr);
+  id.name = "old-state";
+  ASSERT_TRUE(vt::ok(domain_xml_rewrite(kSaved, id, &out)));
+  EXPECT_EQ(out.find("genid"), std::string::npos);
+}
+
 TEST(DomainXml, RewriteRefusesWhatItCannotDoSafely) {
   InstanceIdentity id;
   id.name = "ok";

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <set>
 
 #include "loop/loop.h"
 #include "test_util.h"
@@ -20,6 +21,7 @@
 #include "virt/process.h"
 #include "virt/qemu_img.h"
 #include "virt/save_image.h"
+#include "virt/xml.h"
 
 using namespace cloudlet;
 using namespace cloudlet::virt;
@@ -347,6 +349,7 @@ TEST_F(QemuTest, ColdBootSaveAndRestoreTwoInstancesFromOneState) {
     return out;
   });
   ASSERT_EQ(listed.size(), 2u);
+  std::set<std::string> genids;
   for (auto& in : inst) {
     EXPECT_NE(std::find(listed.begin(), listed.end(), std::make_pair(in.id.name, in.id.uuid)), listed.end());
     DomainSummary s;
@@ -360,6 +363,17 @@ TEST_F(QemuTest, ColdBootSaveAndRestoreTwoInstancesFromOneState) {
     });
     ASSERT_TRUE(vt::ok(domain_xml_summary(live, &s)));
     EXPECT_EQ(s.disk_path, in.id.disk_path);
+    // Each instance runs with its own VM Generation ID (QEMU's vmgenid device): libvirt renews it at every
+    // restore, so it differs from the saved domain's and from the other instance's.
+    xml::Document live_doc, saved_doc;
+    ASSERT_TRUE(vt::ok(xml::parse(live, &live_doc)));
+    ASSERT_TRUE(vt::ok(xml::parse(image.xml, &saved_doc)));
+    ASSERT_NE(live_doc.root->child("genid"), nullptr) << live;
+    ASSERT_NE(saved_doc.root->child("genid"), nullptr) << image.xml;
+    std::string genid = live_doc.root->child("genid")->text_content();
+    EXPECT_NE(genid, saved_doc.root->child("genid")->text_content());
+    EXPECT_TRUE(genids.insert(genid).second) << "two instances share generation id " << genid;
+    printf("MEASURE %s genid %s\n", in.id.name.c_str(), genid.c_str());
   }
   SaveImage again;
   ASSERT_TRUE(vt::ok(save_image_read(state, &again)));
