@@ -197,6 +197,8 @@ def main():
     ap.add_argument("--api-port", type=int, required=True)
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--p99-rounds", type=int, default=8)
+    ap.add_argument("--soak", type=int, default=0, help="start/stop cycles for the RSS soak (0: none)")
+    ap.add_argument("--server-pid", type=int, default=0)
     a = ap.parse_args()
     mgr = Manager(a.manager_port)
     image = os.path.join(a.data, "services", "demo.httpd", "image-1")
@@ -249,6 +251,37 @@ def main():
     print(f"GET /healthz while two starts are in flight: p50 {pct(busy, 50) * 1000:.2f} ms "
           f"p99 {pct(busy, 99) * 1000:.2f} ms max {max(busy) * 1000:.2f} ms ({len(busy)} requests in "
           f"{len(windows)} windows of two concurrent starts); acceptance p99 <= 5 ms")
+
+    if a.soak and a.server_pid:
+        soak(mgr, a.soak, a.server_pid)
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def soak(mgr, cycles, pid):
+    """cloudletd's RSS over many start/stop cycles: it must come back to where it was after the first one (a
+    leak or fragmentation shows as a climb). Starts do not wait for the guest's reply (the VM's work is QEMU's)."""
+    mgr.stop(mgr.start(False)["id"])
+    time.sleep(1)
+    first = rss_kib(pid)
+    marks = []
+    t0 = now()
+    for i in range(1, cycles + 1):
+        mgr.stop(mgr.start(False)["id"])
+        if i % 50 == 0 or i == cycles:
+            marks.append((i, rss_kib(pid)))
+            print(f"  soak: {i} cycles, cloudletd RSS {marks[-1][1] / 1024:.1f} MiB", flush=True)
+    time.sleep(2)
+    last = rss_kib(pid)
+    print(f"soak: {cycles} start/stop cycles in {now() - t0:.0f} s; cloudletd RSS after the first "
+          f"{first / 1024:.1f} MiB, after the last {last / 1024:.1f} MiB, growth {(last - first) / 1024:+.2f} MiB; "
+          f"acceptance <= 2 MiB")
 
 
 if __name__ == "__main__":

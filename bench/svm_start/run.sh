@@ -5,7 +5,8 @@
 # before the clock starts) and RUNS times by cloudletd instance starts, alternating, each timed until the guest's
 # first HTTP reply. Prints medians and the ratio cloudletd/virsh (acceptance <= 1.05), then the p99 latency of
 # GET /healthz on the api listener while two starts are in flight (acceptance <= 5 ms).
-#   usage: bench/svm_start/run.sh [BUILD_DIR]   env: RUNS (11), P99_ROUNDS (8)
+# Last, SOAK (200) start/stop cycles and cloudletd's RSS after the first and the last (acceptance: within 2 MiB).
+#   usage: bench/svm_start/run.sh [BUILD_DIR]   env: RUNS (11), P99_ROUNDS (8), SOAK (200; 0 skips it)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -79,4 +80,4 @@ curl -sf -H "$auth" "http://127.0.0.1:$mgr_port/manager/api/services/demo.httpd"
 state="$work/data/services/demo.httpd/image-1/state.sav"
 echo "bench/svm_start: state $(stat -c %s "$state") bytes; $runs alternating rounds, each timed until the guest's first HTTP reply"
 python3 "$here/bench.py" --work "$work" --data "$work/data" --manager-port "$mgr_port" --api-port "$api_port" \
-  --runs "$runs" --p99-rounds "$p99_rounds"
+  --runs "$runs" --p99-rounds "$p99_rounds" --soak "${SOAK:-200}" --server-pid "$pid"
