@@ -15,8 +15,6 @@
 
 #include "devices/devices.h"
 #include "discovery/discovery.h"
-#include "ops/control.h"
-#include "system/notify.h"
 #include "events/bus.h"
 #include "http/form_reader.h"
 #include "http/request.h"
@@ -26,9 +24,11 @@
 #include "json/json.h"
 #include "log/log.h"
 #include "loop/loop.h"
+#include "ops/control.h"
 #include "ops/operations.h"
 #include "plugin/host.h"
 #include "store/store.h"
+#include "system/notify.h"
 #include "system/system_info.h"
 #include "version.h"
 #include "virt/event_impl.h"
@@ -168,9 +168,14 @@ bool Daemon::start(std::string* error) {
   server_->set_totals(cfg_.totals);
   for (auto l : cfg_.listeners) {
     if (command_) {
-      // A command serves nobody: its plugin may add routes, but the real addresses may be in use (the server).
+      // A command serves nobody: its plugin may add routes, but the real addresses may be in use (the server),
+      // and it needs no certificate (nor may it make one).
       l.host = "127.0.0.1";
       l.port = 0;
+      l.tls_auto = false;
+      l.tls_cert.clear();
+      l.tls_key.clear();
+      l.tls_client_certs = http::ClientCerts::none;
     }
     if (!use_own_certificate(&l, error)) return false;
     if (l.name == "manager" && l.tls_cert.empty() && !http::host_is_loopback(l.host)) {

@@ -80,6 +80,13 @@ class Https(harness.TestCase):
         with open(crt, "rb") as f:
             self.assertEqual(hashlib.sha256(ssl.PEM_cert_to_DER_cert(f.read().decode())).hexdigest(), fingerprint)
         self.assertEqual(srv.log_text().count("made a self-signed certificate"), 1)
+        # The command line works on a TLS server's data directory, running or not, and makes no certificate.
+        self.assertTrue(srv.new_token("while-running").startswith("cl_"))
+        self.assertEqual(srv.stop(), 0)
+        os.rename(crt, crt + ".away")
+        self.assertTrue(srv.new_token("while-stopped").startswith("cl_"))
+        self.assertFalse(os.path.exists(crt), "a command must not make the listener's certificate")
+        os.rename(crt + ".away", crt)
 
     def wait_for_file(self, path):
         for _ in range(200):
