@@ -1,24 +1,24 @@
 #include "http/self_signed.h"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 
 #include "system/digest.h"
+#include "virt/files.h"
 
 namespace cloudlet::http {
 namespace {
+
+using virt::files_write;
 
 constexpr int kValidDays = 397;     // what browsers accept for a server certificate's lifetime
 constexpr int kRenewDays = 30;      // an automatic certificate this close to its end is made again
@@ -67,28 +67,6 @@ bool add_ext(X509* x, int nid, const std::string& value) {
   bool ok = X509_add_ext(x, e, -1) == 1;
   X509_EXTENSION_free(e);
   return ok;
-}
-
-// Writes data to path through path.tmp (mode), then renames.
-Status write_file(const std::string& path, mode_t mode, const std::string& data) {
-  std::string tmp = path + ".tmp";
-  ::unlink(tmp.c_str());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
-  if (fd < 0) return Status::io("cannot write " + tmp + ": " + strerror(errno));
-  size_t off = 0;
-  while (off < data.size()) {
-    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    off += static_cast<size_t>(n);
-  }
-  bool ok = off == data.size() && ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    return Status::io("cannot write " + path + ": " + strerror(errno));
-  }
-  return {};
 }
 
 template <typename W>
@@ -163,8 +141,8 @@ Status self_signed_ensure(const std::string& cert_path, const std::string& key_p
   std::string cert_pem = pem([&](BIO* b) { return PEM_write_bio_X509(b, x.get()) == 1; });
   if (key_pem.empty() || cert_pem.empty()) return Status::io("OpenSSL could not write the certificate");
   // The key first: a certificate on disk always has its key.
-  if (Status s = write_file(key_path, 0600, key_pem); !s.ok()) return s;
-  if (Status s = write_file(cert_path, 0644, cert_pem); !s.ok()) return s;
+  if (Status s = files_write(key_path, key_pem, 0600); !s.ok()) return s;
+  if (Status s = files_write(cert_path, cert_pem, 0644); !s.ok()) return s;
   out->made = true;
   out->fingerprint = fingerprint_of(x.get());
   out->not_after = not_after_of(x.get());
