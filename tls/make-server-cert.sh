@@ -4,6 +4,7 @@
 # Usage: tls/make-server-cert.sh DIR NAME [DNS name or IP address]...
 # NAME is also the first DNS name; add every name and address browsers and peers use to reach the cloudlet.
 set -eu
+. "$(dirname "$0")/lib.sh"
 # Idempotent: a certificate that exists, was signed by this CA and has more than 30 days left is kept; set
 # RENEW=1 to make a new one anyway.
 [ $# -ge 2 ] || { echo "usage: $0 DIR NAME [DNS-or-IP]..." >&2; exit 2; }
@@ -21,19 +22,11 @@ for alt in "$@"; do
     *) san="$san,IP:$alt" ;;                       # IPv4
   esac
 done
-if [ "${RENEW:-0}" != 1 ] && [ -f "$dir/$name.crt" ] && [ -f "$dir/$name.key" ] &&
-   openssl verify -CAfile "$dir/ca.crt" "$dir/$name.crt" >/dev/null 2>&1 &&
-   openssl x509 -in "$dir/$name.crt" -noout -checkend 2592000 >/dev/null; then
-  echo "$dir/$name.crt: kept (RENEW=1 makes a new one)"
-  exit 0
-fi
-umask 077
-openssl genpkey -quiet -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$dir/$name.key"
-openssl req -new -key "$dir/$name.key" -subj "/O=cloudletd/CN=$name" -out "$dir/$name.csr"
-ext=$(mktemp)
-trap 'rm -f "$ext" "$dir/$name.csr"' EXIT
-printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=%s\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n' "$san" > "$ext"
-openssl x509 -req -in "$dir/$name.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial -sha256 -days 397 \
-  -extfile "$ext" -out "$dir/$name.crt" 2>/dev/null
-chmod 644 "$dir/$name.crt"
+cert_kept "$dir" "$name" && exit 0
+cert_sign "$dir" "$name" "basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=serverAuth,clientAuth
+subjectAltName=$san
+subjectKeyIdentifier=hash
+authorityKeyIdentifier=keyid"
 echo "$dir/$name.crt ($san): $(openssl x509 -in "$dir/$name.crt" -noout -fingerprint -sha256)"
