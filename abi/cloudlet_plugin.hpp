@@ -384,6 +384,13 @@ class Request {
     if (api_->req_param_at(r_, index, &n, &v) != CL_OK) return std::nullopt;
     return std::make_pair(view(n), view(v));
   }
+  /* The client's address (text form of the IP), or nullopt once it has gone. */
+  std::optional<std::string_view> peer_ip() const noexcept {
+    cl_str_t ip{nullptr, 0};
+    uint16_t port = 0;
+    if (api_->req_peer_addr(r_, &ip, &port) != CL_OK) return std::nullopt;
+    return view(ip);
+  }
   /* The address the client connected to (text form of the IP), or nullopt. */
   std::optional<std::string_view> local_ip() const noexcept {
     cl_str_t ip{nullptr, 0};

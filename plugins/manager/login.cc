@@ -221,14 +221,21 @@ std::string session_cookie(const Manager& m, std::string_view sid, bool clear) {
   return c;
 }
 
+// The stored sessions of user, with their store keys.
+std::vector<std::pair<std::string, Session>> sessions_of(const cl::Host& h, const std::string& user) {
+  std::vector<std::pair<std::string, Session>> out;
+  for (const auto& [key, doc] : store_all(h, "sessions")) {
+    Session s;
+    if (session_parse(doc, &s) && s.user == user) out.emplace_back(key, std::move(s));
+  }
+  return out;
+}
+
 // Deletes every session of user (password change); done(count) after the commit.
 template <typename D>
 void sessions_revoke_user(Manager& m, const std::string& user, D done) {
   Write w;
-  for (const auto& [key, doc] : store_all(m.host, "sessions")) {
-    Session s;
-    if (session_parse(doc, &s) && s.user == user) w.dels.push_back("sessions/" + key);
-  }
+  for (const auto& [key, s] : sessions_of(m.host, user)) w.dels.push_back("sessions/" + key);
   size_t n = w.dels.size();
   if (n == 0) return done(size_t{0});
   if (store_write(m.host, w, [done, n](cl_status_t) { done(n); }) != CL_OK) done(size_t{0});
@@ -384,13 +391,6 @@ std::string tokens_list(Manager& m) {
 
 // ---- routes -----------------------------------------------------------------------------------------------
 
-std::string peer_ip(const cl::Host& h, cl_request_t* r) {
-  cl_str_t ip{nullptr, 0};
-  uint16_t port = 0;
-  if (h.api()->req_peer_addr(r, &ip, &port) != CL_OK) return "?";
-  return std::string(cl::view(ip));
-}
-
 cl_status_t on_login(Manager& m, const cl::Request& req) {
   json::Document d;
   std::string error;
@@ -402,7 +402,8 @@ cl_status_t on_login(Manager& m, const cl::Request& req) {
     return req.send_json(401, json::error_object("wrong user name or password"));
   }
   uint64_t now = wall_ms();
-  std::string user_key = "user:" + std::string(*user), addr_key = "addr:" + peer_ip(m.host, req.handle());
+  std::string user_key = "user:" + std::string(*user);
+  std::string addr_key = "addr:" + std::string(req.peer_ip().value_or("?"));
   uint64_t wait = std::max(throttle_wait(m.auth, user_key, now), throttle_wait(m.auth, addr_key, now));
   if (wait > 0) {
     req.add_header("Retry-After", std::to_string((wait + 999) / 1000));
@@ -461,10 +462,7 @@ cl_status_t on_login(Manager& m, const cl::Request& req) {
         if (c->old_sid) w.dels.push_back("sessions/" + sha256_hex(*c->old_sid));
         // Bounded per user: the oldest sessions beyond kMaxSessionsPerUser - 1 end to make room for this one.
         std::vector<std::pair<uint64_t, std::string>> mine;
-        for (const auto& [key, doc] : store_all(mm.host, "sessions")) {
-          Session other;
-          if (session_parse(doc, &other) && other.user == s.user) mine.emplace_back(other.created_ms, key);
-        }
+        for (const auto& [key, other] : sessions_of(mm.host, s.user)) mine.emplace_back(other.created_ms, key);
         std::sort(mine.begin(), mine.end());
         for (size_t i = 0; i + kMaxSessionsPerUser <= mine.size(); i++) w.dels.push_back("sessions/" + mine[i].second);
         cl_status_t ws = store_write(mm.host, w, [mp, host, r, sid, s](cl_status_t committed) {
